@@ -1,0 +1,3 @@
+from flwd.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""flwd.api package."""

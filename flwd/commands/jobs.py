@@ -1,0 +1,1 @@
+"""`flwd jobs` and `flwd validate` (filled in by the jobs work)."""

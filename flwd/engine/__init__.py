@@ -1,0 +1,1 @@
+"""flwd.engine package."""

@@ -1,0 +1,1 @@
+"""The built-in `fs` source type (filled in by the jobs work)."""

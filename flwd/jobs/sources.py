@@ -1,0 +1,1 @@
+"""Job source types: how a configured source is scanned and watched (filled in by the jobs work)."""

@@ -1,0 +1,146 @@
+"""msgspec Structs that cross layers: job definitions, runs, steps, events, artifacts.
+
+Everything here is frozen: a changed job is a new `JobSpec` in a new catalog, a changed run
+is a new `Run` read back from storage.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from flwd.states import FailureReason, RunStatus, StepStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One executable unit of a job, resolved at discovery time.
+
+    `argv` is what is executed (never through a shell built from arguments); a `run:` or
+    `command:` string becomes `["/bin/sh", "-c", text]`, a script becomes
+    `[*interpreter, path]`.
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    timeout: float | None = None
+    env: dict[str, str] = {}
+    retries: int = 0
+    script: str | None = None
+
+
+class ConcurrencySpec(msgspec.Struct, frozen=True, kw_only=True):
+    """At most `limit` runs of the job at once; with `key`, at most `limit` per key value.
+
+    `key` is a template over the arguments, e.g. `"{target}"`: only `{name}` placeholders
+    naming top-level arguments are substituted.
+    """
+
+    limit: int
+    key: str | None = None
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A valid, runnable job as discovered from `config.yaml` and its scripts."""
+
+    id: str
+    name: str
+    namespace: str
+    source: str
+    path: str
+    description: str | None = None
+    version: str | None = None
+    tags: tuple[str, ...] = ()
+    args: dict[str, Any] = {}
+    steps: tuple[StepSpec, ...] = ()
+    env: dict[str, str] = {}
+    timeout: float | None = None
+    concurrency: ConcurrencySpec | None = None
+    retries: int = 0
+    security_profile: str | None = None
+    result_schema: dict[str, Any] | None = None
+    secret_args: frozenset[str] = frozenset()
+    digest: str = ""
+
+
+class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a job folder is not runnable: the file, the line where known, and what to fix."""
+
+    file: str
+    reason: str
+    line: int | None = None
+
+
+class InvalidJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job folder discovery found but could not load; listed, never runnable."""
+
+    id: str
+    source: str
+    path: str
+    diagnostics: tuple[Diagnostic, ...]
+
+
+class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A run's structured result: `value` is the last step (in declaration order) that
+    wrote `$FLWD_RESULT_FILE`; `steps` holds every step's value by step id."""
+
+    value: Any = None
+    steps: dict[str, Any] = {}
+
+
+class Run(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    job_id: str
+    status: RunStatus
+    created_at: datetime
+    tenant: str = "default"
+    args: dict[str, Any] = {}
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: FailureReason | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    result: Result | None = None
+    job_digest: str = ""
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    step_id: str
+    status: StepStatus
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: FailureReason | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One journal event. `id` is global and strictly increasing across all runs."""
+
+    id: int
+    type: str
+    run_id: str
+    job_id: str
+    timestamp: datetime
+    data: dict[str, Any] = {}
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    run_id: str
+    name: str
+    path: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime

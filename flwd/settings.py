@@ -1,0 +1,139 @@
+"""One frozen settings object, built from command-line flags over `FLWD_*` environment
+variables over defaults. Nothing else in flwd reads the environment for configuration."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import durationpy
+import msgspec
+
+DEFAULT_SOURCE = "local-fs"
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has a value flwd cannot use."""
+
+
+class JobSource(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    path: str
+    type: str = "fs"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    sources: tuple[JobSource, ...] = (JobSource(name=DEFAULT_SOURCE, path="jobs"),)
+    data_dir: str = ".flwd"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    profile: str = "secure"
+    server: str | None = None
+    # Scheduler
+    max_concurrency: int = 16
+    max_queue: int = 1000
+    # Executor
+    kill_grace: float = 5.0
+    line_limit: int = 16 * 1024
+    output_head_bytes: int = 8 * 1024 * 1024
+    output_tail_bytes: int = 2 * 1024 * 1024
+    # HTTP
+    max_body_bytes: int = 1024 * 1024
+    heartbeat: float = 15.0
+    access_log: bool = False
+    watch: bool = True
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from `"90s"`, `"15m"`, `"1h30m"` (Go duration syntax) or a plain number."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text < 0:
+            raise SettingsError(f"duration {text!r} must not be negative")
+        return float(text)
+    if not isinstance(text, str):
+        raise SettingsError(f"duration {text!r} must be a string like '90s' or a number")
+    stripped = text.strip()
+    try:
+        seconds = float(stripped)
+    except ValueError:
+        try:
+            seconds = durationpy.from_str(stripped).total_seconds()
+        except Exception as exc:  # durationpy raises bare Exception subclasses
+            raise SettingsError(
+                f"'{text}' is not a duration; use forms like '90s', '15m', '1h30m'"
+            ) from exc
+    if seconds < 0:
+        raise SettingsError(f"duration '{text}' must not be negative")
+    return seconds
+
+
+def parse_sources(specs: list[str] | tuple[str, ...]) -> tuple[JobSource, ...]:
+    """`NAME=PATH` items (a bare `PATH` is the default source) into job sources."""
+    sources: dict[str, JobSource] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = DEFAULT_SOURCE, spec
+        name, path = name.strip(), path.strip()
+        if not name or not path:
+            raise SettingsError(f"job source '{spec}' must look like NAME=PATH")
+        if name in sources:
+            raise SettingsError(f"job source '{name}' is named twice")
+        sources[name] = JobSource(name=name, path=path)
+    return tuple(sources.values())
+
+
+_ENV_FIELDS: dict[str, tuple[str, Any]] = {
+    "FLWD_DATA_DIR": ("data_dir", str),
+    "FLWD_HOST": ("host", str),
+    "FLWD_PORT": ("port", int),
+    "FLWD_PROFILE": ("profile", str),
+    "FLWD_SERVER": ("server", str),
+    "FLWD_MAX_CONCURRENCY": ("max_concurrency", int),
+    "FLWD_MAX_QUEUE": ("max_queue", int),
+    "FLWD_KILL_GRACE": ("kill_grace", parse_duration),
+    "FLWD_LINE_LIMIT": ("line_limit", int),
+    "FLWD_OUTPUT_HEAD_BYTES": ("output_head_bytes", int),
+    "FLWD_OUTPUT_TAIL_BYTES": ("output_tail_bytes", int),
+    "FLWD_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "FLWD_HEARTBEAT": ("heartbeat", parse_duration),
+    "FLWD_ACCESS_LOG": ("access_log", lambda v: v.lower() in {"1", "true", "yes", "on"}),
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Defaults, then `FLWD_*` variables, then non-None `overrides` (command-line flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if env.get("FLWD_JOBS"):
+        values["sources"] = parse_sources(
+            [part for part in env["FLWD_JOBS"].split(os.pathsep) if part.strip()]
+        )
+    for var, (field, convert) in _ENV_FIELDS.items():
+        if var in env and env[var] != "":
+            try:
+                values[field] = convert(env[var])
+            except (ValueError, SettingsError) as exc:
+                raise SettingsError(f"{var}={env[var]!r}: {exc}") from exc
+    for field, value in overrides.items():
+        if value is None:
+            continue
+        if field == "jobs":
+            if value:
+                values["sources"] = parse_sources(list(value))
+            continue
+        values[field] = value
+    settings = Settings(**values)
+    if settings.max_concurrency < 1:
+        raise SettingsError("max_concurrency must be at least 1")
+    if settings.max_queue < 0:
+        raise SettingsError("max_queue must not be negative")
+    return settings
