@@ -144,3 +144,14 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     size_bytes: int
     sha256: str
     created_at: datetime
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One line of a run's output as served by the logs endpoint. `id` is the event id of
+    the `run.output` event the line came from, usable as `since` / `Last-Event-ID`."""
+
+    id: int
+    timestamp: datetime
+    level: str
+    message: str
+    step_id: str | None = None
