@@ -1,0 +1,162 @@
+"""Dependencies and small helpers shared by the controllers: the live services, the JSON
+body guard, pagination headers and parsing of `since`/`Last-Event-ID`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import pluggy
+from litestar import Request, Response
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from flwd.api.backend import Backend, JobRegistryView, RunServiceView
+from flwd.api.problems import InvalidField, ProblemError
+from flwd.events.sse import parse_resume_id
+from flwd.settings import Settings
+
+T = TypeVar("T")
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_PAGE = 1000
+
+
+def backend_of(state: State) -> Backend:
+    backend = state.get("backend")
+    if backend is None:  # only between app construction and lifespan start-up
+        raise ProblemError("not-ready", "The server is still starting")
+    assert isinstance(backend, Backend)
+    return backend
+
+
+async def provide_runs(state: State) -> RunServiceView:
+    return backend_of(state).runs
+
+
+async def provide_registry(state: State) -> JobRegistryView:
+    return backend_of(state).registry
+
+
+async def provide_backend(state: State) -> Backend:
+    return backend_of(state)
+
+
+async def provide_settings(state: State) -> Settings:
+    settings = state["settings"]
+    assert isinstance(settings, Settings)
+    return settings
+
+
+async def provide_plugin_manager(state: State) -> pluggy.PluginManager:
+    pm = state["plugin_manager"]
+    assert isinstance(pm, pluggy.PluginManager)
+    return pm
+
+
+DEPENDENCIES = {
+    "plugin_manager": Provide(provide_plugin_manager),
+    "runs": Provide(provide_runs),
+    "registry": Provide(provide_registry),
+    "backend": Provide(provide_backend),
+    "settings": Provide(provide_settings),
+}
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def require_json_body(request: Request[Any, Any, Any]) -> None:
+    """`before_request` hook: a request body, when there is one, must be JSON (415 otherwise).
+
+    A missing Content-Type is tolerated (taken as JSON) so `curl -d '{...}'` without `-H`
+    still works; a form or text body is refused with a hint instead of a confusing error.
+    """
+    if request.method not in _BODY_METHODS:
+        return
+    headers = request.headers
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    content_type = headers.get("content-type")
+    if has_body and content_type and not _is_json(content_type):
+        raise ProblemError(
+            "unsupported-media-type",
+            f"Content-Type '{content_type}' is not accepted; send 'application/json'",
+            headers={"Accept-Post": "application/json"},
+        )
+
+
+def paginated(
+    request: Request[Any, Any, Any], body: T, *, total: int, limit: int, offset: int
+) -> Response[T]:
+    """`body` with `X-Total-Count`, `X-Limit`, `X-Offset` and an RFC 8288 `Link` header
+    (`first`, `prev`, `next`, `last`), as peer provisioning APIs expose pagination."""
+
+    def url(new_offset: int) -> str:
+        params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
+        params.update(offset=str(new_offset), limit=str(limit))
+        return f"<{request.url.path}?{urlencode(params)}>"
+
+    links = [f'{url(0)}; rel="first"']
+    if offset > 0:
+        links.append(f'{url(max(0, offset - limit))}; rel="prev"')
+    if offset + limit < total:
+        links.append(f'{url(offset + limit)}; rel="next"')
+    last = max(0, (total - 1) // limit * limit) if total else 0
+    links.append(f'{url(last)}; rel="last"')
+    headers = {
+        "X-Total-Count": str(total),
+        "X-Limit": str(limit),
+        "X-Offset": str(offset),
+        "Link": ", ".join(links),
+    }
+    return Response(body, headers=headers)
+
+
+def resume_id(last_event_id: str | None, since: str | None) -> int | None:
+    """The event id a stream resumes after, from `Last-Event-ID` or `?since=`."""
+    try:
+        return parse_resume_id(last_event_id, since)
+    except ValueError:
+        where = "header" if last_event_id else "query"
+        name = "/Last-Event-ID" if last_event_id else "/since"
+        raise ProblemError(
+            "validation-error",
+            "The resume point must be a non-negative integer event id",
+            errors=[InvalidField(path=name, message="must be a non-negative integer", in_=where)],
+        ) from None
+
+
+def parse_since(since: str | None) -> tuple[int | None, datetime | None]:
+    """`since` for the JSON logs endpoint: an event id (integer) or an RFC 3339 timestamp."""
+    if since is None or since == "":
+        return None, None
+    if since.isdigit():
+        return int(since), None
+    try:
+        moment = datetime.fromisoformat(since.replace("z", "Z"))
+    except ValueError:
+        raise ProblemError(
+            "validation-error",
+            "`since` must be an event id or an RFC 3339 timestamp",
+            errors=[
+                InvalidField(
+                    path="/since",
+                    message="expected an integer event id or a timestamp like 2024-01-15T10:30:00Z",
+                    in_="query",
+                )
+            ],
+        ) from None
+    if moment.tzinfo is None:
+        raise ProblemError(
+            "validation-error",
+            "`since` needs a time zone (e.g. a trailing Z)",
+            errors=[
+                InvalidField(path="/since", message="timestamp has no UTC offset", in_="query")
+            ],
+        )
+    return None, moment

@@ -1,0 +1,44 @@
+"""`/api/v1/events/runs`: the live Server-Sent Events stream of all runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.params import Parameter
+
+from flwd.api.backend import RunServiceView
+from flwd.api.deps import resume_id
+from flwd.api.openapi import EventStreamOperation
+from flwd.api.problems import problem_responses
+from flwd.events.sse import SSEStream, sse_response
+from flwd.settings import Settings
+
+
+class EventController(Controller):
+    path = "/events"
+    tags = ["events"]
+
+    @get(
+        "/runs",
+        operation_id="streamEvents",
+        media_type="text/event-stream",
+        operation_class=EventStreamOperation,
+        responses=problem_responses(400, 404, 500),
+    )
+    async def run_events(
+        self,
+        runs: RunServiceView,
+        settings: Settings,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        since: Annotated[int | None, Parameter(ge=0)] = None,
+        last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+    ) -> SSEStream:
+        """Every run event as it happens; never ends by itself. Unfiltered it starts live;
+        with `run_id` it starts at that run's first event; `Last-Event-ID`/`since` resume."""
+        if run_id is not None:
+            await runs.get_run(run_id)
+        after = resume_id(last_event_id, None if since is None else str(since))
+        events = runs.follow(since=after, run_id=run_id, job_id=job_id)
+        return sse_response(events, heartbeat=settings.heartbeat)

@@ -1,0 +1,35 @@
+"""`/api/v1/jobs`: the catalog of discovered jobs (job ids may contain `/`)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+
+from flwd.api.backend import JobRegistryView
+from flwd.api.problems import problem_responses
+from flwd.api.schemas import InvalidJobInfo, JobDetail, JobList, JobSummary
+
+
+class JobController(Controller):
+    path = "/jobs"
+    tags = ["jobs"]
+
+    @get(operation_id="listJobs", responses=problem_responses(400, 500))
+    async def list_jobs(
+        self, registry: JobRegistryView, source: str | None = None, namespace: str | None = None
+    ) -> JobList:
+        """Every discovered job, optionally filtered; folders that failed to load are
+        listed under `invalid` with their diagnostics."""
+        catalog = registry.catalog
+        invalid = [
+            InvalidJobInfo(id=j.id, source=j.source, path=j.path, diagnostics=j.diagnostics)
+            for j in catalog.invalid
+            if (source is None or j.source == source)
+            and (namespace is None or j.id.rpartition("/")[0] == namespace)
+        ]
+        jobs = [JobSummary.of(job) for job in catalog.list(namespace=namespace, source=source)]
+        return JobList(jobs=jobs, invalid=invalid)
+
+    @get("/{job_id:path}", operation_id="getJob", responses=problem_responses(404, 422, 500))
+    async def get_job(self, registry: JobRegistryView, job_id: str) -> JobDetail:
+        """One job with its argument schema (`args`, JSON Schema 2020-12)."""
+        return JobDetail.of(registry.catalog.get(job_id.strip("/")))

@@ -1,0 +1,319 @@
+"""The one place where errors become HTTP: RFC 9457 problem details for every failure.
+
+Domain errors (`flwd.errors`) know nothing of HTTP; Litestar's own exceptions (unknown
+route, wrong method, oversized or malformed body, parameter validation) and unexpected
+exceptions are all answered here, as `application/problem+json` with `type`, `title`,
+`status`, `detail` and `instance`. `PROBLEM_TYPES` is the complete list of slugs; a test
+checks that `docs/problems.md` documents each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, NamedTuple
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.openapi.datastructures import ResponseSpec
+
+from flwd import errors
+from flwd.api.request_id import request_id
+
+log = logging.getLogger("flwd.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://flowd.org/problems/"
+
+
+class ProblemType(NamedTuple):
+    status: int
+    title: str
+
+
+#: Every problem slug flwd answers with. The first five are the contract's.
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    "job-not-found": ProblemType(404, "Job Not Found"),
+    "run-not-found": ProblemType(404, "Run Not Found"),
+    "validation-error": ProblemType(400, "Validation Error"),
+    "execution-error": ProblemType(500, "Execution Error"),
+    "permission-denied": ProblemType(403, "Permission Denied"),
+    "artifact-not-found": ProblemType(404, "Artifact Not Found"),
+    "job-invalid": ProblemType(422, "Job Definition Invalid"),
+    "run-not-cancellable": ProblemType(409, "Run Not Cancellable"),
+    "idempotency-conflict": ProblemType(409, "Idempotency Key Conflict"),
+    "conflict": ProblemType(409, "Conflict"),
+    "queue-full": ProblemType(429, "Queue Full"),
+    "too-many-requests": ProblemType(429, "Too Many Requests"),
+    "unauthorized": ProblemType(401, "Unauthorized"),
+    "not-found": ProblemType(404, "Not Found"),
+    "method-not-allowed": ProblemType(405, "Method Not Allowed"),
+    "not-acceptable": ProblemType(406, "Not Acceptable"),
+    "malformed-request": ProblemType(400, "Malformed Request"),
+    "unsupported-media-type": ProblemType(415, "Unsupported Media Type"),
+    "payload-too-large": ProblemType(413, "Payload Too Large"),
+    "not-ready": ProblemType(503, "Not Ready"),
+    "storage-error": ProblemType(503, "Storage Unavailable"),
+    "internal-error": ProblemType(500, "Internal Server Error"),
+    "http-error": ProblemType(400, "HTTP Error"),
+}
+
+# Litestar raises plain HTTPExceptions for protocol-level failures; their status picks the slug.
+_SLUG_BY_STATUS = {
+    400: "malformed-request",
+    401: "unauthorized",
+    403: "permission-denied",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+    500: "internal-error",
+    503: "not-ready",
+}
+
+
+class InvalidField(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One failing field. `path` is a JSON Pointer into the request body (job arguments are
+    under `/args`); for a query, path or header parameter `in` names where it was."""
+
+    path: str
+    message: str
+    in_: str | None = msgspec.field(default=None, name="in")
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An RFC 9457 problem details document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[InvalidField] | None = None
+    retry_after: int | None = None
+    request_id: str | None = None
+
+
+class ProblemError(Exception):
+    """Raised inside the API layer to answer with a given problem (e.g. `not-ready`)."""
+
+    def __init__(
+        self,
+        slug: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        errors: list[InvalidField] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.detail = detail
+        self.status = status or PROBLEM_TYPES[slug].status
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    slug: str,
+    detail: str,
+    *,
+    status: int | None = None,
+    errors: list[InvalidField] | None = None,
+    headers: dict[str, str] | None = None,
+    retry_after: int | None = None,
+) -> Response[Problem]:
+    """The `application/problem+json` response for `slug`."""
+    kind = PROBLEM_TYPES[slug]
+    body = Problem(
+        type=PROBLEM_BASE + slug,
+        title=kind.title,
+        status=status or kind.status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+        retry_after=retry_after,
+        request_id=request_id(request.scope),
+    )
+    return Response(body, status_code=body.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def args_errors(field_errors: list[errors.FieldError]) -> list[InvalidField]:
+    """Job-argument errors (pointers into `args`) as pointers into the request body."""
+    return [InvalidField(path="/args" + e.path, message=e.message) for e in field_errors]
+
+
+def _domain_problem(exc: errors.FlwdError) -> tuple[str, dict[str, Any]]:
+    """Slug and extra fields for a domain error; most specific class first."""
+    match exc:
+        case errors.JobNotFound():
+            return "job-not-found", {}
+        case errors.RunNotFound():
+            return "run-not-found", {}
+        case errors.ArtifactNotFound():
+            return "artifact-not-found", {}
+        case errors.NotFound():
+            return "not-found", {}
+        case errors.JobNotRunnable():
+            reasons = [InvalidField(path="", message=r) for r in exc.reasons]
+            return "job-invalid", {"errors": reasons}
+        case errors.ArgumentsInvalid():
+            return "validation-error", {"errors": args_errors(exc.errors)}
+        case errors.ResultInvalid():
+            return "execution-error", {}
+        case errors.InvalidInput():
+            fields = [InvalidField(path=e.path, message=e.message) for e in exc.errors]
+            return "validation-error", {"errors": fields}
+        case errors.RunNotCancellable():
+            return "run-not-cancellable", {}
+        case errors.IdempotencyKeyReused():
+            return "idempotency-conflict", {}
+        case errors.Conflict():
+            return "conflict", {}
+        case errors.QueueFull():
+            return "queue-full", {
+                "retry_after": exc.retry_after,
+                "headers": {"Retry-After": str(exc.retry_after)},
+            }
+        case errors.PermissionDenied():
+            return "permission-denied", {}
+        case errors.StorageError():
+            return "storage-error", {}
+    return "internal-error", {}
+
+
+def handle_domain_error(
+    request: Request[Any, Any, Any], exc: errors.FlwdError
+) -> Response[Problem]:
+    """Exception handler for every `flwd.errors.FlwdError`."""
+    slug, extra = _domain_problem(exc)
+    if PROBLEM_TYPES[slug].status >= 500:
+        log.error("request %s failed: %s", request_id(request.scope), exc, exc_info=exc)
+    return problem_response(request, slug, exc.detail, **extra)
+
+
+def handle_problem_error(request: Request[Any, Any, Any], exc: ProblemError) -> Response[Problem]:
+    """Exception handler for `ProblemError` raised by the API layer itself."""
+    return problem_response(
+        request, exc.slug, exc.detail, status=exc.status, errors=exc.errors, headers=exc.headers
+    )
+
+
+_KEY_PART = re.compile(r"[^.\[\]]+")
+
+
+def _pointer(key: str) -> str:
+    """Litestar/msgspec field locations (`args.target`, `$.job_id`, `items[0]`) as JSON
+    Pointers (`/args/target`)."""
+    key = key.removeprefix("$")
+    parts = _KEY_PART.findall(key)
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _validation_fields(exc: ValidationException) -> list[InvalidField]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    fields = []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        source = item.get("source")
+        key = str(item.get("key") or "")
+        location = None if source in (None, "body") else str(source)
+        fields.append(
+            InvalidField(path=_pointer(key), message=str(item.get("message", "")), in_=location)
+        )
+    if not fields:
+        # msgspec puts the location in the message: "Expected `str`, got `int` - at `$.job_id`"
+        message, _, where = str(exc.detail).partition(" - at `")
+        fields.append(InvalidField(path=_pointer(where.rstrip("`")), message=message))
+    return fields
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    """Exception handler for Litestar's own HTTP exceptions (routing, parsing, limits)."""
+    headers = dict(exc.headers or {})
+    if isinstance(exc, ValidationException):
+        return problem_response(
+            request,
+            "validation-error",
+            "The request is not valid; see `errors`",
+            errors=_validation_fields(exc),
+            headers=headers,
+        )
+    slug = _SLUG_BY_STATUS.get(exc.status_code, "http-error")
+    if isinstance(exc, NotFoundException) and exc.detail in ("", "Not Found"):
+        detail = f"No resource at {request.url.path}"
+    elif isinstance(exc, MethodNotAllowedException):
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    elif exc.status_code >= 500:
+        log.error("request %s failed: %s", request_id(request.scope), exc.detail)
+        detail = "The server could not complete the request"
+    else:
+        detail = exc.detail or PROBLEM_TYPES[slug].title
+    return problem_response(request, slug, detail, status=exc.status_code, headers=headers)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """Last resort: log the traceback server side, tell the client nothing about it."""
+    rid = request_id(request.scope)
+    log.exception("request %s failed with an unexpected error", rid, exc_info=exc)
+    return problem_response(
+        request,
+        "internal-error",
+        f"The server failed unexpectedly; quote request id {rid} when reporting it",
+    )
+
+
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
+    errors.FlwdError: handle_domain_error,
+    ProblemError: handle_problem_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries documenting that a handler may answer these statuses with a problem."""
+    described = {
+        400: "Invalid parameters or body (validation-error, malformed-request)",
+        403: "Not allowed (permission-denied)",
+        404: "Not found (job-not-found, run-not-found, artifact-not-found)",
+        409: "Conflict (run-not-cancellable, idempotency-conflict)",
+        413: "Body larger than the configured limit (payload-too-large)",
+        415: "Body is not JSON (unsupported-media-type)",
+        422: "The job's definition is invalid (job-invalid)",
+        429: "Run queue full; retry after Retry-After seconds (queue-full)",
+        500: "Unexpected failure (internal-error, execution-error)",
+        503: "Not ready (not-ready, storage-error)",
+    }
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=described[status],
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "PROBLEM_MEDIA_TYPE",
+    "PROBLEM_TYPES",
+    "InvalidField",
+    "Problem",
+    "ProblemError",
+    "problem_response",
+    "problem_responses",
+]

@@ -1,0 +1,43 @@
+"""`X-Request-ID`: echo the caller's id (or make one) on every response, errors included.
+
+The id lives in the ASGI scope so the problem body, the server log and the response header
+agree. It is set from a `before_send` hook, which Litestar runs for every response, even
+for unknown routes that never reach a handler or middleware.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from litestar.datastructures import MutableScopeHeaders
+from litestar.types import Message, Scope
+
+HEADER = "x-request-id"
+_SCOPE_KEY = "flwd.request_id"
+# Only echo ids that are safe in a header and a log line; anything else is replaced.
+_ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def request_id(scope: Scope | dict[str, Any]) -> str:
+    """The request's id: the caller's `X-Request-ID` when acceptable, else a new one."""
+    current = scope.get(_SCOPE_KEY)
+    if isinstance(current, str):
+        return current
+    rid = ""
+    for name, value in scope.get("headers", ()):
+        if name == HEADER.encode():
+            rid = value.decode("latin-1")
+            break
+    if not _ACCEPTABLE.match(rid):
+        rid = uuid.uuid4().hex
+    scope[_SCOPE_KEY] = rid  # type: ignore[literal-required]
+    return rid
+
+
+async def add_request_id(message: Message, scope: Scope) -> None:
+    """`before_send` hook: put `X-Request-ID` on the response start."""
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message)
+        headers[HEADER] = request_id(scope)

@@ -1,0 +1,187 @@
+"""Server-Sent Events framing: the only module that imports sse-starlette.
+
+Frames carry the journal's global event id as the SSE `id:`, so a client that reconnects
+with `Last-Event-ID` (or `?since=`) resumes exactly after the last event it saw. `data:` is
+one line of msgspec-encoded JSON. Three stream shapes exist:
+
+* run events (`/api/v1/events/runs`, `/api/v1/runs/{id}/events`): `event: <type>` with the
+  event's fields and its `data` flattened into one object;
+* log lines (`/api/v1/runs/{id}/logs?follow=true`): `event: log` with a log line, then a
+  final `event: end` carrying the run's terminal status;
+* heartbeats: a `: ping` comment at least every `settings.heartbeat` seconds, so proxies
+  keep the connection open and clients notice a dead server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, cast
+
+import msgspec
+from litestar import Request, Response
+from litestar.response.base import ASGIResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from flwd.models import Event, LogLine
+
+log = logging.getLogger("flwd.sse")
+
+RUN_OUTPUT = "run.output"
+RUN_FINISHED = "run.finished"
+_BASE_FIELDS = ("id", "type", "run_id", "job_id", "timestamp")
+_encoder = msgspec.json.Encoder()
+
+#: How long (ms) a client should wait before reconnecting after the stream drops.
+RETRY_MS = 1000
+
+__all__ = [
+    "SSEStream",
+    "end_frame",
+    "event_frame",
+    "event_payload",
+    "log_frame",
+    "log_line",
+    "no_events",
+    "parse_resume_id",
+    "sse_response",
+]
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """The JSON object sent for a run event: its envelope plus its data, flattened."""
+    payload: dict[str, Any] = {
+        "id": event.id,
+        "type": event.type,
+        "run_id": event.run_id,
+        "job_id": event.job_id,
+        "timestamp": event.timestamp,
+    }
+    for key, value in event.data.items():
+        if key not in _BASE_FIELDS:  # the envelope wins: ids must stay trustworthy
+            payload[key] = value
+    return payload
+
+
+def _frame(event: str, data: Any, event_id: int | None) -> ServerSentEvent:
+    return ServerSentEvent(
+        data=_encoder.encode(data).decode(),
+        event=event,
+        id=None if event_id is None else str(event_id),
+        sep="\n",
+    )
+
+
+def event_frame(event: Event) -> ServerSentEvent:
+    """`id: <event id>`, `event: <type>`, `data: {...}`."""
+    return _frame(event.type, event_payload(event), event.id)
+
+
+def log_line(event: Event) -> LogLine:
+    """The log line a `run.output` event stands for."""
+    data = event.data
+    return LogLine(
+        id=event.id,
+        timestamp=event.timestamp,
+        level=str(data.get("level", "info")),
+        message=str(data.get("message", "")),
+        step_id=data.get("step_id"),
+    )
+
+
+def log_frame(line: LogLine) -> ServerSentEvent:
+    """`id: <event id>`, `event: log`, `data: {"id","timestamp","level","message","step_id"}`."""
+    return _frame("log", line, line.id)
+
+
+def end_frame(run_id: str, status: str, event_id: int | None) -> ServerSentEvent:
+    """`event: end`: the last frame of a log stream, once the run is terminal."""
+    return _frame("end", {"run_id": run_id, "status": status}, event_id)
+
+
+def parse_resume_id(last_event_id: str | None, since: str | int | None) -> int | None:
+    """Where to resume: `Last-Event-ID` (what a reconnecting EventSource sends) wins over
+    `?since=`. Returns None when neither is given; raises ValueError when not an integer."""
+    for value in (last_event_id, since):
+        if value is None or value == "":
+            continue
+        number = int(value)
+        if number < 0:
+            raise ValueError("an event id is never negative")
+        return number
+    return None
+
+
+async def _frames(
+    events: AsyncIterator[Event],
+    render: Callable[[Event], ServerSentEvent | None],
+    stop: Callable[[Event], bool],
+) -> AsyncIterator[ServerSentEvent]:
+    # A retry hint first: browsers otherwise wait ~3 s before resuming.
+    yield ServerSentEvent(retry=RETRY_MS, comment="flwd event stream", sep="\n")
+    try:
+        async for event in events:
+            frame = render(event)
+            if frame is not None:
+                yield frame
+            if stop(event):
+                break
+    except Exception as exc:
+        # A subscriber that fell too far behind is cut off rather than buffered without
+        # bound; it reconnects with its Last-Event-ID and loses nothing.
+        log.info("event stream ended early: %s", exc)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+class SSEStream(Response[None]):
+    """A Litestar response that hands the connection to sse-starlette's
+    `EventSourceResponse` (heartbeats, disconnect detection, graceful drain on shutdown)."""
+
+    def __init__(self, stream: EventSourceResponse) -> None:
+        super().__init__(content=None, media_type="text/event-stream")
+        self.stream = stream
+
+    def to_asgi_response(
+        self, app: Any, request: Request[Any, Any, Any], **kwargs: Any
+    ) -> ASGIResponse:
+        # Litestar only needs an ASGI callable here; the Starlette response is one.
+        return cast(ASGIResponse, self.stream)
+
+
+def sse_response(
+    events: AsyncIterator[Event],
+    *,
+    heartbeat: float,
+    render: Callable[[Event], ServerSentEvent | None] = event_frame,
+    stop: Callable[[Event], bool] = lambda event: False,
+    prelude: list[ServerSentEvent] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> SSEStream:
+    """An SSE response streaming `events` as rendered frames until `stop(event)`."""
+
+    async def content() -> AsyncIterator[ServerSentEvent]:
+        for frame in prelude or ():
+            yield frame
+        async for frame in _frames(events, render, stop):
+            yield frame
+
+    return SSEStream(
+        EventSourceResponse(
+            content(),
+            ping=heartbeat,
+            sep="\n",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+        )
+    )
+
+
+async def no_events() -> AsyncIterator[Event]:
+    """An event source that is already exhausted, for streams made only of `prelude`."""
+    nothing: tuple[Event, ...] = ()
+    for event in nothing:
+        yield event
