@@ -1,0 +1,186 @@
+"""The output pipeline of a run: bytes from pipes to stored, redacted, bounded lines.
+
+Order matters and is fixed here: complete lines are cut out of the stream, secret values
+are replaced by `***`, over-long lines are cut with a marker, and only then does anything
+reach the journal. Lines are stored in chunks (one row per read), and a run keeps at most
+`head_bytes` from its start and `tail_bytes` from its end, with a marker saying what was
+dropped in between — the error that explains a failure is usually at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+from flwd.events.journal import Journal
+
+MASK = "***"
+_MASK_B = MASK.encode()
+
+
+class Redactor:
+    """Replaces every secret value by `***`, in bytes (output) and in text (everything else)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        values: set[str] = set()
+        for secret in secrets:
+            if not secret:
+                continue
+            values.add(secret)
+            # the form a secret takes inside a JSON string (results, args echoed as JSON)
+            escaped = json.dumps(secret)[1:-1]
+            values.add(escaped)
+            # a multi-line secret printed line by line; tiny fragments would mask noise
+            values.update(part for part in secret.splitlines() if len(part) >= 4)
+        # longest first, so a secret containing another is masked whole
+        self.values = sorted(values, key=len, reverse=True)
+        self.values_b = [v.encode() for v in self.values]
+        self.longest = max((len(v) for v in self.values_b), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def bytes(self, data: bytes) -> bytes:
+        for value in self.values_b:
+            if value in data:
+                data = data.replace(value, _MASK_B)
+        return data
+
+    def text(self, text: str) -> str:
+        for value in self.values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+    def cut_tail(self, head: bytes) -> bytes:
+        """Mask a secret's beginning left at the end of `head` by a cut mid-line."""
+        for value in self.values_b:
+            for k in range(min(len(value) - 1, len(head)), 0, -1):
+                if head.endswith(value[:k]):
+                    return head[:-k] + _MASK_B
+        return head
+
+    def value(self, value: Any) -> Any:
+        """A JSON value with secrets masked in every string (keys included)."""
+        if not self.values:
+            return value
+        return json.loads(self.text(json.dumps(value)))
+
+
+class RunOutput:
+    """Output of one run, shared by its steps: the head/tail budget is per run."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        run_id: str,
+        job_id: str,
+        redactor: Redactor,
+        *,
+        line_limit: int,
+        head_bytes: int,
+        tail_bytes: int,
+    ) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.job_id = job_id
+        self.redactor = redactor
+        self.line_limit = line_limit
+        self.head_bytes = head_bytes
+        self.tail_bytes = tail_bytes
+        self.head_used = 0
+        self.tail: deque[tuple[dict[str, Any], str, int, int]] = deque()
+        self.tail_used = 0
+        self.dropped_lines = 0
+        self.dropped_bytes = 0
+        self.total_bytes = 0
+
+    def stream(self, step_id: str, stream: str) -> LineStream:
+        return LineStream(self, step_id, stream)
+
+    async def emit(self, data: dict[str, Any], text: str, lines: int, size: int) -> None:
+        self.total_bytes += size
+        if not self.tail and self.head_used + size <= self.head_bytes:
+            self.head_used += size
+            await self.journal.append_output(self.run_id, self.job_id, data, text, lines)
+            return
+        self.tail.append((data, text, lines, size))
+        self.tail_used += size
+        while self.tail_used > self.tail_bytes and len(self.tail) > 1:
+            _, _, old_lines, old_size = self.tail.popleft()
+            self.tail_used -= old_size
+            self.dropped_lines += old_lines
+            self.dropped_bytes += old_size
+
+    async def note(self, message: str, *, step_id: str | None = None) -> None:
+        """A line written by flwd itself into the run's log (level `warning`)."""
+        data = {"level": "warning", "stream": "flwd", "step_id": step_id}
+        await self.journal.append_output(self.run_id, self.job_id, data, message, 1)
+
+    async def finish(self) -> None:
+        """Flush the retained tail, preceded by a marker of what was dropped."""
+        if self.dropped_lines:
+            await self.note(
+                f"[flwd: {self.dropped_lines} lines ({self.dropped_bytes} bytes) of output "
+                f"dropped here; the first {self.head_bytes} and last {self.tail_bytes} bytes "
+                "of the run's output are kept]"
+            )
+        while self.tail:
+            data, text, lines, _ = self.tail.popleft()
+            await self.journal.append_output(self.run_id, self.job_id, data, text, lines)
+        self.tail_used = 0
+
+
+class LineStream:
+    """Turns one pipe's bytes into complete, redacted, length-limited lines."""
+
+    def __init__(self, output: RunOutput, step_id: str, stream: str) -> None:
+        self.output = output
+        self.redactor = output.redactor
+        self.limit = output.line_limit
+        self.pending = b""
+        self.discarding = False
+        level = "error" if stream == "stderr" else "info"
+        self.data: dict[str, Any] = {"level": level, "stream": stream, "step_id": step_id}
+        self.marker = f" [flwd: line cut at {self.limit} bytes]".encode()
+
+    async def feed(self, chunk: bytes) -> None:
+        data = self.pending + chunk if self.pending else chunk
+        if self.discarding:
+            newline = data.find(b"\n")
+            if newline < 0:
+                self.pending = b""
+                return
+            data = data[newline + 1 :]
+            self.discarding = False
+        last = data.rfind(b"\n")
+        complete, rest = (data[:last], data[last + 1 :]) if last >= 0 else (b"", data)
+        if len(rest) > self.limit + self.redactor.longest:
+            # a line with no end in sight: keep its head now, drop the rest up to '\n'
+            head = self.redactor.cut_tail(self.redactor.bytes(rest)[: self.limit])
+            complete = complete + b"\n" + head + self.marker if last >= 0 else head + self.marker
+            rest = b""
+            self.discarding = True
+        self.pending = rest
+        if last >= 0 or complete:
+            await self._emit(complete)
+
+    async def close(self) -> None:
+        if self.pending:
+            await self._emit(self.pending)
+            self.pending = b""
+
+    async def _emit(self, block: bytes) -> None:
+        block = self.redactor.bytes(block)
+        if len(block) > self.limit and any(
+            len(line) > self.limit + len(self.marker) for line in block.split(b"\n")
+        ):
+            block = b"\n".join(
+                line
+                if len(line) <= self.limit + len(self.marker)
+                else line[: self.limit] + self.marker
+                for line in block.split(b"\n")
+            )
+        text = block.decode("utf-8", "replace")
+        await self.output.emit(self.data, text, text.count("\n") + 1, len(block))

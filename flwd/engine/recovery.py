@@ -1,0 +1,72 @@
+"""Start-up recovery: what a previous life of the engine left behind.
+
+Runs found `running` were being executed by a process that is gone (killed, crashed, power
+lost): their processes are terminated and they become `failed` with reason `lost`. Runs
+found `pending` never started; they are queued again, unless they need secret arguments,
+which are never stored and so cannot be recovered.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from flwd.engine.processes import group_members, run_processes, terminate
+from flwd.events.journal import Journal, iso
+from flwd.models import Run, utcnow
+from flwd.states import FailureReason, RunStatus
+from flwd.storage import runs as rows
+from flwd.storage.runs import RunRepository
+
+log = logging.getLogger(__name__)
+
+LOST_MESSAGE = "the flwd process running this run stopped unexpectedly (killed or crashed)"
+
+
+async def recover_lost_runs(repo: RunRepository, journal: Journal, grace: float) -> list[Run]:
+    """Kill what is left of runs marked `running` and mark them `failed`/`lost`."""
+    lost = await repo.with_status(RunStatus.RUNNING)
+    for run in lost:
+        strays = set(run_processes(run.run_id))
+        for pgid in await repo.step_pgids(run.run_id):
+            # the id may have been reused by an unrelated process group since the crash
+            if strays.intersection(group_members(pgid)):
+                await terminate(pgid, grace=grace)
+        await terminate(None, run_id=run.run_id, grace=grace)
+        now = utcnow()
+        await journal.append(
+            "run.finished",
+            run.run_id,
+            run.job_id,
+            {"status": "failed", "reason": FailureReason.LOST.value, "error": LOST_MESSAGE},
+            statements=[
+                (
+                    "UPDATE steps SET status = 'failed', reason = 'lost', pgid = NULL, "
+                    "finished_at = ? WHERE run_id = ? AND status = 'running'",
+                    (iso(now), run.run_id),
+                ),
+                (
+                    "UPDATE steps SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'",
+                    (run.run_id,),
+                ),
+                rows.update_run(
+                    run.run_id,
+                    status=RunStatus.FAILED.value,
+                    reason=FailureReason.LOST.value,
+                    error=LOST_MESSAGE,
+                    finished_at=now,
+                ),
+            ],
+        )
+        log.warning("run %s was left running by a previous flwd process: marked lost", run.run_id)
+    return lost
+
+
+def clean_work_root(work_root: Path, keep: set[str]) -> None:
+    """Remove work directories of runs that are not active (they may hold secret args)."""
+    if not work_root.is_dir():
+        return
+    for entry in work_root.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,404 @@
+"""`RunService`: the engine's one public face, used by the API, the CLI and extensions.
+
+It owns the store, the journal and bus, the scheduler and the runs this process executes.
+Only one engine may use a data dir at a time (an exclusive lock file), because event ids
+and run slots are allocated in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pluggy
+from ulid import ULID
+
+from flwd.engine.output import Redactor
+from flwd.engine.recovery import clean_work_root, recover_lost_runs
+from flwd.engine.runner import ActiveRun, RunExecutor
+from flwd.engine.scheduler import Scheduler, concurrency_key
+from flwd.errors import (
+    ArtifactNotFound,
+    FlwdError,
+    IdempotencyKeyReused,
+    JobNotFound,
+    RunNotCancellable,
+    RunNotFound,
+)
+from flwd.events.bus import EventBus
+from flwd.events.journal import Journal
+from flwd.events.records import Record
+from flwd.jobs.arguments import mask_secrets, secret_values, validate_args
+from flwd.jobs.registry import JobRegistry
+from flwd.models import Artifact, Event, JobSpec, LogLine, Run, Step, utcnow
+from flwd.settings import Settings
+from flwd.states import TERMINAL_RUN, FailureReason, RunStatus
+from flwd.storage import runs as rows
+from flwd.storage.runs import RunRepository
+from flwd.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class DataDirBusy(FlwdError):
+    """Another flwd engine (a server, or a local `flwd run`) is using this data dir."""
+
+
+class RunService:
+    def __init__(self, settings: Settings, registry: JobRegistry, pm: pluggy.PluginManager) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pm = pm
+        self.bus = EventBus()
+        self.store = Store(settings.data_path / "flwd.db")
+        self.journal = Journal(self.store, self.bus)
+        self.store.on_commit = self.journal.committed
+        self.repo = RunRepository(self.store)
+        self._owned: set[int] = set()
+        self.executor = RunExecutor(settings, self.journal, pm, self._owned)
+        self.scheduler = Scheduler(
+            max_concurrency=settings.max_concurrency,
+            max_queue=settings.max_queue,
+            start=self._start,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idempotency = asyncio.Lock()
+        self._lock_fd: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RunService:
+        self._lock_data_dir()
+        try:
+            await self.store.__aenter__()
+            await self.journal.open()
+            if self.pm.hook.run_event.get_hookimpls():
+                self.journal.listeners.append(self._notify_plugins)
+            await recover_lost_runs(self.repo, self.journal, self.settings.kill_grace)
+            await self._requeue_pending()
+            keep = {a.run.run_id for a in self.scheduler.running() + self.scheduler.pending()}
+            await asyncio.to_thread(clean_work_root, self.executor.work_root, keep)
+        except BaseException:
+            await self.store.__aexit__(None, None, None)
+            self._unlock_data_dir()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop cleanly: running runs are cancelled (their processes terminated) and end
+        `cancelled`; queued runs stay `pending` in the store and are queued again at the
+        next start."""
+        for active in self.scheduler.running():
+            active.shutting_down = True
+            active.stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.settings.kill_grace + 10)
+        await self.store.__aexit__(None, None, None)
+        self._unlock_data_dir()
+
+    def _lock_data_dir(self) -> None:
+        self.settings.data_path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.settings.data_path / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirBusy(
+                f"another flwd process is using the data dir {self.settings.data_dir}; "
+                "stop it, use another --data-dir, or talk to the server with --server URL"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock_data_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def healthy(self) -> bool:
+        return await self.store.healthy()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        job_id: str,
+        args: dict[str, Any] | None,
+        *,
+        tenant: str = "default",
+        idempotency_key: str | None = None,
+    ) -> Run:
+        job = self.registry.catalog.get(job_id)
+        validated = validate_args(job, args)
+        masked = mask_secrets(job, validated)
+        if idempotency_key is None:
+            return await self._create(job, validated, masked, tenant, ())
+        fingerprint = _fingerprint(job.id, masked, tenant)
+        async with self._idempotency:
+            existing = await self.repo.idempotency_key(tenant, idempotency_key)
+            if existing is not None:
+                if existing[0] != fingerprint:
+                    raise IdempotencyKeyReused(idempotency_key)
+                return await self.get_run(existing[1])
+            return await self._create(
+                job,
+                validated,
+                masked,
+                tenant,
+                [(idempotency_key, fingerprint)],
+            )
+
+    async def _create(
+        self,
+        job: JobSpec,
+        validated: dict[str, Any],
+        masked: dict[str, Any],
+        tenant: str,
+        keys: Any,
+    ) -> Run:
+        self.scheduler.check_capacity()
+        secrets = secret_values(job, validated)
+        run = Run(
+            run_id=f"run_{ULID()}",
+            job_id=job.id,
+            status=RunStatus.PENDING,
+            created_at=utcnow(),
+            tenant=tenant,
+            args=masked,
+            job_digest=job.digest,
+        )
+        statements = [rows.insert_run(run, has_secrets=bool(secrets))]
+        statements += rows.insert_steps(run.run_id, job.steps)
+        statements += [
+            rows.insert_idempotency_key(tenant, key, fp, run.run_id, run.created_at)
+            for key, fp in keys
+        ]
+        await self.journal.append(
+            "run.created",
+            run.run_id,
+            job.id,
+            {"status": "pending", "tenant": tenant, "args": masked},
+            statements=statements,
+        )
+        self.scheduler.submit(
+            ActiveRun(
+                run=run,
+                job=job,
+                args=validated,
+                redactor=Redactor(secrets),
+                concurrency_key=concurrency_key(
+                    job.concurrency.key if job.concurrency else None, validated
+                ),
+            )
+        )
+        return run
+
+    def _start(self, active: ActiveRun) -> None:
+        task = asyncio.create_task(self._execute(active), name=f"flwd-{active.run.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, active: ActiveRun) -> None:
+        try:
+            await self.executor.execute(active)
+        except Exception:
+            log.exception("run %s crashed the executor", active.run.run_id)
+        finally:
+            self.scheduler.release(active.run.run_id)
+
+    async def restart_run(
+        self,
+        run_id: str,
+        *,
+        args: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """A new run of the same job with the same arguments; secret arguments were never
+        stored, so they must be given again in `args` (which also overrides others)."""
+        previous = await self.get_run(run_id)
+        job = self.registry.catalog.get(previous.job_id)
+        merged = {k: v for k, v in previous.args.items() if k not in job.secret_args}
+        merged.update(args or {})
+        return await self.create_run(
+            job.id, merged, tenant=previous.tenant, idempotency_key=idempotency_key
+        )
+
+    async def get_run(self, run_id: str) -> Run:
+        run = await self.repo.get(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
+        active = self.scheduler.get(run_id)
+        if active is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await active.done.wait()
+        return await self.get_run(run_id)
+
+    async def cancel_run(self, run_id: str) -> Run:
+        run = await self.get_run(run_id)
+        if run.status in TERMINAL_RUN:
+            raise RunNotCancellable(run_id, run.status.value)
+        active = self.scheduler.get(run_id)
+        if active is None:
+            raise RunNotCancellable(run_id, run.status.value)
+        first_request = not active.cancel_requested
+        active.cancel_requested = True
+        if first_request:
+            await self.journal.append("run.cancelled", run_id, run.job_id, {"status": "cancelling"})
+        if self.scheduler.remove_pending(run_id) is not None:
+            await self.journal.append(
+                "run.finished",
+                run_id,
+                run.job_id,
+                {"status": "cancelled", "reason": None, "error": "cancelled before it started"},
+                statements=[
+                    rows.update_run(
+                        run_id,
+                        status=RunStatus.CANCELLED.value,
+                        error="cancelled before it started",
+                        finished_at=utcnow(),
+                    ),
+                    ("UPDATE steps SET status = 'cancelled' WHERE run_id = ?", (run_id,)),
+                ],
+            )
+            active.done.set()
+        else:
+            active.stop.set()
+            await active.done.wait()
+        return await self.get_run(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        job_id: str | None = None,
+        status: RunStatus | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Run], int]:
+        return await self.repo.list(
+            job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
+        )
+
+    async def list_steps(self, run_id: str) -> list[Step]:
+        await self.get_run(run_id)
+        return await self.repo.steps(run_id)
+
+    # -- artifacts, logs, events ----------------------------------------------------------
+
+    async def list_artifacts(
+        self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[Artifact], int]:
+        return await self.repo.artifacts(run_id=run_id, limit=limit, offset=offset)
+
+    async def get_artifact(self, artifact_id: str) -> tuple[Artifact, Path]:
+        artifact = await self.repo.artifact(artifact_id)
+        if artifact is None:
+            raise ArtifactNotFound(artifact_id)
+        path = self.executor.blob_root / artifact.sha256[:2] / artifact.sha256
+        if not path.is_file():
+            raise ArtifactNotFound(artifact_id)
+        return artifact, path
+
+    async def read_logs(
+        self,
+        run_id: str,
+        *,
+        since_id: int | None = None,
+        since_time: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LogLine]:
+        await self.get_run(run_id)
+        return await self.journal.read_logs(
+            run_id, since_id=since_id or 0, since_time=since_time, limit=limit
+        )
+
+    async def run_ended(self, run_id: str) -> bool:
+        run = await self.repo.get(run_id)
+        return run is None or run.status in TERMINAL_RUN
+
+    def follow(
+        self,
+        *,
+        since: int | None,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        until_terminal: bool = False,
+    ) -> AsyncIterator[Event]:
+        """Stored events after `since` then live ones, each once (see `Journal.follow`).
+        May raise `flwd.events.bus.SlowConsumer` mid-stream: end it, the client resumes."""
+        is_terminal = None
+        if until_terminal and run_id is not None:
+            rid = run_id
+
+            async def is_terminal() -> bool:
+                return await self.run_ended(rid)
+
+        return self.journal.follow(
+            since=since, run_id=run_id, job_id=job_id, is_terminal=is_terminal
+        )
+
+    def _notify_plugins(self, records: list[Record]) -> None:
+        for record in records:
+            for event in record.events():
+                try:
+                    self.pm.hook.run_event(event=event)
+                except Exception:
+                    log.exception("a run_event hook failed for event %s", event.id)
+
+    async def _requeue_pending(self) -> None:
+        for run in await self.repo.with_status(RunStatus.PENDING):
+            reason: str | None = None
+            job: JobSpec | None = None
+            try:
+                job = self.registry.catalog.get(run.job_id)
+            except (JobNotFound, FlwdError) as exc:
+                reason = f"cannot resume after restart: {exc.detail}"
+            if job is not None and await self.repo.has_secrets(run.run_id):
+                reason = "cannot resume after restart: its secret arguments are never stored"
+            if reason is not None or job is None:
+                await self.journal.append(
+                    "run.finished",
+                    run.run_id,
+                    run.job_id,
+                    {"status": "failed", "reason": FailureReason.LOST.value, "error": reason},
+                    statements=[
+                        rows.update_run(
+                            run.run_id,
+                            status=RunStatus.FAILED.value,
+                            reason=FailureReason.LOST.value,
+                            error=reason,
+                            finished_at=utcnow(),
+                        )
+                    ],
+                )
+                continue
+            self.scheduler.submit(
+                ActiveRun(
+                    run=run,
+                    job=job,
+                    args=dict(run.args),
+                    redactor=Redactor([]),
+                    concurrency_key=concurrency_key(
+                        job.concurrency.key if job.concurrency else None, run.args
+                    ),
+                )
+            )
+
+
+def _fingerprint(job_id: str, masked_args: dict[str, Any], tenant: str) -> str:
+    canonical = msgspec.json.encode(
+        {"job_id": job_id, "args": masked_args, "tenant": tenant}, order="sorted"
+    )
+    return hashlib.sha256(canonical).hexdigest()

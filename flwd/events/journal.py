@@ -1,0 +1,268 @@
+"""The event journal: every event is stored first (SQLite) and published second (bus).
+
+Ids are global and strictly increasing: they are allocated and queued under one lock, the
+writer applies the queue in order, and records are published only after their commit.
+`follow` subscribes before it replays, so a reader switching from stored to live events
+sees each one exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from flwd.events.bus import EventBus
+from flwd.events.records import OUTPUT, Record
+from flwd.models import Event, LogLine, utcnow
+from flwd.storage.store import Statement, Store
+
+log = logging.getLogger(__name__)
+
+TERMINAL_EVENT = "run.finished"
+_INSERT = (
+    "INSERT INTO events (id, last_id, run_id, job_id, type, ts, data, text) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Journal:
+    def __init__(self, store: Store, bus: EventBus) -> None:
+        self.store = store
+        self.bus = bus
+        self._next_id = 1
+        self._lock = asyncio.Lock()
+        self.last_published = 0
+        self.listeners: list[Callable[[list[Record]], None]] = []
+
+    async def open(self) -> None:
+        row = await self.store.fetchone("SELECT COALESCE(MAX(last_id), 0) FROM events")
+        self._next_id = (int(row[0]) if row else 0) + 1
+        self.last_published = self._next_id - 1
+
+    def committed(self, records: list[Record]) -> None:
+        """Store callback: publish records whose transaction has committed."""
+        self.last_published = max(self.last_published, records[-1].last_id)
+        self.bus.publish(records)
+        for listener in self.listeners:
+            try:
+                listener(records)
+            except Exception:
+                log.exception("journal listener failed")
+
+    async def append(
+        self,
+        type: str,
+        run_id: str,
+        job_id: str,
+        data: dict[str, Any] | None = None,
+        *,
+        statements: Sequence[Statement] = (),
+        wait: bool = True,
+    ) -> Event:
+        """Store one event, together with `statements` in the same transaction.
+
+        With `wait`, return after the commit: the caller's state change is durable and the
+        event published.
+        """
+        payload = data or {}
+        ts = utcnow()
+        async with self._lock:
+            event_id = self._next_id
+            self._next_id += 1
+            record = Record(
+                id=event_id,
+                last_id=event_id,
+                run_id=run_id,
+                job_id=job_id,
+                type=type,
+                ts=ts,
+                data=payload,
+            )
+            insert = (
+                _INSERT,
+                (event_id, event_id, run_id, job_id, type, iso(ts), _encode(payload), None),
+            )
+            future = await self.store.enqueue([*statements, insert], [record], wait=wait)
+        if future is not None:
+            await future
+        return record.events()[0]
+
+    async def append_output(
+        self, run_id: str, job_id: str, data: dict[str, Any], text: str, lines: int
+    ) -> None:
+        """Store a chunk of `lines` output lines (joined by '\\n') without waiting for it."""
+        ts = utcnow()
+        async with self._lock:
+            first = self._next_id
+            self._next_id += lines
+            record = Record(
+                id=first,
+                last_id=first + lines - 1,
+                run_id=run_id,
+                job_id=job_id,
+                type=OUTPUT,
+                ts=ts,
+                data=data,
+                text=text,
+            )
+            insert = (
+                _INSERT,
+                (first, first + lines - 1, run_id, job_id, OUTPUT, iso(ts), _encode(data), text),
+            )
+            await self.store.enqueue([insert], [record], wait=False)
+
+    async def read_records(
+        self,
+        *,
+        since: int = 0,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 500,
+    ) -> list[Record]:
+        """Stored rows holding events with id > since, in id order."""
+        start_row = await self.store.fetchone(
+            "SELECT id FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1", (since + 1,)
+        )
+        start = int(start_row[0]) if start_row else 0
+        clauses, params = ["id >= ?", "last_id > ?"], [start, since]
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if job_id is not None:
+            clauses.append("job_id = ?")
+            params.append(job_id)
+        rows = await self.store.fetchall(
+            "SELECT id, last_id, run_id, job_id, type, ts, data, text FROM events WHERE "
+            + " AND ".join(clauses)
+            + " ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
+        return [
+            Record(
+                id=r[0],
+                last_id=r[1],
+                run_id=r[2],
+                job_id=r[3],
+                type=r[4],
+                ts=datetime.fromisoformat(r[5]),
+                data=_decode(r[6]),
+                text=r[7],
+            )
+            for r in rows
+        ]
+
+    async def read(
+        self,
+        *,
+        since: int = 0,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        events: list[Event] = []
+        cursor = since
+        while len(events) < limit:
+            records = await self.read_records(since=cursor, run_id=run_id, job_id=job_id)
+            if not records:
+                break
+            for record in records:
+                events.extend(e for e in record.events() if e.id > cursor)
+            cursor = records[-1].last_id
+        return events[:limit]
+
+    async def read_logs(
+        self,
+        run_id: str,
+        *,
+        since_id: int = 0,
+        since_time: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LogLine]:
+        sql = "SELECT id, ts, data, text FROM events WHERE run_id = ? AND type = ? AND last_id > ?"
+        params: list[Any] = [run_id, OUTPUT, since_id]
+        if since_time is not None:
+            sql += " AND ts >= ?"
+            params.append(iso(since_time))
+        rows = await self.store.fetchall(sql + " ORDER BY id", params)
+        lines: list[LogLine] = []
+        for r in rows:
+            record = Record(
+                id=r[0],
+                last_id=r[0],
+                run_id=run_id,
+                job_id="",
+                type=OUTPUT,
+                ts=datetime.fromisoformat(r[1]),
+                data=_decode(r[2]),
+                text=r[3],
+            )
+            lines.extend(line for line in record.log_lines() if line.id > since_id)
+        return lines[:limit] if limit is not None else lines
+
+    async def follow(
+        self,
+        *,
+        since: int | None,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        is_terminal: Callable[[], Awaitable[bool]] | None = None,
+        poll: float = 1.0,
+    ) -> AsyncIterator[Event]:
+        """Stored events after `since`, then live ones, each exactly once.
+
+        `since=None` starts at the run's first event when `run_id` is given, else live.
+        With `is_terminal` (telling whether the run has ended), the stream ends after the
+        run's `run.finished`, or once the run is found ended with nothing left to replay.
+        """
+        with self.bus.subscribe(run_id=run_id, job_id=job_id) as sub:
+            last = (0 if run_id is not None else self.last_published) if since is None else since
+            catch_up = True
+            while True:
+                if catch_up:
+                    # The store holds everything committed; the subscription holds what is
+                    # published after we subscribed. Ids <= last are skipped on both sides.
+                    ended = is_terminal is not None and await is_terminal()
+                    async for event in self._stored_after(last, run_id, job_id):
+                        last = event.id
+                        yield event
+                        if is_terminal is not None and event.type == TERMINAL_EVENT:
+                            return
+                    if ended:
+                        return
+                    catch_up = False
+                record = await sub.get(poll)
+                if record is None:
+                    catch_up = is_terminal is not None
+                    continue
+                for event in record.events():
+                    if event.id <= last:
+                        continue
+                    last = event.id
+                    yield event
+                    if is_terminal is not None and event.type == TERMINAL_EVENT:
+                        return
+
+    async def _stored_after(
+        self, since: int, run_id: str | None, job_id: str | None
+    ) -> AsyncIterator[Event]:
+        cursor = since
+        while True:
+            records = await self.read_records(since=cursor, run_id=run_id, job_id=job_id)
+            if not records:
+                return
+            for record in records:
+                for event in record.events():
+                    if event.id > cursor:
+                        yield event
+                cursor = max(cursor, record.last_id)
