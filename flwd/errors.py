@@ -1,20 +1,20 @@
 """Domain errors. They carry fields, never HTTP; `flwd.api.problems` maps them to RFC 9457.
 
-    FlwdError
-    ├── NotFound
-    │   ├── JobNotFound
-    │   ├── RunNotFound
-    │   └── ArtifactNotFound
-    ├── InvalidInput
-    │   ├── ArgumentsInvalid          (every failing field, as JSON Pointers)
-    │   ├── JobNotRunnable            (the job's definition is invalid)
-    │   └── ResultInvalid             (result does not match result_schema)
-    ├── Conflict
-    │   ├── RunNotCancellable         (already terminal)
-    │   └── IdempotencyKeyReused      (same key, different request)
-    ├── QueueFull                     (backpressure; carries retry_after)
-    ├── PermissionDenied
-    └── StorageError
+FlwdError
+├── NotFound
+│   ├── JobNotFound
+│   ├── RunNotFound
+│   └── ArtifactNotFound
+├── InvalidInput
+│   ├── ArgumentsInvalid          (every failing field, as JSON Pointers)
+│   ├── JobNotRunnable            (the job's definition is invalid)
+│   └── ResultInvalid             (result does not match result_schema)
+├── Conflict
+│   ├── RunNotCancellable         (already terminal)
+│   └── IdempotencyKeyReused      (same key, different request)
+├── QueueFull                     (backpressure; carries retry_after)
+├── PermissionDenied
+└── StorageError
 """
 
 from __future__ import annotations
@@ -95,9 +95,7 @@ class RunNotCancellable(Conflict):
 
 class IdempotencyKeyReused(Conflict):
     def __init__(self, key: str) -> None:
-        super().__init__(
-            f"The Idempotency-Key '{key}' was already used for a different request"
-        )
+        super().__init__(f"The Idempotency-Key '{key}' was already used for a different request")
         self.key = key
 
 

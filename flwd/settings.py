@@ -107,9 +107,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
 }
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Defaults, then `FLWD_*` variables, then non-None `overrides` (command-line flags)."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
