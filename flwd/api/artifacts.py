@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import File
 
-from flwd.api.backend import RunServiceView
-from flwd.api.deps import MAX_PAGE, paginated
+from flwd.api.deps import MAX_PAGE, Runs, paginated
 from flwd.api.openapi import DownloadOperation
 from flwd.api.problems import problem_responses
 from flwd.api.runs import PAGE_HEADERS
@@ -28,10 +27,10 @@ class ArtifactController(Controller):
     async def list_artifacts(
         self,
         request: Request[Any, Any, Any],
-        runs: RunServiceView,
-        run_id: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        runs: Runs,
+        run_id: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> Response[ArtifactList]:
         """Artifacts, newest first, optionally of one run."""
         items, total = await runs.list_artifacts(run_id=run_id, limit=limit, offset=offset)
@@ -45,7 +44,7 @@ class ArtifactController(Controller):
         response_description="The artifact's bytes, streamed, with its media type",
         operation_class=DownloadOperation,
     )
-    async def download(self, runs: RunServiceView, artifact_id: str) -> File:
+    async def download(self, runs: Runs, artifact_id: FromPath[str]) -> File:
         """Download an artifact (`Content-Disposition: attachment`, streamed from disk)."""
         artifact, path = await runs.get_artifact(artifact_id)
         return File(

@@ -4,13 +4,14 @@ body guard, pagination headers and parsing of `since`/`Last-Event-ID`."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import pluggy
 from litestar import Request, Response
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import Dependency, Provide
+from litestar.params import SkipValidationMarker
 
 from flwd.api.backend import Backend, JobRegistryView, RunServiceView
 from flwd.api.problems import InvalidField, ProblemError
@@ -18,6 +19,13 @@ from flwd.events.sse import parse_resume_id
 from flwd.settings import Settings
 
 T = TypeVar("T")
+
+# Injected by name and not validated, since the services are protocols, not data.
+Runs = Annotated[RunServiceView, SkipValidationMarker(), Dependency(kind="named")]
+Registry = Annotated[JobRegistryView, SkipValidationMarker(), Dependency(kind="named")]
+Services = Annotated[Backend, SkipValidationMarker(), Dependency(kind="named")]
+AppSettings = Annotated[Settings, SkipValidationMarker(), Dependency(kind="named")]
+Plugins = Annotated[pluggy.PluginManager, SkipValidationMarker(), Dependency(kind="named")]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_PAGE = 1000

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import FromQuery, HeaderParameter, QueryParameter
 
-from flwd.api.backend import RunServiceView
-from flwd.api.deps import resume_id
+from flwd.api.deps import AppSettings, Runs, resume_id
 from flwd.api.openapi import EventStreamOperation
 from flwd.api.problems import problem_responses
 from flwd.events.sse import SSEStream, sse_response
-from flwd.settings import Settings
 
 
 class EventController(Controller):
@@ -28,12 +26,12 @@ class EventController(Controller):
     )
     async def run_events(
         self,
-        runs: RunServiceView,
-        settings: Settings,
-        run_id: str | None = None,
-        job_id: str | None = None,
-        since: Annotated[int | None, Parameter(ge=0)] = None,
-        last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+        runs: Runs,
+        settings: AppSettings,
+        run_id: FromQuery[str | None] = None,
+        job_id: FromQuery[str | None] = None,
+        since: Annotated[int | None, QueryParameter(ge=0)] = None,
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> SSEStream:
         """Every run event as it happens; never ends by itself. Unfiltered it starts live;
         with `run_id` it starts at that run's first event; `Last-Event-ID`/`since` resume."""

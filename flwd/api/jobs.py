@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.params import FromPath, FromQuery
 
-from flwd.api.backend import JobRegistryView
+from flwd.api.deps import Registry
 from flwd.api.problems import problem_responses
 from flwd.api.schemas import InvalidJobInfo, JobDetail, JobList, JobSummary
 
@@ -15,7 +16,10 @@ class JobController(Controller):
 
     @get(operation_id="listJobs", responses=problem_responses(400, 500))
     async def list_jobs(
-        self, registry: JobRegistryView, source: str | None = None, namespace: str | None = None
+        self,
+        registry: Registry,
+        source: FromQuery[str | None] = None,
+        namespace: FromQuery[str | None] = None,
     ) -> JobList:
         """Every discovered job, optionally filtered; folders that failed to load are
         listed under `invalid` with their diagnostics."""
@@ -30,6 +34,6 @@ class JobController(Controller):
         return JobList(jobs=jobs, invalid=invalid)
 
     @get("/{job_id:path}", operation_id="getJob", responses=problem_responses(404, 422, 500))
-    async def get_job(self, registry: JobRegistryView, job_id: str) -> JobDetail:
+    async def get_job(self, registry: Registry, job_id: FromPath[str]) -> JobDetail:
         """One job with its argument schema (`args`, JSON Schema 2020-12)."""
         return JobDetail.of(registry.catalog.get(job_id.strip("/")))

@@ -226,7 +226,7 @@ def _validation_fields(exc: ValidationException) -> list[InvalidField]:
     for item in extra:
         if not isinstance(item, dict):
             continue
-        source = item.get("source")
+        source = getattr(item.get("source"), "value", item.get("source"))
         key = str(item.get("key") or "")
         location = None if source in (None, "body") else str(source)
         fields.append(
@@ -256,7 +256,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     elif isinstance(exc, MethodNotAllowedException):
         detail = f"{request.method} is not allowed on {request.url.path}"
     elif exc.status_code >= 500:
-        log.error("request %s failed: %s", request_id(request.scope), exc.detail)
+        log.error("request %s failed: %s", request_id(request.scope), exc.detail, exc_info=exc)
         detail = "The server could not complete the request"
     else:
         detail = exc.detail or PROBLEM_TYPES[slug].title

@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from flwd.api.backend import RunServiceView
-from flwd.api.deps import MAX_PAGE, paginated, parse_since, resume_id
+from flwd.api.deps import MAX_PAGE, AppSettings, Runs, paginated, parse_since, resume_id
 from flwd.api.openapi import EventStreamOperation, LogsOperation
 from flwd.api.problems import problem_responses
 from flwd.api.schemas import CreateRun, LogList, RestartRun, RunList, StepList
@@ -25,20 +24,19 @@ from flwd.events.sse import (
     sse_response,
 )
 from flwd.models import Event, Run
-from flwd.settings import Settings
 from flwd.states import TERMINAL_RUN, RunStatus
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         max_length=255,
         description="Retrying a POST with the same key returns the original run.",
     ),
 ]
 LastEventId = Annotated[
     str | None,
-    Parameter(header="Last-Event-ID", description="Resume after this event id."),
+    HeaderParameter(name="Last-Event-ID", description="Resume after this event id."),
 ]
 PAGE_HEADERS = [
     ResponseHeader(name=name, description=text, documentation_only=True)
@@ -63,7 +61,7 @@ class RunController(Controller):
         responses=problem_responses(400, 404, 409, 413, 415, 422, 429, 500),
     )
     async def create_run(
-        self, runs: RunServiceView, data: CreateRun, idempotency_key: IdempotencyKey = None
+        self, runs: Runs, data: JSONBody[CreateRun], idempotency_key: IdempotencyKey = None
     ) -> Response[Run]:
         """Start a run. With `"async": false` the response waits for the run to end and
         carries its `result`; otherwise it returns at once with status `pending`."""
@@ -80,12 +78,12 @@ class RunController(Controller):
     async def list_runs(
         self,
         request: Request[Any, Any, Any],
-        runs: RunServiceView,
-        job_id: str | None = None,
-        status: RunStatus | None = None,
-        tenant: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        runs: Runs,
+        job_id: FromQuery[str | None] = None,
+        status: FromQuery[RunStatus | None] = None,
+        tenant: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> Response[RunList]:
         """Runs, newest first, with the `total` matching the filters."""
         items, total = await runs.list_runs(
@@ -95,7 +93,7 @@ class RunController(Controller):
         return paginated(request, body, total=total, limit=limit, offset=offset)
 
     @get("/{run_id:str}", operation_id="getRun", responses=problem_responses(404, 500))
-    async def get_run(self, runs: RunServiceView, run_id: str) -> Run:
+    async def get_run(self, runs: Runs, run_id: FromPath[str]) -> Run:
         """One run with its (secret-masked) `args` and its `result` once finished."""
         return await runs.get_run(run_id)
 
@@ -105,7 +103,7 @@ class RunController(Controller):
         status_code=200,
         responses=problem_responses(404, 409, 500),
     )
-    async def cancel_run(self, runs: RunServiceView, run_id: str) -> Run:
+    async def cancel_run(self, runs: Runs, run_id: FromPath[str]) -> Run:
         """Cancel a pending or running run; answers once its processes are gone."""
         return await runs.cancel_run(run_id)
 
@@ -117,9 +115,9 @@ class RunController(Controller):
     )
     async def restart_run(
         self,
-        runs: RunServiceView,
-        run_id: str,
-        data: RestartRun | None = None,
+        runs: Runs,
+        run_id: FromPath[str],
+        data: JSONBody[RestartRun | None] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Run]:
         """A new run of the same job with the same arguments (secret ones, never stored
@@ -129,7 +127,7 @@ class RunController(Controller):
         return _created(run if body.async_ else await runs.wait_run(run.run_id))
 
     @get("/{run_id:str}/steps", operation_id="listSteps", responses=problem_responses(404, 500))
-    async def list_steps(self, runs: RunServiceView, run_id: str) -> StepList:
+    async def list_steps(self, runs: Runs, run_id: FromPath[str]) -> StepList:
         """The run's steps and their states."""
         await runs.get_run(run_id)
         return StepList(steps=await runs.list_steps(run_id))
@@ -145,15 +143,15 @@ class RunController(Controller):
     )
     async def logs(
         self,
-        runs: RunServiceView,
-        settings: Settings,
-        run_id: str,
-        follow: bool = False,
+        runs: Runs,
+        settings: AppSettings,
+        run_id: FromPath[str],
+        follow: FromQuery[bool] = False,
         since: Annotated[
             str | None,
-            Parameter(description="Event id (integer) or RFC 3339 timestamp; exclusive"),
+            QueryParameter(description="Event id (integer) or RFC 3339 timestamp; exclusive"),
         ] = None,
-        limit: Annotated[int | None, Parameter(ge=1)] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
         last_event_id: LastEventId = None,
     ) -> Response[LogList] | SSEStream:
         """The run's output lines. `follow=true` streams them as Server-Sent Events
@@ -189,10 +187,10 @@ class RunController(Controller):
     )
     async def events(
         self,
-        runs: RunServiceView,
-        settings: Settings,
-        run_id: str,
-        since: Annotated[int | None, Parameter(ge=0)] = None,
+        runs: Runs,
+        settings: AppSettings,
+        run_id: FromPath[str],
+        since: Annotated[int | None, QueryParameter(ge=0)] = None,
         last_event_id: LastEventId = None,
     ) -> SSEStream:
         """Server-Sent Events of one run from its first event (or after `Last-Event-ID` /

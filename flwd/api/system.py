@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import time
 
-import pluggy
 from litestar import Controller, get
 
 from flwd import __version__
-from flwd.api.backend import Backend
+from flwd.api.deps import AppSettings, Plugins, Services
 from flwd.api.problems import ProblemError, problem_responses
 from flwd.api.schemas import Health, Ready, SourceInfo, SystemInfo
 from flwd.plugins import extension_names
-from flwd.settings import Settings
 
 
 class SystemController(Controller):
     tags = ["system"]
 
     @get("/health", operation_id="health", responses=problem_responses(500))
-    async def health(self, backend: Backend) -> Health:
+    async def health(self, backend: Services) -> Health:
         """Liveness: the process answers. `status` is `degraded` when the store is not usable."""
         status = "healthy" if await backend.runs.healthy() else "degraded"
         uptime = int(time.monotonic() - backend.started)
         return Health(status=status, version=__version__, uptime_seconds=uptime)
 
     @get("/ready", operation_id="ready", responses=problem_responses(503))
-    async def ready(self, backend: Backend, settings: Settings) -> Ready:
+    async def ready(self, backend: Services, settings: AppSettings) -> Ready:
         """Readiness: the store is usable and, when watching is on, the job watcher runs."""
         store = await backend.runs.healthy()
         watcher = backend.registry.watching or not settings.watch
@@ -36,7 +34,7 @@ class SystemController(Controller):
         return Ready(status="ready", store=store, watcher=backend.registry.watching)
 
     @get("/system/info", operation_id="systemInfo", responses=problem_responses(500))
-    async def info(self, backend: Backend, plugin_manager: pluggy.PluginManager) -> SystemInfo:
+    async def info(self, backend: Services, plugin_manager: Plugins) -> SystemInfo:
         """Version, configured job sources and installed extensions."""
         sources = [
             SourceInfo(name=str(s["name"]), type=str(s["type"]), path=str(s["path"]))

@@ -24,6 +24,7 @@ from litestar import Request, Response
 from litestar.response.base import ASGIResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from flwd.events.bus import SlowConsumer
 from flwd.models import Event, LogLine
 
 log = logging.getLogger("flwd.sse")
@@ -118,8 +119,6 @@ async def _frames(
     render: Callable[[Event], ServerSentEvent | None],
     stop: Callable[[Event], bool],
 ) -> AsyncIterator[ServerSentEvent]:
-    # A retry hint first: browsers otherwise wait ~3 s before resuming.
-    yield ServerSentEvent(retry=RETRY_MS, comment="flwd event stream", sep="\n")
     try:
         async for event in events:
             frame = render(event)
@@ -127,10 +126,14 @@ async def _frames(
                 yield frame
             if stop(event):
                 break
-    except Exception as exc:
+    except SlowConsumer:
         # A subscriber that fell too far behind is cut off rather than buffered without
         # bound; it reconnects with its Last-Event-ID and loses nothing.
-        log.info("event stream ended early: %s", exc)
+        log.info("disconnected a slow event stream subscriber; it will resume")
+    except Exception:
+        # Headers are already sent, so no problem document is possible: end the stream
+        # (the client resumes from its last id) and keep the traceback server side.
+        log.exception("event stream failed")
     finally:
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
@@ -165,6 +168,8 @@ def sse_response(
     """An SSE response streaming `events` as rendered frames until `stop(event)`."""
 
     async def content() -> AsyncIterator[ServerSentEvent]:
+        # A retry hint first: browsers otherwise wait ~3 s before resuming.
+        yield ServerSentEvent(retry=RETRY_MS, comment="flwd event stream", sep="\n")
         for frame in prelude or ():
             yield frame
         async for frame in _frames(events, render, stop):
