@@ -54,6 +54,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str
     source: str
     path: str
+    title: str | None = None  # config.yaml `name`: a display title (`name` is the id tail)
     description: str | None = None
     version: str | None = None
     tags: tuple[str, ...] = ()

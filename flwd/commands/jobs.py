@@ -1,1 +1,203 @@
-"""`flwd jobs` and `flwd validate` (filled in by the jobs work)."""
+"""`flwd jobs`, `flwd jobs show ID` and `flwd validate [PATH ...]`.
+
+They read job folders directly (no server needed): the same scanner and loader the server
+uses, so what `flwd validate` accepts is exactly what the server will run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from flwd.cli import CliError
+from flwd.errors import JobNotFound, JobNotRunnable
+from flwd.hookspecs import hookimpl
+from flwd.jobs.catalog import Catalog
+from flwd.jobs.registry import JobRegistry
+from flwd.jobs.scanner import FolderScanner
+from flwd.jobs.views import format_diagnostic, invalid_job_dict, job_detail, job_summary
+from flwd.models import InvalidJob, JobSpec
+from flwd.plugins import make_plugin_manager
+from flwd.settings import SettingsError, load_settings
+
+JOBS_OPTION = click.option(
+    "--jobs",
+    "sources",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A job source (repeatable); default: FLWD_JOBS or local-fs=./jobs.",
+)
+
+
+def _load_catalog(sources: Sequence[str]) -> tuple[Catalog, JobRegistry]:
+    try:
+        settings = load_settings(jobs=list(sources) or None, watch=False)
+        registry = JobRegistry(settings, make_plugin_manager())
+    except SettingsError as exc:
+        raise CliError(str(exc)) from exc
+    return registry.catalog, registry
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _warn_invalid(catalog: Catalog) -> None:
+    if catalog.invalid:
+        count = len(catalog.invalid)
+        click.echo(
+            f"{count} invalid job folder{'s' if count != 1 else ''}; "
+            "run `flwd validate` to see why",
+            err=True,
+        )
+
+
+@click.group("jobs", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's GET /api/v1/jobs body.")
+@click.option("--namespace", help="Only jobs in this namespace (exact match).")
+@click.option("--source", help="Only jobs from this source.")
+@JOBS_OPTION
+@click.pass_context
+def jobs(
+    ctx: click.Context,
+    as_json: bool,
+    namespace: str | None,
+    source: str | None,
+    sources: tuple[str, ...],
+) -> None:
+    """List the jobs found in the job sources."""
+    ctx.obj = {"sources": sources}
+    if ctx.invoked_subcommand is not None:
+        return
+    catalog, registry = _load_catalog(sources)
+    known = [info["name"] for info in registry.source_info()]
+    if source is not None and source not in known:
+        raise CliError(f"there is no job source named '{source}' (sources: {', '.join(known)})")
+    found = catalog.list(namespace=namespace, source=source)
+    if as_json:
+        _echo_json({"jobs": [job_summary(job) for job in found]})
+    elif found:
+        _print_table(found)
+    else:
+        where = ", ".join(f"{i['name']} ({i['path']})" for i in registry.source_info())
+        click.echo(f"no jobs found in {where}", err=True)
+    _warn_invalid(catalog)
+
+
+def _print_table(found: list[JobSpec]) -> None:
+    rows = [("ID", "VERSION", "SOURCE", "DESCRIPTION")] + [
+        (job.id, job.version or "-", job.source, (job.description or "").strip().split("\n")[0])
+        for job in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo(("  ".join(cells) + "  " + row[3]).rstrip())
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's job detail body.")
+@JOBS_OPTION
+@click.pass_context
+def show(ctx: click.Context, job_id: str, as_json: bool, sources: tuple[str, ...]) -> None:
+    """Show one job: description, arguments and steps."""
+    catalog, _ = _load_catalog(sources or ctx.obj.get("sources", ()))
+    try:
+        job = catalog.get(job_id)
+    except JobNotRunnable as exc:
+        raise CliError(exc.detail, exit_code=1) from exc
+    except JobNotFound as exc:
+        raise CliError(exc.detail, exit_code=1) from exc
+    if as_json:
+        _echo_json(job_detail(job))
+    else:
+        _print_job(job)
+
+
+def _print_job(job: JobSpec) -> None:
+    header = job.id + (f"  {job.title}" if job.title else "")
+    click.echo(click.style(header, bold=True))
+    if job.description:
+        click.echo(job.description.rstrip())
+    facts = [
+        ("version", job.version),
+        ("source", job.source),
+        ("path", job.path),
+        ("tags", ", ".join(job.tags) or None),
+        ("timeout", f"{job.timeout:g}s" if job.timeout else None),
+        ("retries", str(job.retries) if job.retries else None),
+        ("concurrency", None if job.concurrency is None else str(job.concurrency.limit)),
+        ("security profile", job.security_profile),
+    ]
+    for label, value in facts:
+        if value:
+            click.echo(f"  {label + ':':<18}{value}")
+    click.echo("arguments:")
+    properties: dict[str, Any] = job.args.get("properties", {})
+    required = set(job.args.get("required", []))
+    if not properties:
+        click.echo("  (none)")
+    for name, schema in properties.items():
+        schema = schema if isinstance(schema, dict) else {}
+        notes = [str(schema.get("type", "any"))]
+        if name in required:
+            notes.append("required")
+        if "default" in schema:
+            notes.append(f"default {json.dumps(schema['default'])}")
+        if name in job.secret_args:
+            notes.append("secret")
+        description = f"  {schema['description']}" if schema.get("description") else ""
+        click.echo(f"  {name}  ({', '.join(notes)}){description}")
+    click.echo("steps:")
+    for step in job.steps:
+        needs = f"  (after {', '.join(step.needs)})" if step.needs else ""
+        click.echo(f"  {step.id}: {step.script or ' '.join(step.argv[2:] or step.argv)}{needs}")
+
+
+@click.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(file_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def validate(paths: tuple[str, ...], as_json: bool) -> None:
+    """Check job folders; print every problem as `file:line: reason`.
+
+    PATH is a source root (a directory of job folders) or one job folder; the default is
+    ./jobs. Exits 1 when any job folder is invalid, 0 otherwise.
+    """
+    valid: list[JobSpec] = []
+    invalid: list[InvalidJob] = []
+    for path in paths or ("jobs",):
+        if not os.path.isdir(path):
+            raise CliError(f"{path}: no such directory")
+        single = os.path.isfile(os.path.join(path, "config.yaml"))
+        result = FolderScanner("validate", path, single_job=single).scan()
+        valid.extend(result.jobs)
+        invalid.extend(result.invalid)
+    if as_json:
+        _echo_json(
+            {"valid": [job.id for job in valid], "invalid": [invalid_job_dict(b) for b in invalid]}
+        )
+    else:
+        cwd = os.getcwd()
+        for bad in invalid:
+            for diagnostic in bad.diagnostics:
+                click.echo(format_diagnostic(diagnostic, relative_to=cwd))
+        total = len(valid) + len(invalid)
+        click.echo(
+            f"{total} job folder{'s' if total != 1 else ''} checked: "
+            f"{len(valid)} valid, {len(invalid)} invalid",
+            err=True,
+        )
+    sys.exit(1 if invalid else 0)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """The built-in job commands."""
+    cli.add_command(jobs)
+    cli.add_command(validate)

@@ -1,1 +1,85 @@
-"""The built-in `fs` source type (filled in by the jobs work)."""
+"""The built-in `fs` source type: job folders in a directory, watched with `watchfiles`.
+
+Registered as a plugin (`register_source_types`) like any extension's source type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Collection
+
+import watchfiles
+
+from flwd.hookspecs import hookimpl
+from flwd.jobs.scanner import FolderScanner, SourceScan
+from flwd.jobs.sources import OpenSource, SourceType
+from flwd.settings import JobSource
+
+#: watchfiles yields once nothing has changed for STEP_MS; DEBOUNCE_MS caps how long a
+#: burst of changes (a `git pull`) is collected. Together they bound reload latency.
+STEP_MS = 50
+DEBOUNCE_MS = 300
+
+
+class FsSource(OpenSource):
+    """A directory of job folders."""
+
+    def __init__(self, source: JobSource) -> None:
+        super().__init__(source)
+        self._root = os.path.abspath(source.path)
+        self._scanner = FolderScanner(source.name, self._root)
+
+    @property
+    def location(self) -> str:
+        return self._root
+
+    def scan(self, changed: Collection[str] | None = None) -> SourceScan:
+        return self._scanner.scan(changed)
+
+    async def watch(self, stop: asyncio.Event) -> AsyncIterator[set[str]]:
+        while not stop.is_set():
+            if not os.path.isdir(self._root):
+                # Watch the nearest existing parent until the root appears, so a source
+                # created after start-up is picked up without a restart.
+                await self._wait_for_root(stop)
+                if stop.is_set():
+                    return
+                yield {self._root}
+                continue
+            async for changes in watchfiles.awatch(
+                self._root,
+                stop_event=stop,
+                step=STEP_MS,
+                debounce=DEBOUNCE_MS,
+                recursive=True,
+                ignore_permission_denied=True,
+            ):
+                yield {path for _, path in changes}
+                if not os.path.isdir(self._root):
+                    break  # the root itself went away: go back to waiting for it
+
+    async def _wait_for_root(self, stop: asyncio.Event) -> None:
+        parent = os.path.dirname(self._root)
+        while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        async for _ in watchfiles.awatch(
+            parent, stop_event=stop, step=STEP_MS, debounce=DEBOUNCE_MS, recursive=False
+        ):
+            if os.path.isdir(self._root):
+                return
+
+
+class FsSourceType(SourceType):
+    """Job folders on the local file system (`--jobs NAME=PATH`)."""
+
+    type = "fs"
+
+    def open(self, source: JobSource) -> OpenSource:
+        return FsSource(source)
+
+
+@hookimpl(trylast=True)
+def register_source_types() -> list[SourceType]:
+    """The built-in `fs` source type."""
+    return [FsSourceType()]
