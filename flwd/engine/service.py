@@ -54,12 +54,22 @@ class DataDirBusy(FlwdError):
 
 
 class RunService:
-    def __init__(self, settings: Settings, registry: JobRegistry, pm: pluggy.PluginManager) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: JobRegistry | None,
+        pm: pluggy.PluginManager,
+        *,
+        readonly: bool = False,
+    ) -> None:
+        """`readonly` opens a data dir that another flwd process may own, for reading
+        runs, logs and artifacts only (no lock, no recovery, no runs executed)."""
         self.settings = settings
-        self.registry = registry
+        self._registry = registry
         self.pm = pm
+        self.readonly = readonly
         self.bus = EventBus()
-        self.store = Store(settings.data_path / "flwd.db")
+        self.store = Store(settings.data_path / "flwd.db", readonly=readonly)
         self.journal = Journal(self.store, self.bus)
         self.store.on_commit = self.journal.committed
         self.repo = RunRepository(self.store)
@@ -76,7 +86,16 @@ class RunService:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def registry(self) -> JobRegistry:
+        if self._registry is None:
+            raise FlwdError("this engine was opened without a job catalog")
+        return self._registry
+
     async def __aenter__(self) -> RunService:
+        if self.readonly:
+            await self.store.__aenter__()
+            return self
         self._lock_data_dir()
         try:
             await self.store.__aenter__()
@@ -97,6 +116,9 @@ class RunService:
         """Stop cleanly: running runs are cancelled (their processes terminated) and end
         `cancelled`; queued runs stay `pending` in the store and are queued again at the
         next start."""
+        if self.readonly:
+            await self.store.__aexit__(None, None, None)
+            return
         for active in self.scheduler.running():
             active.shutting_down = True
             active.stop.set()

@@ -48,9 +48,16 @@ _STOP = _Write((), (), None)
 class Store:
     """Owns the database file under the data dir. Use as an async context manager."""
 
-    def __init__(self, path: Path, on_commit: Callable[[list[Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_commit: Callable[[list[Any]], None] | None = None,
+        *,
+        readonly: bool = False,
+    ) -> None:
         self.path = path
         self.on_commit = on_commit
+        self.readonly = readonly
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Write] = asyncio.Queue(_QUEUE_DEPTH)
@@ -58,6 +65,13 @@ class Store:
         self.failed: BaseException | None = None
 
     async def __aenter__(self) -> Store:
+        if self.readonly:
+            # for reading a data dir another process owns (CLI next to a running server)
+            if not self.path.exists():
+                raise StorageError(f"there is no flwd database at {self.path}")
+            self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await aiosqlite.connect(self.path)
         for pragma in (
