@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from flwd import __version__
+from flwd.errors import FlwdError
 from flwd.plugins import make_plugin_manager
 
 
@@ -33,9 +35,27 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli = build_cli()
+    """Entry point of the `flwd` script: errors are one `error: ...` line, never a
+    traceback (set FLWD_DEBUG=1 to see one)."""
     try:
-        cli.main(args=argv, prog_name="flwd", standalone_mode=True)
+        cli = build_cli()
+        cli.main(args=argv, prog_name="flwd", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except FlwdError as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if os.environ.get("FLWD_DEBUG"):
+            raise
+        click.echo(f"error: internal error ({type(exc).__name__}): {exc}", err=True)
+        sys.exit(1)
