@@ -144,7 +144,7 @@ class FakeRunService:
         await self.emit(run, "run.finished", status=str(status), reason=None)
         return run
 
-    async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:  # noqa: ASYNC109
+    async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
         if self.runs[run_id].status not in TERMINAL_RUN:
             await self.finish(run_id)
         return self.runs[run_id]
@@ -236,7 +236,7 @@ class FakeRunService:
         position = since if since is not None else (0 if run_id else len(self.events))
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: len(self.events) > position)
+                await self._changed.wait_for(lambda seen=position: len(self.events) > seen)
                 batch = self.events[position:]
             for event in batch:
                 position = event.id

@@ -40,7 +40,7 @@ class ArtifactController(Controller):
     @get(
         "/{artifact_id:str}",
         operation_id="downloadArtifact",
-        responses=problem_responses(404, 500),
+        responses=problem_responses(400, 404, 500),
         response_description="The artifact's bytes, streamed, with its media type",
         operation_class=DownloadOperation,
     )

@@ -33,7 +33,7 @@ class JobController(Controller):
         jobs = [JobSummary.of(job) for job in catalog.list(namespace=namespace, source=source)]
         return JobList(jobs=jobs, invalid=invalid)
 
-    @get("/{job_id:path}", operation_id="getJob", responses=problem_responses(404, 422, 500))
+    @get("/{job_id:path}", operation_id="getJob", responses=problem_responses(400, 404, 422, 500))
     async def get_job(self, registry: Registry, job_id: FromPath[str]) -> JobDetail:
         """One job with its argument schema (`args`, JSON Schema 2020-12)."""
         return JobDetail.of(registry.catalog.get(job_id.strip("/")))

@@ -220,7 +220,12 @@ def _pointer(key: str) -> str:
     return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
 def _validation_fields(exc: ValidationException) -> list[InvalidField]:
+    """Litestar's `[{message, key, source}]` as `{path, message, in}`; `key` is `data` (the
+    body) or a parameter name, and msgspec names unknown/missing fields in the message."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     fields = []
     for item in extra:
@@ -228,10 +233,17 @@ def _validation_fields(exc: ValidationException) -> list[InvalidField]:
             continue
         source = getattr(item.get("source"), "value", item.get("source"))
         key = str(item.get("key") or "")
-        location = None if source in (None, "body") else str(source)
-        fields.append(
-            InvalidField(path=_pointer(key), message=str(item.get("message", "")), in_=location)
-        )
+        message = str(item.get("message", ""))
+        if source in (None, "body"):
+            location = None
+            path = _pointer(key.removeprefix("data"))
+            if named := _NAMED_FIELD.search(message):
+                path += _pointer(named.group(1))
+            if message == "'data'":  # Litestar's wording for an absent body
+                message = "A JSON request body is required"
+        else:
+            location, path = str(source), _pointer(key)
+        fields.append(InvalidField(path=path, message=message, in_=location))
     if not fields:
         # msgspec puts the location in the message: "Expected `str`, got `int` - at `$.job_id`"
         message, _, where = str(exc.detail).partition(" - at `")

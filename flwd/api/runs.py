@@ -92,7 +92,7 @@ class RunController(Controller):
         body = RunList(runs=items, total=total)
         return paginated(request, body, total=total, limit=limit, offset=offset)
 
-    @get("/{run_id:str}", operation_id="getRun", responses=problem_responses(404, 500))
+    @get("/{run_id:str}", operation_id="getRun", responses=problem_responses(400, 404, 500))
     async def get_run(self, runs: Runs, run_id: FromPath[str]) -> Run:
         """One run with its (secret-masked) `args` and its `result` once finished."""
         return await runs.get_run(run_id)
@@ -101,7 +101,7 @@ class RunController(Controller):
         "/{run_id:str}/cancel",
         operation_id="cancelRun",
         status_code=200,
-        responses=problem_responses(404, 409, 500),
+        responses=problem_responses(400, 404, 409, 500),
     )
     async def cancel_run(self, runs: Runs, run_id: FromPath[str]) -> Run:
         """Cancel a pending or running run; answers once its processes are gone."""
@@ -126,7 +126,9 @@ class RunController(Controller):
         run = await runs.restart_run(run_id, args=body.args, idempotency_key=idempotency_key)
         return _created(run if body.async_ else await runs.wait_run(run.run_id))
 
-    @get("/{run_id:str}/steps", operation_id="listSteps", responses=problem_responses(404, 500))
+    @get(
+        "/{run_id:str}/steps", operation_id="listSteps", responses=problem_responses(400, 404, 500)
+    )
     async def list_steps(self, runs: Runs, run_id: FromPath[str]) -> StepList:
         """The run's steps and their states."""
         await runs.get_run(run_id)

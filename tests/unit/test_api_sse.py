@@ -1,0 +1,147 @@
+"""SSE framing and the run event/log streams over an in-memory backend."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from flwd.events.sse import event_frame, event_payload, log_frame, log_line, parse_resume_id
+from flwd.models import Event
+from tests.api_support import FakeRunService
+
+Client = AsyncTestClient[Litestar]
+STAMP = datetime(2024, 1, 15, 10, 30, 1, tzinfo=UTC)
+
+
+def output_event(**data: object) -> Event:
+    return Event(
+        id=42,
+        type="run.output",
+        run_id="run_1",
+        job_id="backup/daily",
+        timestamp=STAMP,
+        data={"level": "info", "message": "Processing...", "step_id": "s1", **data},
+    )
+
+
+def frames(text: str) -> list[dict[str, str]]:
+    """Parse an SSE body into frames (comments dropped)."""
+    parsed = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or not line:
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if "data" in fields:
+            parsed.append(fields)
+    return parsed
+
+
+def test_event_frame_matches_the_contract_example() -> None:
+    encoded = event_frame(output_event()).encode().decode()
+    assert encoded.startswith("id: 42\nevent: run.output\ndata: {")
+    payload = json.loads(encoded.split("data: ", 1)[1])
+    assert payload == {
+        "id": 42,
+        "type": "run.output",
+        "run_id": "run_1",
+        "job_id": "backup/daily",
+        "timestamp": "2024-01-15T10:30:01Z",
+        "level": "info",
+        "message": "Processing...",
+        "step_id": "s1",
+    }
+
+
+def test_event_data_cannot_override_the_envelope() -> None:
+    payload = event_payload(output_event(id=1, run_id="other"))
+    assert payload["id"] == 42 and payload["run_id"] == "run_1"
+
+
+def test_multiline_messages_stay_one_data_line() -> None:
+    encoded = log_frame(log_line(output_event(message="a\nb"))).encode().decode()
+    assert encoded.count("data: ") == 1
+    assert '"message":"a\\nb"' in encoded
+
+
+@pytest.mark.parametrize(
+    ("header", "since", "expected"),
+    [(None, None, None), ("7", None, 7), ("7", "3", 7), (None, "3", 3), ("", "0", 0)],
+)
+def test_resume_id_prefers_last_event_id(
+    header: str | None, since: str | None, expected: int | None
+) -> None:
+    assert parse_resume_id(header, since) == expected
+
+
+def test_resume_id_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        parse_resume_id("abc", None)
+    with pytest.raises(ValueError):
+        parse_resume_id(None, "-1")
+
+
+async def _finished_run(service: FakeRunService) -> str:
+    run = await service.create_run("hello", {})
+    await service.output(run.run_id, "one")
+    await service.output(run.run_id, "two")
+    await service.finish(run.run_id)
+    return run.run_id
+
+
+async def test_run_events_stream_replays_and_ends_after_finish(
+    api_client: Client, api_service: FakeRunService
+) -> None:
+    run_id = await _finished_run(api_service)
+    response = await api_client.get(f"/api/v1/runs/{run_id}/events")
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    got = frames(response.text)
+    assert [(f["id"], f["event"]) for f in got] == [
+        ("1", "run.created"),
+        ("2", "run.output"),
+        ("3", "run.output"),
+        ("4", "run.finished"),
+    ]
+    assert json.loads(got[3]["data"])["status"] == "success"
+    resumed = await api_client.get(f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": "2"})
+    assert [f["id"] for f in frames(resumed.text)] == ["3", "4"]
+
+
+async def test_log_stream_of_a_finished_run_replays_then_ends(
+    api_client: Client, api_service: FakeRunService
+) -> None:
+    run_id = await _finished_run(api_service)
+    response = await api_client.get(f"/api/v1/runs/{run_id}/logs?follow=true&since=2")
+    got = frames(response.text)
+    assert [f["event"] for f in got] == ["log", "end"]
+    assert json.loads(got[0]["data"])["message"] == "two"
+    assert got[0]["id"] == "3"
+    assert json.loads(got[1]["data"]) == {"run_id": run_id, "status": "success"}
+
+
+async def test_bad_last_event_id_is_a_validation_problem(
+    api_client: Client, api_service: FakeRunService
+) -> None:
+    run_id = await _finished_run(api_service)
+    response = await api_client.get(
+        f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": "yesterday"}
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"path": "/Last-Event-ID", "message": "must be a non-negative integer", "in": "header"}
+    ]
+
+
+async def test_streams_of_unknown_runs_are_problems(api_client: Client) -> None:
+    for path in ("/api/v1/runs/run_x/events", "/api/v1/runs/run_x/logs?follow=true"):
+        response = await api_client.get(path)
+        assert response.status_code == 404
+        assert response.json()["type"] == "https://flowd.org/problems/run-not-found"
