@@ -59,7 +59,7 @@ def _store_file(source: Path, blob_root: Path) -> tuple[str, int]:
 
 
 def _collect(source_dir: Path, blob_root: Path, run_id: str, redactor: Redactor) -> list[Artifact]:
-    artifacts = []
+    artifacts: list[Artifact] = []
     if not source_dir.is_dir():
         return artifacts
     for root, dirs, files in os.walk(source_dir, followlinks=False):
@@ -69,7 +69,7 @@ def _collect(source_dir: Path, blob_root: Path, run_id: str, redactor: Redactor)
             if path.is_symlink() or not path.is_file():
                 continue
             sha256, size = _store_file(path, blob_root)
-            relative = redactor.text(path.relative_to(source_dir).as_posix())
+            relative = redactor.mask_text(path.relative_to(source_dir).as_posix())
             artifacts.append(
                 Artifact(
                     id=f"artifact_{ULID()}",

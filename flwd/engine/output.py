@@ -41,13 +41,13 @@ class Redactor:
     def __bool__(self) -> bool:
         return bool(self.values)
 
-    def bytes(self, data: bytes) -> bytes:
+    def mask_bytes(self, data: bytes) -> bytes:
         for value in self.values_b:
             if value in data:
                 data = data.replace(value, _MASK_B)
         return data
 
-    def text(self, text: str) -> str:
+    def mask_text(self, text: str) -> str:
         for value in self.values:
             if value in text:
                 text = text.replace(value, MASK)
@@ -65,7 +65,7 @@ class Redactor:
         """A JSON value with secrets masked in every string (keys included)."""
         if not self.values:
             return value
-        return json.loads(self.text(json.dumps(value)))
+        return json.loads(self.mask_text(json.dumps(value)))
 
 
 class RunOutput:
@@ -158,7 +158,7 @@ class LineStream:
         complete, rest = (data[:last], data[last + 1 :]) if last >= 0 else (b"", data)
         if len(rest) > self.limit + self.redactor.longest:
             # a line with no end in sight: keep its head now, drop the rest up to '\n'
-            head = self.redactor.cut_tail(self.redactor.bytes(rest)[: self.limit])
+            head = self.redactor.cut_tail(self.redactor.mask_bytes(rest)[: self.limit])
             complete = complete + b"\n" + head + self.marker if last >= 0 else head + self.marker
             rest = b""
             self.discarding = True
@@ -172,7 +172,7 @@ class LineStream:
             self.pending = b""
 
     async def _emit(self, block: bytes) -> None:
-        block = self.redactor.bytes(block)
+        block = self.redactor.mask_bytes(block)
         if len(block) > self.limit and any(
             len(line) > self.limit + len(self.marker) for line in block.split(b"\n")
         ):

@@ -102,7 +102,7 @@ class RunExecutor:
             await self._run_dag(active, workdir, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
             log.exception("run %s failed inside flwd", run.run_id)
-            error = active.redactor.text(f"internal error: {exc}")
+            error = active.redactor.mask_text(f"internal error: {exc}")
         finally:
             if timer is not None:
                 timer.cancel()
@@ -266,7 +266,7 @@ class RunExecutor:
                 status=StepStatus.FAILED,
                 reason=FailureReason.ERROR,
                 exit_code=0,
-                error=active.redactor.text(problem),
+                error=active.redactor.mask_text(problem),
             )
         value = active.redactor.value(value)
         results[step.id] = value
@@ -339,7 +339,7 @@ class RunExecutor:
                 await self.journal.store.submit([rows.insert_artifact(artifact)])
         except Exception as exc:
             log.exception("finishing run %s failed", run.run_id)
-            error = error or active.redactor.text(f"internal error: {exc}")
+            error = error or active.redactor.mask_text(f"internal error: {exc}")
         result = _run_result(job, results)
         fields = _terminal_fields(active, outcomes, error)
         if fields["status"] == RunStatus.SUCCESS.value and result is not None and job.result_schema:

@@ -309,7 +309,7 @@ class RunService:
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Run], int]:
-        return await self.repo.list(
+        return await self.repo.page(
             job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
         )
 

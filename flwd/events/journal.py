@@ -135,7 +135,8 @@ class Journal:
             "SELECT id FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1", (since + 1,)
         )
         start = int(start_row[0]) if start_row else 0
-        clauses, params = ["id >= ?", "last_id > ?"], [start, since]
+        clauses = ["id >= ?", "last_id > ?"]
+        params: list[Any] = [start, since]
         if run_id is not None:
             clauses.append("run_id = ?")
             params.append(run_id)

@@ -137,7 +137,7 @@ class RunRepository:
         row = await self.store.fetchone("SELECT has_secrets FROM runs WHERE run_id = ?", (run_id,))
         return bool(row and row[0])
 
-    async def list(
+    async def page(
         self,
         *,
         job_id: str | None = None,
