@@ -10,18 +10,20 @@ import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import msgspec
 
-from flwd.client import FlwdClient
-from flwd.engine.service import RunService
 from flwd.errors import FlwdError, StorageError
 from flwd.models import Artifact, Event, LogLine, Run, Step
 from flwd.plugins import make_plugin_manager
 from flwd.settings import Settings
 from flwd.states import RunStatus
+
+if TYPE_CHECKING:  # imported when a command runs, so `flwd --help` starts fast
+    from flwd.client import FlwdClient
+    from flwd.engine.service import RunService
 
 
 class Backend(Protocol):
@@ -136,6 +138,9 @@ class RemoteBackend:
 async def open_backend(settings: Settings, *, execute: bool = False) -> AsyncIterator[Backend]:
     """A backend for one command. With `settings.server`, the HTTP API; otherwise the
     local data dir — owned (`execute`: runs jobs, needs the data dir lock) or read-only."""
+    from flwd.client import FlwdClient
+    from flwd.engine.service import RunService
+
     if settings.server:
         async with FlwdClient(settings.server) as client:
             yield RemoteBackend(client)
