@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from typing import Any
 
@@ -111,6 +112,9 @@ def serve(
     server = _Server(uvicorn_config(settings, app), settings)
     # uvicorn installs SIGINT/SIGTERM handlers, stops accepting, lets streams drain and
     # then runs the lifespan exit, where the run service cancels or hands off active runs.
+    # uvicorn re-raises the signal it caught once it has shut down; a SIGTERM that led to a
+    # clean shutdown should end the process with status 0, not as if killed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     if not server.started:
         raise click.ClickException(f"could not start on {settings.host}:{settings.port}")
