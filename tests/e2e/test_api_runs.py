@@ -154,13 +154,18 @@ def test_health_ready_info(api_http: httpx.Client, api_server: ServerProcess) ->
 
 
 def test_protocol_errors_are_problems_over_uvicorn(api_http: httpx.Client) -> None:
+    as_json = {"Content-Type": "application/json"}
     checks = [
         (api_http.get("/nope"), 404, "not-found"),
         (api_http.put("/runs", json={}), 405, "method-not-allowed"),
-        (api_http.post("/runs", content=b"{", headers={"Content-Type": "application/json"}), 400, "malformed-request"),
-        (api_http.post("/runs", content=b"x" * (2 << 20), headers={"Content-Type": "application/json"}), 413, "payload-too-large"),
+        (api_http.post("/runs", content=b"{", headers=as_json), 400, "malformed-request"),
+        (
+            api_http.post("/runs", content=b"x" * (2 << 20), headers=as_json),
+            413,
+            "payload-too-large",
+        ),
         (api_http.post("/runs", data={"job_id": "noop"}), 415, "unsupported-media-type"),
-    ]  # fmt: skip
+    ]
     for response, status, slug in checks:
         assert response.status_code == status
         assert response.headers["content-type"] == "application/problem+json"
