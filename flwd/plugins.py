@@ -12,6 +12,7 @@ from flwd import hookspecs
 #: Built-in behaviour, registered exactly like an extension so one can replace it.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "flwd.commands.jobs",
+    "flwd.commands.plugins",
     "flwd.commands.runs",
     "flwd.commands.serve",
     "flwd.jobs.fs_source",

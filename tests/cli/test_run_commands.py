@@ -178,3 +178,15 @@ def test_ctrl_c_cancels_the_run_and_every_process(cli_env: dict[str, str]) -> No
     assert run_processes(run_id) == []
     shown = json.loads(flwd(cli_env, "runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "cancelled"
+
+
+def test_plugins_lists_builtins_with_their_hooks(cli_env: dict[str, str]) -> None:
+    done = flwd(cli_env, "plugins", "--json")
+    assert done.returncode == 0, done.stderr
+    plugins = {p["name"]: p for p in json.loads(done.stdout)["plugins"]}
+    assert plugins["flwd.commands.runs"] == {
+        "name": "flwd.commands.runs",
+        "builtin": True,
+        "hooks": ["register_commands"],
+    }
+    assert "register_source_types" in plugins["flwd.jobs.fs_source"]["hooks"]

@@ -1,0 +1,44 @@
+"""`flwd plugins`: what is loaded, and which hooks each plugin implements."""
+
+from __future__ import annotations
+
+import click
+import msgspec
+
+from flwd.hookspecs import hookimpl
+from flwd.plugins import BUILTIN_PLUGINS, make_plugin_manager
+
+
+class PluginInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    builtin: bool
+    hooks: list[str]
+
+
+def loaded_plugins() -> list[PluginInfo]:
+    pm = make_plugin_manager()
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        infos.append(PluginInfo(name=name, builtin=name in BUILTIN_PLUGINS, hooks=hooks))
+    return sorted(infos, key=lambda p: (p.builtin, p.name))
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins_command(as_json: bool) -> None:
+    """List loaded plugins (extensions first, then built-ins) and the hooks they implement."""
+    infos = loaded_plugins()
+    if as_json:
+        click.echo(msgspec.json.encode({"plugins": infos}).decode())
+        return
+    for info in infos:
+        kind = "built-in" if info.builtin else "extension"
+        click.echo(f"{info.name}  ({kind})  {', '.join(info.hooks)}")
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(plugins_command)
