@@ -94,7 +94,7 @@ async def execute_step(
             asyncio.create_task(_pump(proc.stdout, output.stream(ctx.step.id, "stdout"))),
             asyncio.create_task(_pump(proc.stderr, output.stream(ctx.step.id, "stderr"))),
         ]
-        exited = asyncio.create_task(proc.wait())
+        exited = asyncio.create_task(_main_exit(proc))
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait(
             {exited, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -113,6 +113,28 @@ async def execute_step(
     finally:
         owned.discard(proc.pid)
     return _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
+
+
+async def _main_exit(proc: asyncio.subprocess.Process) -> int:
+    """The main process's exit status, as soon as it has exited.
+
+    On Python 3.11 `Process.wait()` returns only once the output pipes are closed too, and a
+    background child holding them open (`sleep 300 &`) would keep the step running until
+    that child ends. `returncode` is set at the exit itself, so poll it (with backoff)
+    while `wait()` has not answered; without lingering children `wait()` answers first.
+    """
+    waiter = asyncio.ensure_future(proc.wait())
+    delay = 0.005
+    try:
+        while proc.returncode is None:
+            done, _ = await asyncio.wait({waiter}, timeout=delay)
+            if done:
+                break
+            delay = min(delay * 2, 0.05)
+    finally:
+        waiter.cancel()
+    assert proc.returncode is not None
+    return proc.returncode
 
 
 async def _finish_pumps(pumps: list[asyncio.Task[None]], output: RunOutput, step_id: str) -> None:

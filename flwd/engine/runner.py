@@ -367,8 +367,11 @@ class RunExecutor:
                 statements=[rows.update_run(run.run_id, **fields)],
             )
         finally:
-            active.done.set()
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            # the work dir holds the unmasked arguments: gone before anyone is told "done"
+            try:
+                await asyncio.to_thread(shutil.rmtree, workdir, True)
+            finally:
+                active.done.set()
 
 
 def _time_out(active: ActiveRun) -> None:
