@@ -39,6 +39,14 @@ def process_state(pid: int) -> str | None:
     return raw[raw.rfind(b")") + 2 :].split()[0].decode()
 
 
+def pgid_of(pid: int) -> int | None:
+    try:
+        raw = (PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    return int(raw[raw.rfind(b")") + 2 :].split()[2])
+
+
 def alive(pid: int) -> bool:
     """True while `pid` exists and is not a zombie (a zombie holds nothing and runs nothing)."""
     state = process_state(pid)
