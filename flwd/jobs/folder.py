@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
 from flwd.jobs.yamlfile import KeyPath, line_of
@@ -17,10 +17,11 @@ CONFIG_NAME = "config.yaml"
 class JobFolder:
     """What the scanner knows about a job folder when it asks for it to be loaded."""
 
-    path: Path  # absolute
+    path: str  # absolute
     job_id: str  # normalised; "" when a path segment normalises to nothing
     source: str
     file_names: tuple[str, ...]  # regular files directly in the folder
+    plain_files: frozenset[str]  # relative paths of files that are not symlinks
     config: bytes | OSError  # the bytes of config.yaml, or why they could not be read
     digest: str
 
@@ -51,7 +52,7 @@ def parse_timeout(value: str | float | None, path: KeyPath, problems: Problems) 
     if value is None:
         return None
     try:
-        seconds = parse_duration(value)
+        seconds = _cached_duration(value)
     except SettingsError as exc:
         problems.config(path, f"{dotted(path)}: {exc}")
         return None
@@ -59,6 +60,12 @@ def parse_timeout(value: str | float | None, path: KeyPath, problems: Problems) 
         problems.config(path, f"{dotted(path)}: must be longer than zero")
         return None
     return seconds
+
+
+@lru_cache(maxsize=256)
+def _cached_duration(value: str | float) -> float:
+    # Thousands of jobs say "5m"; durationpy's parser is the slow part of loading them.
+    return parse_duration(value)
 
 
 def dotted(path: KeyPath) -> str:

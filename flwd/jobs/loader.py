@@ -7,6 +7,7 @@ a person can act on; the loader collects as many as it can instead of stopping a
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -33,13 +34,13 @@ from flwd.models import ConcurrencySpec, InvalidJob, JobSpec
 
 def load_job(folder: JobFolder) -> JobSpec | InvalidJob:
     """Load `folder`; never raises for anything the folder contains."""
-    problems = Problems(config_path=str(folder.path / CONFIG_NAME))
+    problems = Problems(config_path=os.path.join(folder.path, CONFIG_NAME))
     spec = _load(folder, problems)
     if spec is None or problems.found:
         return InvalidJob(
-            id=folder.job_id or folder.path.name,
+            id=folder.job_id or os.path.basename(folder.path),
             source=folder.source,
-            path=str(folder.path),
+            path=folder.path,
             diagnostics=tuple(problems.found),
         )
     return spec
@@ -48,7 +49,7 @@ def load_job(folder: JobFolder) -> JobSpec | InvalidJob:
 def _load(folder: JobFolder, problems: Problems) -> JobSpec | None:
     if not folder.job_id:
         problems.file(
-            str(folder.path),
+            folder.path,
             "folder name has no letters or digits, so it cannot become a job id; rename it",
         )
     if isinstance(folder.config, OSError):
@@ -108,7 +109,7 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
         name=name,
         namespace=namespace,
         source=folder.source,
-        path=str(folder.path),
+        path=folder.path,
         title=raw.name,
         description=raw.description,
         version=None if raw.version is None else str(raw.version),

@@ -9,6 +9,7 @@ one attempt of that step while the job's `timeout` bounds the whole run; a step'
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from flwd.jobs.folder import env_strings, parse_timeout
@@ -117,7 +118,7 @@ def _declared_step(
         return None
     try:
         if step.script is not None:
-            script = resolve_script(folder.path, step.script)
+            script = resolve_script(folder.path, step.script, folder.plain_files)
             argv = interpreter_argv(script, step.interpreter or raw.interpreter)
         else:
             argv = command_argv(step.run if step.run is not None else step.command or "")
@@ -154,15 +155,15 @@ def _numbered_steps(
         step_id = step_id_from_file(name)
         if step_id in previous:
             problems.file(
-                str(folder.path / name),
+                os.path.join(folder.path, name),
                 f"numbered script '{name}' gives step id '{step_id}', like '{previous[step_id]}'",
             )
             continue
         previous[step_id] = name
         try:
-            argv = interpreter_argv(folder.path / name, raw.interpreter)
+            argv = interpreter_argv(os.path.join(folder.path, name), raw.interpreter)
         except StepProblem as exc:
-            problems.file(str(folder.path / name), str(exc))
+            problems.file(os.path.join(folder.path, name), str(exc))
             continue
         needs = (built[-1].id,) if built else ()
         built.append(

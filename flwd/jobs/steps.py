@@ -13,7 +13,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from flwd.jobs.ids import normalise_segment
 
@@ -32,9 +32,10 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def resolve_script(folder: Path, relative: str) -> Path:
+def resolve_script(folder: str, relative: str, plain_files: frozenset[str] = frozenset()) -> str:
     """The absolute path of `relative` inside the job folder, refusing anything that could
-    reach outside it: absolute paths, `..` and symlinks whose target is elsewhere."""
+    reach outside it: absolute paths, `..` and symlinks whose target is elsewhere.
+    `plain_files` (files the scanner saw that are not symlinks) skips the costly checks."""
     if not relative.strip():
         raise StepProblem("script path is empty")
     pure = PurePosixPath(relative)
@@ -42,36 +43,39 @@ def resolve_script(folder: Path, relative: str) -> Path:
         raise StepProblem(f"script '{relative}' must be relative to the job folder")
     if ".." in pure.parts:
         raise StepProblem(f"script '{relative}' uses '..'; scripts must live inside the job folder")
-    path = folder / pure
+    path = os.path.join(folder, *pure.parts)
+    if str(pure) in plain_files:
+        return path
     if not is_within(os.path.realpath(path), os.path.realpath(folder)):
         raise StepProblem(f"script '{relative}' is a symlink that points outside the job folder")
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise StepProblem(f"script '{relative}' does not exist in {folder}")
     return path
 
 
-def interpreter_argv(script: Path, interpreter: str | Sequence[str] | None) -> list[str]:
+def interpreter_argv(script: str, interpreter: str | Sequence[str] | None) -> list[str]:
     """The argv that runs `script`: an explicit `interpreter`, else the `#!` line, else the
     extension (`.sh` bash, `.py` the server's Python, `.ps1` pwsh), else the file itself if
     it is executable."""
-    path = str(script)
+    path = script
+    name = os.path.basename(script)
     if interpreter is not None:
         parts = shlex.split(interpreter) if isinstance(interpreter, str) else list(interpreter)
         if not parts:
             raise StepProblem("interpreter is empty")
         return [*parts, path]
     try:
-        with script.open("rb") as handle:
+        with open(script, "rb") as handle:
             head = handle.read(512)
     except OSError as exc:
-        raise StepProblem(f"script '{script.name}' cannot be read: {exc.strerror}") from exc
+        raise StepProblem(f"script '{name}' cannot be read: {exc.strerror}") from exc
     if head.startswith(b"#!"):
         # Split on whitespace rather than the kernel's "one argument" rule so that
         # `#!/usr/bin/env python3 -u` behaves the way people expect.
         shebang = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
         if shebang:
             return [*shebang, path]
-    suffix = script.suffix.lower()
+    suffix = os.path.splitext(name)[1].lower()
     if suffix == ".sh":
         return ["bash", path]
     if suffix == ".py":
@@ -79,14 +83,12 @@ def interpreter_argv(script: Path, interpreter: str | Sequence[str] | None) -> l
     if suffix == ".ps1":
         pwsh = shutil.which("pwsh")
         if pwsh is None:
-            raise StepProblem(
-                f"script '{script.name}' needs PowerShell (pwsh), which is not installed"
-            )
+            raise StepProblem(f"script '{name}' needs PowerShell (pwsh), which is not installed")
         return [pwsh, "-NoProfile", "-File", path]
     if os.access(script, os.X_OK):
         return [path]
     raise StepProblem(
-        f"cannot tell how to run '{script.name}': add a '#!' line, use a .sh, .py or .ps1 "
+        f"cannot tell how to run '{name}': add a '#!' line, use a .sh, .py or .ps1 "
         "extension, or set 'interpreter'"
     )
 

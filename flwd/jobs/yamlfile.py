@@ -7,12 +7,44 @@ composed again into a node tree and the problem's key path is walked to its line
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+_BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """The C safe loader with a leaner tag resolver.
+
+    The C parser calls back into Python for every node to resolve its tag; PyYAML's
+    generic resolver also handles path resolvers, which the safe loader never has. This
+    one gives the same tags (same regular expressions) in about two thirds of the time.
+    """
+
+    _implicit = _BaseLoader.yaml_implicit_resolvers
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in self._implicit.get(value[:1], ()):
+                    if regexp.match(value):
+                        return str(tag)
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
 
 #: Larger configs are refused: a job definition is a few kilobytes, and the limit keeps a
 #: stray data file named config.yaml from stalling the scanner.
@@ -48,34 +80,96 @@ def decode_config(data: bytes) -> str:
 
 
 def parse_config(text: str) -> Any:
-    """The YAML document as plain data; `ConfigUnreadable` with the line on a syntax error."""
+    """The YAML document as plain JSON-like data; `ConfigUnreadable` (with the line where
+    known) for a syntax error, a tag that has no JSON equivalent, or an alias bomb."""
+    loader = _Loader(text)
     try:
-        data = yaml.load(text, Loader=_Loader)  # a safe loader: plain data only
+        node = loader.get_single_node()
+        return None if node is None else _Builder(loader).build(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigUnreadable(f"invalid YAML: {problem}", mark.line + 1 if mark else None) from exc
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise ConfigUnreadable(f"invalid YAML: {exc}") from exc
-    _check_size(data)
-    return data
+    finally:
+        loader.dispose()
 
 
-def _check_size(data: Any) -> None:
-    """Refuse documents with too many values or an alias cycle (`&a [*a]`)."""
-    budget = MAX_NODES
-    stack: list[tuple[Any, frozenset[int]]] = [(data, frozenset())]
-    while stack:
-        node, ancestors = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise ConfigUnreadable(f"config.yaml holds more than {MAX_NODES} values")
-        if isinstance(node, dict | list):
-            if id(node) in ancestors:
-                raise ConfigUnreadable("config.yaml contains a YAML alias that refers to itself")
-            inner = ancestors | {id(node)}
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, inner) for child in children)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_SCALARS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float"))
+
+
+class _Builder:
+    """Builds plain data from the composed node tree.
+
+    PyYAML's C loader parses in C but constructs objects in generic Python; this builder
+    handles the only tags a job config needs directly (about twice as fast), keeps dates
+    as the text written (a config has no use for `datetime`), refuses tags JSON cannot
+    represent, and bounds the *expanded* size so aliases cannot blow up later."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.constructors = loader.yaml_constructors
+        self.built: dict[int, tuple[Any, int]] = {}  # node id -> (value, expanded size)
+        self.active: set[int] = set()
+
+    def build(self, node: Any) -> Any:
+        value, size = self._build(node)
+        if size > MAX_NODES:
+            raise ConfigUnreadable(f"config.yaml expands to more than {MAX_NODES} values")
+        return value
+
+    def _build(self, node: Any) -> tuple[Any, int]:
+        tag = node.tag
+        if node.__class__ is yaml.ScalarNode:
+            if tag in (_STR, _TIMESTAMP):
+                return node.value, 1
+            if tag in _SCALARS:
+                value = self.constructors[tag](self.loader, node)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise self._error(node, "is not a finite number (JSON has no NaN or infinity)")
+                return value, 1
+            raise self._error(node, f"uses the tag {tag}, which has no JSON equivalent")
+        key = id(node)
+        done = self.built.get(key)
+        if done is not None:  # an alias: shared value, but it counts every time it is used
+            return done
+        if key in self.active:
+            raise self._error(node, "is a YAML alias that contains itself")
+        self.active.add(key)
+        try:
+            if tag == _SEQ:
+                items = [self._build(child) for child in node.value]
+                result: tuple[Any, int] = ([v for v, _ in items], 1 + sum(n for _, n in items))
+            elif tag == _MAP:
+                result = self._mapping(node)
+            else:
+                raise self._error(node, f"uses the tag {tag}, which has no JSON equivalent")
+        finally:
+            self.active.discard(key)
+        if result[1] > MAX_NODES:
+            raise ConfigUnreadable(f"config.yaml expands to more than {MAX_NODES} values")
+        self.built[key] = result
+        return result
+
+    def _mapping(self, node: Any) -> tuple[dict[Any, Any], int]:
+        mapping: dict[Any, Any] = {}
+        size = 1
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise self._error(key_node, "uses a '<<' merge key; write the keys out instead")
+            key, key_size = self._build(key_node)
+            if isinstance(key, list | dict):
+                raise self._error(key_node, "uses a list or mapping as a key")
+            value, value_size = self._build(value_node)
+            mapping[key] = value
+            size += key_size + value_size
+        return mapping, size
+
+    @staticmethod
+    def _error(node: Any, reason: str) -> ConfigUnreadable:
+        return ConfigUnreadable(f"the value here {reason}", node.start_mark.line + 1)
 
 
 def line_of(text: str, path: KeyPath) -> int | None:
