@@ -18,8 +18,8 @@ from flwd.events.sse import (
     RUN_OUTPUT,
     SSEStream,
     end_frame,
+    log_bytes,
     log_frame,
-    log_line,
     no_events,
     sse_response,
 )
@@ -207,7 +207,7 @@ class RunController(Controller):
 
 def _render_log(event: Event) -> Any:
     if event.type == RUN_OUTPUT:
-        return log_frame(log_line(event))
+        return log_bytes(event)
     if event.type == RUN_FINISHED:
         return end_frame(event.run_id, str(event.data.get("status", "")), event.id)
     return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
@@ -40,8 +41,10 @@ RETRY_MS = 1000
 __all__ = [
     "SSEStream",
     "end_frame",
+    "event_bytes",
     "event_frame",
     "event_payload",
+    "log_bytes",
     "log_frame",
     "log_line",
     "no_events",
@@ -101,6 +104,39 @@ def end_frame(run_id: str, status: str, event_id: int | None) -> ServerSentEvent
     return _frame("end", {"run_id": run_id, "status": status}, event_id)
 
 
+class _FrameCache:
+    """Encoded frames by (kind, event id). With many followers of one run every event is
+    encoded once instead of once per subscriber; event ids are global, so keys never
+    clash. Bounded: old entries are dropped first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._frames: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+    def get(self, kind: str, event: Event, encode: Callable[[Event], ServerSentEvent]) -> bytes:
+        key = (kind, event.id)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = encode(event).encode()
+            self._frames[key] = frame
+            if len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+        return frame
+
+
+_cache = _FrameCache()
+
+
+def event_bytes(event: Event) -> bytes:
+    """`event_frame(event)`, encoded (and shared between subscribers)."""
+    return _cache.get("event", event, event_frame)
+
+
+def log_bytes(event: Event) -> bytes:
+    """The `event: log` frame of a `run.output` event, encoded (and shared)."""
+    return _cache.get("log", event, lambda e: log_frame(log_line(e)))
+
+
 def parse_resume_id(last_event_id: str | None, since: str | int | None) -> int | None:
     """Where to resume: `Last-Event-ID` (what a reconnecting EventSource sends) wins over
     `?since=`. Returns None when neither is given; raises ValueError when not an integer."""
@@ -116,9 +152,9 @@ def parse_resume_id(last_event_id: str | None, since: str | int | None) -> int |
 
 async def _frames(
     events: AsyncIterator[Event],
-    render: Callable[[Event], ServerSentEvent | None],
+    render: Callable[[Event], bytes | ServerSentEvent | None],
     stop: Callable[[Event], bool],
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes | ServerSentEvent]:
     try:
         async for event in events:
             frame = render(event)
@@ -160,18 +196,18 @@ def sse_response(
     events: AsyncIterator[Event],
     *,
     heartbeat: float,
-    render: Callable[[Event], ServerSentEvent | None] = event_frame,
+    render: Callable[[Event], bytes | ServerSentEvent | None] = event_bytes,
     stop: Callable[[Event], bool] = lambda event: False,
     prelude: list[ServerSentEvent] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> SSEStream:
     """An SSE response streaming `events` as rendered frames until `stop(event)`."""
 
-    async def content() -> AsyncIterator[ServerSentEvent]:
+    async def content() -> AsyncIterator[bytes | ServerSentEvent]:
         # A retry hint first: browsers otherwise wait ~3 s before resuming.
         yield ServerSentEvent(retry=RETRY_MS, comment="flwd event stream", sep="\n")
-        for frame in prelude or ():
-            yield frame
+        for first in prelude or ():
+            yield first
         async for frame in _frames(events, render, stop):
             yield frame
 
