@@ -100,18 +100,59 @@ class RunOutput:
         return LineStream(self, step_id, stream)
 
     async def emit(self, data: dict[str, Any], text: str, lines: int, size: int) -> None:
+        """Store a chunk of lines (`size` bytes, line ends included) within the run's cap."""
         self.total_bytes += size
-        if not self.tail and self.head_used + size <= self.head_bytes:
-            self.head_used += size
-            await self.journal.append_output(self.run_id, self.job_id, data, text, lines)
-            return
+        if not self.tail:
+            room = self.head_bytes - self.head_used
+            if size <= room:
+                self.head_used += size
+                await self.journal.append_output(self.run_id, self.job_id, data, text, lines)
+                return
+            # The chunk crosses the end of the head: its first lines still belong there
+            # (a chunk may be far larger than a small head budget).
+            parts = text.split("\n")
+            keep = used = 0
+            for part in parts[:-1]:
+                cost = len(part.encode()) + 1
+                if used + cost > room:
+                    break
+                keep, used = keep + 1, used + cost
+            if keep:
+                self.head_used += used
+                head = "\n".join(parts[:keep])
+                await self.journal.append_output(self.run_id, self.job_id, data, head, keep)
+                text, lines, size = "\n".join(parts[keep:]), lines - keep, size - used
         self.tail.append((data, text, lines, size))
         self.tail_used += size
-        while self.tail_used > self.tail_bytes and len(self.tail) > 1:
+        # whole chunks go while what remains still fills the tail; `finish` trims the
+        # oldest one line by line
+        while len(self.tail) > 1 and self.tail_used - self.tail[0][3] >= self.tail_bytes:
             _, _, old_lines, old_size = self.tail.popleft()
-            self.tail_used -= old_size
-            self.dropped_lines += old_lines
-            self.dropped_bytes += old_size
+            self._drop(old_lines, old_size)
+
+    def _drop(self, lines: int, size: int) -> None:
+        self.tail_used -= size
+        self.dropped_lines += lines
+        self.dropped_bytes += size
+
+    def _trim_tail(self) -> None:
+        """Cut the oldest retained lines until the tail fits its budget (one line stays)."""
+        while self.tail and self.tail_used > self.tail_bytes:
+            data, text, lines, size = self.tail[0]
+            excess = self.tail_used - self.tail_bytes
+            if size <= excess and len(self.tail) > 1:
+                self.tail.popleft()
+                self._drop(lines, size)
+                continue
+            parts = text.split("\n")
+            drop = freed = 0
+            while drop < len(parts) - 1 and freed < excess:
+                freed += len(parts[drop].encode()) + 1
+                drop += 1
+            if drop:
+                self.tail[0] = (data, "\n".join(parts[drop:]), lines - drop, size - freed)
+                self._drop(drop, freed)
+            return
 
     async def note(self, message: str, *, step_id: str | None = None) -> None:
         """A line written by flwd itself into the run's log (level `warning`)."""
@@ -120,6 +161,7 @@ class RunOutput:
 
     async def finish(self) -> None:
         """Flush the retained tail, preceded by a marker of what was dropped."""
+        self._trim_tail()
         if self.dropped_lines:
             await self.note(
                 f"[flwd: {self.dropped_lines} lines ({self.dropped_bytes} bytes) of output "
@@ -164,14 +206,14 @@ class LineStream:
             self.discarding = True
         self.pending = rest
         if last >= 0 or complete:
-            await self._emit(complete)
+            await self._emit(complete, ended=last >= 0)
 
     async def close(self) -> None:
         if self.pending:
-            await self._emit(self.pending)
+            await self._emit(self.pending, ended=False)
             self.pending = b""
 
-    async def _emit(self, block: bytes) -> None:
+    async def _emit(self, block: bytes, *, ended: bool) -> None:
         block = self.redactor.mask_bytes(block)
         if len(block) > self.limit and any(
             len(line) > self.limit + len(self.marker) for line in block.split(b"\n")
@@ -183,4 +225,5 @@ class LineStream:
                 for line in block.split(b"\n")
             )
         text = block.decode("utf-8", "replace")
-        await self.output.emit(self.data, text, text.count("\n") + 1, len(block))
+        # sizes count each line's end, so that the cap and its marker add up
+        await self.output.emit(self.data, text, text.count("\n") + 1, len(block) + ended)
