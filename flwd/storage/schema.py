@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import aiosqlite
 
+from flwd.errors import StorageError
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: runs, steps, the event journal, artifacts, idempotency keys
     """
@@ -98,7 +100,7 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         row = await cursor.fetchone()
     current = int(row[0]) if row else 0
     if current > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise StorageError(
             f"the database schema is version {current}, newer than this flwd "
             f"understands ({SCHEMA_VERSION}); upgrade flwd"
         )

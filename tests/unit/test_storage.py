@@ -1,0 +1,136 @@
+"""Storage: migrations keyed on `user_version`, WAL, group commit under load, and a store
+that survives a failed write."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flwd.errors import StorageError
+from flwd.events.records import Record
+from flwd.models import utcnow
+from flwd.states import RunStatus
+from flwd.storage.schema import SCHEMA_VERSION
+from flwd.storage.store import Store
+from tests.unit.engine_support import EngineWorld, run_job
+
+pytest_plugins = ["tests.unit.conftest_engine"]
+
+
+def _pragma(path: Path, name: str) -> object:
+    with sqlite3.connect(path) as db:
+        return db.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+async def test_a_new_data_dir_is_migrated_to_the_current_schema(
+    engine_world: EngineWorld,
+) -> None:
+    async with engine_world.open():
+        pass
+    db = engine_world.data_dir / "flwd.db"
+    assert _pragma(db, "user_version") == SCHEMA_VERSION >= 1
+    assert _pragma(db, "journal_mode") == "wal"  # persistent: set on the file itself
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"runs", "steps", "events", "artifacts", "idempotency_keys"} <= tables
+    # opening again migrates nothing and loses nothing
+    async with engine_world.open():
+        pass
+    assert _pragma(db, "user_version") == SCHEMA_VERSION
+
+
+async def test_a_database_from_a_newer_flwd_is_refused(engine_world: EngineWorld) -> None:
+    engine_world.data_dir.mkdir()
+    db = engine_world.data_dir / "flwd.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    for _ in range(2):  # the refusal releases the data dir: the second try says the same
+        with pytest.raises(StorageError, match="newer"):
+            async with engine_world.open():
+                pass
+    assert _pragma(db, "user_version") == SCHEMA_VERSION + 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+async def test_a_chatty_job_is_stored_in_few_rows_and_few_commits(
+    engine_world: EngineWorld,
+) -> None:
+    lines = 20_000
+    engine_world.job("chatty", {"command": f"seq 1 {lines}"})
+    async with engine_world.open() as service:
+        statements: list[str] = []
+        writer = service.store._writer
+        assert writer is not None
+        await writer.set_trace_callback(statements.append)
+        run = await run_job(service, "chatty")
+        await writer.set_trace_callback(None)
+        assert run.status is RunStatus.SUCCESS
+
+        (rows,) = await service.store.fetchone(
+            "SELECT COUNT(*) FROM events WHERE run_id = ? AND type = 'run.output'",
+            (run.run_id,),
+        )
+        logs = await service.read_logs(run.run_id)
+        assert [line.message for line in logs] == [str(i) for i in range(1, lines + 1)]
+        commits = sum(1 for s in statements if s.strip().upper() == "COMMIT")
+        # one row per chunk read from the pipe, not per line; a handful of transactions
+        assert rows <= lines / 50, rows
+        assert 1 <= commits <= 100, commits
+
+
+async def test_concurrent_writes_share_commits_and_publish_after_commit(tmp_path: Path) -> None:
+    committed: list[list[Record]] = []
+    store = Store(tmp_path / "flwd.db", on_commit=committed.append)
+    async with store:
+        statements: list[str] = []
+        assert store._writer is not None
+        await store._writer.set_trace_callback(statements.append)
+
+        def record(i: int) -> Record:
+            return Record(id=i, last_id=i, run_id="r", job_id="j", type="t", ts=utcnow(), data={})
+
+        def insert(i: int) -> tuple[str, tuple[object, ...]]:
+            return (
+                "INSERT INTO events (id, last_id, run_id, job_id, type, ts, data) "
+                "VALUES (?, ?, 'r', 'j', 't', '', x'7b7d')",
+                (i, i),
+            )
+
+        writes = [store.submit([insert(i)], [record(i)]) for i in range(1, 501)]
+        await asyncio.gather(*writes)
+        commits = sum(1 for s in statements if s.strip().upper() == "COMMIT")
+        assert commits < 50, commits
+        published = [r.id for batch in committed for r in batch]
+        assert published == list(range(1, 501))  # in submission order, each once
+        (count,) = await store.fetchone("SELECT COUNT(*) FROM events")  # type: ignore[misc]
+        assert count == 500
+
+
+async def test_a_failed_write_is_reported_and_the_store_goes_on(tmp_path: Path) -> None:
+    committed: list[list[Record]] = []
+    async with Store(tmp_path / "flwd.db", on_commit=committed.append) as store:
+        bad = Record(id=1, last_id=1, run_id="r", job_id="j", type="t", ts=utcnow(), data={})
+        with pytest.raises(StorageError):
+            await store.submit([("INSERT INTO no_such_table VALUES (1)", ())], [bad])
+        assert committed == []  # nothing that failed to store is ever published
+        assert not await store.healthy()
+        await store.submit([("INSERT INTO idempotency_keys VALUES ('t', 'k', 'f', 'r', '')", ())])
+        assert await store.healthy()
+        assert await store.fetchone("SELECT run_id FROM idempotency_keys") == ("r",)
+
+
+async def test_the_store_lives_in_the_configured_data_dir(engine_world: EngineWorld) -> None:
+    engine_world.job("ok", {"command": "true"})
+    other = engine_world.root / "elsewhere"
+    async with engine_world.open(data_dir=str(other)) as service:
+        run = await run_job(service, "ok")
+    assert (other / "flwd.db").is_file()
+    assert not (engine_world.data_dir / "flwd.db").exists()
+    with sqlite3.connect(other / "flwd.db") as conn:
+        assert conn.execute(
+            "SELECT status FROM runs WHERE run_id = ?", (run.run_id,)
+        ).fetchone() == ("success",)
