@@ -67,7 +67,7 @@ class FolderScanner:
         todo = [
             item
             for item, fingerprint in zip(found, fingerprints, strict=True)
-            if self._cache.get(item.path, (None,))[0] != fingerprint
+            if not item.refused and self._cache.get(item.path, (None,))[0] != fingerprint
         ]
         for item, result in zip(todo, load_folders(self.source_name, todo), strict=True):
             self._cache[item.path] = (_fingerprint(item), result)
@@ -109,6 +109,13 @@ class FolderScanner:
 
     def _result(self, item: FoundFolder) -> JobSpec | InvalidJob:
         """The folder's loaded result plus what the walk found wrong (escaping symlinks)."""
+        if item.refused:
+            return InvalidJob(
+                id=job_id_from_parts(item.parts) or os.path.basename(item.path),
+                source=self.source_name,
+                path=item.path,
+                diagnostics=tuple(item.problems),
+            )
         result = self._cache[item.path][1]
         if not item.problems:
             return result

@@ -49,6 +49,8 @@ class FoundFolder:
     top_files: list[str] = field(default_factory=list)
     plain_files: set[str] = field(default_factory=set)
     problems: list[Diagnostic] = field(default_factory=list)
+    #: Not a job folder but a refused entry (a symlink out of the root): never loaded.
+    refused: bool = False
 
 
 def list_directory(directory: str) -> tuple[Entry, ...] | OSError:
@@ -152,7 +154,7 @@ class Walker:
         if target is not None and not is_within(target, root_real):
             reason = f"symlink points outside the source root (to {target}); refused"
             if owner is None:  # not inside any job: report it as an entry of its own
-                owner = FoundFolder(path=entry.path, parts=(*parts, entry.name))
+                owner = FoundFolder(path=entry.path, parts=(*parts, entry.name), refused=True)
                 found.append(owner)
             owner.problems.append(Diagnostic(file=entry.path, reason=reason))
             return
