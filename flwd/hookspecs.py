@@ -79,7 +79,12 @@ def run_event(event: Event) -> None:
 
 @hookspec
 def register_routes(settings: Settings) -> list[Any]:
-    """Return Litestar route handlers or routers to mount on the API application."""
+    """Return Litestar route handlers or routers to mount on the API application.
+
+    They are mounted under `/api/v1` next to the built-in controllers, share their
+    dependencies (`runs`, `registry`, `backend`, `settings`, `plugin_manager`) and have
+    their errors answered as problem details by `flwd.api.problems`.
+    """
 
 
 @hookspec
