@@ -20,6 +20,8 @@ from flwd.settings import JobSource
 #: burst of changes (a `git pull`) is collected. Together they bound reload latency.
 STEP_MS = 50
 DEBOUNCE_MS = 300
+#: While a source directory does not exist, how often to look again besides events.
+ROOT_POLL_MS = 500
 
 
 class FsSource(OpenSource):
@@ -60,14 +62,28 @@ class FsSource(OpenSource):
                     break  # the root itself went away: go back to waiting for it
 
     async def _wait_for_root(self, stop: asyncio.Event) -> None:
-        parent = os.path.dirname(self._root)
-        while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
-            parent = os.path.dirname(parent)
-        async for _ in watchfiles.awatch(
-            parent, stop_event=stop, step=STEP_MS, debounce=DEBOUNCE_MS, recursive=False
-        ):
-            if os.path.isdir(self._root):
-                return
+        """Return once the root exists (or `stop` is set). Watches the nearest existing
+        ancestor; the periodic wake-up covers levels created between two watches."""
+        while not stop.is_set() and not os.path.isdir(self._root):
+            ancestor = _nearest_existing(self._root)
+            async for _ in watchfiles.awatch(
+                ancestor,
+                stop_event=stop,
+                step=STEP_MS,
+                debounce=DEBOUNCE_MS,
+                recursive=False,
+                rust_timeout=ROOT_POLL_MS,
+                yield_on_timeout=True,
+            ):
+                if os.path.isdir(self._root) or _nearest_existing(self._root) != ancestor:
+                    break
+
+
+def _nearest_existing(path: str) -> str:
+    parent = os.path.dirname(path)
+    while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    return parent
 
 
 class FsSourceType(SourceType):
