@@ -276,9 +276,11 @@ class RunService:
             raise RunNotCancellable(run_id, run.status.value)
         first_request = not active.cancel_requested
         active.cancel_requested = True
+        # off the queue before the first await: a slot freed meanwhile must not start it
+        waiting = self.scheduler.remove_pending(run_id) is not None
         if first_request:
             await self.journal.append("run.cancelled", run_id, run.job_id, {"status": "cancelling"})
-        if self.scheduler.remove_pending(run_id) is not None:
+        if waiting:
             await self.journal.append(
                 "run.finished",
                 run_id,
