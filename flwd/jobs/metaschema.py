@@ -38,7 +38,9 @@ def _rewrite(node: Any) -> Any:
         for key, value in node.items():
             # `format` other than `regex` is not asserted by jsonschema's checker either;
             # keeping it would make the fast path stricter for no benefit.
-            if key == "format" and value != "regex":
+            # (A string value is the keyword; a mapping is the definition of the
+            # `format` property itself, which must stay.)
+            if key == "format" and isinstance(value, str) and value != "regex":
                 continue
             if key == "$ref" and isinstance(value, str) and value.startswith("meta/"):
                 value = "#" + value.partition("#")[2]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from flwd.jobs.folder import CONFIG_NAME, JobFolder
 from flwd.jobs.ids import job_id_from_parts
 from flwd.jobs.loader import load_job
+from flwd.jobs.parallel import load_in_parallel
 from flwd.jobs.steps import is_within
 from flwd.jobs.walk import FoundFolder, Walker
 from flwd.models import Diagnostic, InvalidJob, JobSpec
@@ -149,8 +150,6 @@ def _fingerprint(item: FoundFolder) -> Fingerprint:
 
 def load_folders(source_name: str, items: list[FoundFolder]) -> list[JobSpec | InvalidJob]:
     """Load folders, over all cores when there are many (see `flwd.jobs.parallel`)."""
-    from flwd.jobs.parallel import load_in_parallel
-
     loaded = load_in_parallel(source_name, items, _load_folder)
     if loaded is not None:
         return loaded
