@@ -45,9 +45,12 @@ def register_commands(cli: click.Group) -> None:
 def register_source_types() -> list[SourceType]:
     """Return the kinds of job source this plugin can scan and watch.
 
-    A `SourceType` has a `type` name (the built-in one is `fs`) and knows how to scan a
-    configured source into jobs and diagnostics and how to watch it for changes. A source
-    whose `type` no plugin provides is reported at start-up, never silently ignored.
+    A `SourceType` (`flwd.jobs.sources`) has a `type` name (the built-in one is `fs`) and
+    an `open(source)` method returning an `OpenSource`, which scans the configured source
+    into jobs and invalid job folders (`scan`) and reports changes (`watch`). When two
+    plugins provide the same `type`, the one registered last wins (the built-in `fs` is
+    `trylast`, so an extension can replace it). A source whose `type` no plugin provides
+    is reported at start-up, never silently ignored.
     """
 
 
