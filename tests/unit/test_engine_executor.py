@@ -251,3 +251,11 @@ async def test_no_zombie_children_remain(engine_world: EngineWorld) -> None:
         return found
 
     assert zombies_of_mine() == []
+
+
+async def test_a_step_reading_stdin_gets_end_of_file(engine_world: EngineWorld) -> None:
+    engine_world.job("reads-stdin", {"command": "cat; echo stdin closed"})
+    async with engine_world.open() as service:
+        run = await run_job(service, "reads-stdin", timeout=5)
+        assert run.status is RunStatus.SUCCESS
+        assert [x.message for x in await service.read_logs(run.run_id)] == ["stdin closed"]

@@ -214,3 +214,19 @@ async def test_a_second_engine_on_the_same_data_dir_is_refused(engine_world: Eng
         assert (await run_job(service, "ok")).status is RunStatus.SUCCESS
     async with engine_world.open() as again:  # released on exit
         assert (await run_job(again, "ok")).status is RunStatus.SUCCESS
+
+
+async def test_runs_are_listed_newest_first_with_filters(engine_world: EngineWorld) -> None:
+    engine_world.job("ok", {"command": "true"})
+    engine_world.job("fail", {"command": "exit 1"})
+    async with engine_world.open() as service:
+        made = [await run_job(service, job) for job in ("ok", "fail", "ok", "ok")]
+        runs, total = await service.list_runs()
+        assert total == 4 and [r.run_id for r in runs] == [r.run_id for r in reversed(made)]
+        oks, total = await service.list_runs(job_id="ok", limit=2)
+        assert total == 3 and [r.run_id for r in oks] == [made[3].run_id, made[2].run_id]
+        rest, _ = await service.list_runs(job_id="ok", limit=2, offset=2)
+        assert [r.run_id for r in rest] == [made[0].run_id]
+        failed, total = await service.list_runs(status=RunStatus.FAILED)
+        assert total == 1 and failed[0].run_id == made[1].run_id
+        assert (await service.list_runs(tenant="nobody"))[1] == 0

@@ -107,3 +107,17 @@ async def test_output_under_the_cap_is_kept_whole(engine_world: EngineWorld) -> 
         run = await run_job(service, "some")
         lines = [x.message for x in await service.read_logs(run.run_id)]
         assert lines == [str(i) for i in range(1, 501)]
+
+
+async def test_logs_can_be_read_from_an_id_and_limited(engine_world: EngineWorld) -> None:
+    engine_world.job("count", {"command": "seq 1 30"})
+    async with engine_world.open() as service:
+        run = await run_job(service, "count")
+        logs = await service.read_logs(run.run_id)
+        assert [x.message for x in logs] == [str(i) for i in range(1, 31)]
+        assert [x.id for x in logs] == list(range(logs[0].id, logs[0].id + 30))
+        later = await service.read_logs(run.run_id, since_id=logs[9].id)
+        assert [x.message for x in later] == [str(i) for i in range(11, 31)]
+        page = await service.read_logs(run.run_id, since_id=logs[9].id, limit=5)
+        assert [x.message for x in page] == ["11", "12", "13", "14", "15"]
+        assert await service.read_logs(run.run_id, since_id=logs[-1].id) == []
