@@ -82,6 +82,7 @@ class RunService:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._idempotency = asyncio.Lock()
+        self._cancelling: dict[str, ActiveRun] = {}  # waiting runs being cancelled
         self._lock_fd: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -260,7 +261,7 @@ class RunService:
         return run
 
     async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
-        active = self.scheduler.get(run_id)
+        active = self.scheduler.get(run_id) or self._cancelling.get(run_id)
         if active is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -271,16 +272,25 @@ class RunService:
         run = await self.get_run(run_id)
         if run.status in TERMINAL_RUN:
             raise RunNotCancellable(run_id, run.status.value)
-        active = self.scheduler.get(run_id)
-        if active is None:
-            raise RunNotCancellable(run_id, run.status.value)
+        active = self.scheduler.get(run_id) or self._cancelling.get(run_id)
+        if active is None:  # it ended while we looked: say how
+            raise RunNotCancellable(run_id, (await self.get_run(run_id)).status.value)
         first_request = not active.cancel_requested
         active.cancel_requested = True
         # off the queue before the first await: a slot freed meanwhile must not start it
         waiting = self.scheduler.remove_pending(run_id) is not None
-        if first_request:
+        if not waiting:
+            if first_request:
+                await self.journal.append(
+                    "run.cancelled", run_id, run.job_id, {"status": "cancelling"}
+                )
+            active.stop.set()
+            await active.done.wait()
+            return await self.get_run(run_id)
+        # a second cancel arriving meanwhile finds it here and waits for this one
+        self._cancelling[run_id] = active
+        try:
             await self.journal.append("run.cancelled", run_id, run.job_id, {"status": "cancelling"})
-        if waiting:
             await self.journal.append(
                 "run.finished",
                 run_id,
@@ -296,10 +306,9 @@ class RunService:
                     ("UPDATE steps SET status = 'cancelled' WHERE run_id = ?", (run_id,)),
                 ],
             )
+        finally:
+            del self._cancelling[run_id]
             active.done.set()
-        else:
-            active.stop.set()
-            await active.done.wait()
         return await self.get_run(run_id)
 
     async def list_runs(

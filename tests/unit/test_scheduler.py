@@ -147,6 +147,24 @@ async def test_cancelling_a_waiting_run_never_starts_it(engine_world: EngineWorl
     assert len(counts) == 2  # the cancelled run's process never ran
 
 
+async def test_cancelling_a_waiting_run_twice_at_once(engine_world: EngineWorld) -> None:
+    _counted_job(engine_world, "work")
+    async with engine_world.open(max_concurrency=1) as service:
+        blocker = await service.create_run("work", {})
+        doomed = await service.create_run("work", {})
+        # a double click, a retried request: both calls see the run end cancelled
+        first, second, waited = await asyncio.gather(
+            service.cancel_run(doomed.run_id),
+            service.cancel_run(doomed.run_id),
+            service.wait_run(doomed.run_id, 5),
+        )
+        assert first.status is second.status is waited.status is RunStatus.CANCELLED
+        types = [e.type for e in await events_of(service, doomed.run_id)]
+        assert types == ["run.created", "run.cancelled", "run.finished"]
+        (engine_world.root / "gate").touch()
+        await finish(service, blocker)
+
+
 async def test_slots_are_given_back_after_failures_cancels_and_timeouts(
     engine_world: EngineWorld,
 ) -> None:
