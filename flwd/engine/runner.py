@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,18 +251,16 @@ class RunExecutor:
         results: dict[str, Any],
         outcome: Outcome,
     ) -> Outcome:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return outcome
         problem: str | None = None
-        if size > _RESULT_LIMIT:
-            problem = f"result file is {size} bytes, more than the {_RESULT_LIMIT} allowed"
-        else:
-            try:
-                value = msgspec.json.decode(await asyncio.to_thread(path.read_bytes))
-            except msgspec.DecodeError as exc:
-                problem = f"result file is not valid JSON: {exc}"
+        try:
+            raw = await asyncio.to_thread(_read_result, path)
+            if raw is None:
+                return outcome
+            value = msgspec.json.decode(raw)
+        except _ResultProblem as exc:
+            problem = str(exc)
+        except msgspec.DecodeError as exc:
+            problem = f"result file is not valid JSON: {exc}"
         if problem is not None:
             return Outcome(
                 status=StepStatus.FAILED,
@@ -388,6 +388,34 @@ def _prepare_workdir(workdir: Path, args: dict[str, Any]) -> None:
     fd = os.open(args_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(msgspec.json.encode(args))
+
+
+class _ResultProblem(Exception):
+    pass
+
+
+def _read_result(path: Path) -> bytes | None:
+    """The bytes of a step's result file, None when it wrote none.
+
+    Only a regular file is read: never through a symbolic link (a job could otherwise
+    publish any file the server can read, as with artifacts) and never a FIFO, whose
+    open or read would wait forever for a writer that is gone.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _ResultProblem("result file is a symbolic link; write a regular file") from None
+        raise _ResultProblem(f"result file cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _ResultProblem("result file is not a regular file")
+        data = handle.read(_RESULT_LIMIT + 1)
+    if len(data) > _RESULT_LIMIT:
+        raise _ResultProblem(f"result file is larger than the {_RESULT_LIMIT} bytes allowed")
+    return data
 
 
 def _run_result(job: JobSpec, results: dict[str, Any]) -> Result | None:

@@ -155,3 +155,22 @@ async def test_a_failed_run_keeps_its_artifacts(engine_world: EngineWorld) -> No
         assert run.status is RunStatus.FAILED
         (artifact,), _ = await service.list_artifacts(run_id=run.run_id)
         assert artifact.name == "debug.log" and artifact.size_bytes == len(b"debug info\n")
+
+
+async def test_a_result_file_that_is_not_a_regular_file_fails_the_run(
+    engine_world: EngineWorld,
+) -> None:
+    outside = engine_world.root / "server-config.json"
+    outside.write_text('{"db_password": "from-the-server"}')
+    engine_world.job("result-link", {"command": f'ln -s {outside} "$FLWD_RESULT_FILE"'})
+    engine_world.job("result-fifo", {"command": 'mkfifo "$FLWD_RESULT_FILE"'})
+    async with engine_world.open() as service:
+        linked = await run_job(service, "result-link")
+        # like artifacts, a result is never read through a symbolic link
+        assert linked.status is RunStatus.FAILED and linked.reason is FailureReason.ERROR
+        assert linked.result is None
+        assert "from-the-server" not in str(await events_of(service, linked.run_id))
+        # a FIFO nobody writes to must not hang the run (and its slot) forever
+        fifo = await run_job(service, "result-fifo", timeout=5)
+        assert fifo.status is RunStatus.FAILED and fifo.reason is FailureReason.ERROR
+        assert service.scheduler.running() == []
