@@ -60,7 +60,8 @@ def _store_file(source: Path, blob_root: Path) -> tuple[str, int]:
 
 def _collect(source_dir: Path, blob_root: Path, run_id: str, redactor: Redactor) -> list[Artifact]:
     artifacts: list[Artifact] = []
-    if not source_dir.is_dir():
+    # os.walk follows a symbolic link given as its top: refuse a replaced directory too
+    if source_dir.is_symlink() or not source_dir.is_dir():
         return artifacts
     for root, dirs, files in os.walk(source_dir, followlinks=False):
         dirs.sort()

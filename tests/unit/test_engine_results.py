@@ -174,3 +174,20 @@ async def test_a_result_file_that_is_not_a_regular_file_fails_the_run(
         fifo = await run_job(service, "result-fifo", timeout=5)
         assert fifo.status is RunStatus.FAILED and fifo.reason is FailureReason.ERROR
         assert service.scheduler.running() == []
+
+
+async def test_an_artifacts_dir_replaced_by_a_symlink_is_not_followed(
+    engine_world: EngineWorld,
+) -> None:
+    outside = engine_world.root / "server-files"
+    outside.mkdir()
+    (outside / "private.key").write_text("not for publishing")
+    engine_world.job(
+        "swap-dir",
+        {"command": f'rmdir "$FLWD_ARTIFACTS_DIR" && ln -s {outside} "$FLWD_ARTIFACTS_DIR"'},
+    )
+    async with engine_world.open() as service:
+        run = await run_job(service, "swap-dir")
+        assert run.status is RunStatus.SUCCESS
+        assert await service.list_artifacts(run_id=run.run_id) == ([], 0)
+    assert (outside / "private.key").exists()  # and cleaning up did not follow it either
