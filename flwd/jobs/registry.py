@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Collection
 from types import TracebackType
 
 import pluggy
@@ -43,6 +44,8 @@ class JobRegistry:
     """The current `Catalog`, rescans, and the watchers that trigger them."""
 
     def __init__(self, settings: Settings, pm: pluggy.PluginManager) -> None:
+        """Open every configured source and scan it (synchronously). Raises
+        `SettingsError` for a source whose type no plugin provides."""
         types = source_types(pm)
         self._sources: list[OpenSource] = []
         for source in settings.sources:
@@ -117,11 +120,12 @@ class JobRegistry:
             task = asyncio.create_task(self._watch(source), name=source.source.name)
             self._tasks.append(task)
         # Let each watcher arm itself (watchfiles sets up inotify on its first step), then
-        # catch up on anything that changed between the initial scan and now.
+        # catch up on anything that changed between the initial scan and now: a full
+        # listing, reloading only folders whose files changed.
         for _ in range(3):
             await asyncio.sleep(0)
         for source in self._sources:
-            await asyncio.to_thread(self._scan, source, ())
+            await asyncio.to_thread(self._scan, source, None)
         self._publish(force=False)
         return self
 
@@ -157,7 +161,7 @@ class JobRegistry:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), WATCH_RESTART_DELAY)
 
-    def _scan(self, source: OpenSource, changed: set[str] | tuple[()] | None) -> None:
+    def _scan(self, source: OpenSource, changed: Collection[str] | None) -> None:
         with self._scan_locks[source.source.name]:
             result = source.scan(changed)
         with self._lock:
