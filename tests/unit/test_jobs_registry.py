@@ -172,3 +172,16 @@ async def test_source_created_after_start_is_picked_up(tmp_path: Path) -> None:
         (root / "hello" / "config.yaml").write_text("command: echo hi\n")
         catalog = await wait_until(registry, lambda c: "hello" in c)
         assert catalog.invalid == ()
+
+
+async def test_changes_before_watching_starts_are_caught_up(jobs_tree: JobsTree) -> None:
+    registry = registry_for(("local-fs", jobs_tree.root))
+    jobs_tree.add("early")  # after the initial scan, before any watcher exists
+    async with registry:
+        assert "early" in registry.catalog
+
+
+async def test_watching_disabled(jobs_tree: JobsTree) -> None:
+    registry = registry_for(("local-fs", jobs_tree.root), watch=False)
+    async with registry:
+        assert not registry.watching
