@@ -130,7 +130,7 @@ async def _main_exit(proc: asyncio.subprocess.Process) -> int:
             done, _ = await asyncio.wait({waiter}, timeout=delay)
             if done:
                 break
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.2)
     finally:
         waiter.cancel()
     assert proc.returncode is not None
