@@ -171,7 +171,7 @@ def _print_result(run: Run, as_json: bool) -> None:
     help="An argument (repeatable); KEY:=JSON for a typed value.",
 )
 @click.option("--args-file", metavar="FILE", help="A JSON object of arguments.")
-@click.option("--detach", is_flag=True, help="Print the run id and return at once.")
+@click.option("--detach", is_flag=True, help="With --server: print the run id and return at once.")
 @click.option(
     "--jobs",
     "jobs",
@@ -198,6 +198,9 @@ def run_command(
     summary line follow. Ctrl-C cancels the run and every process it started.
     """
     settings = _settings(server=server, data_dir=data_dir, jobs=jobs or None)
+    if detach and not settings.server:
+        # A local run lives in this process: returning at once would cancel it.
+        raise click.UsageError("--detach needs a server (--server URL or FLWD_SERVER)")
 
     async def main() -> tuple[Run, bool]:
         async with open_backend(settings, execute=True) as backend:

@@ -139,6 +139,11 @@ def test_bad_input_is_one_error_line_per_problem_without_traceback(cli_env: dict
     assert malformed.returncode == 2 and "key=value" in malformed.stderr
     missing = flwd(cli_env, "runs", "show", "run_nothing")
     assert missing.returncode == 2 and "run_nothing" in missing.stderr
+    # A local run lives in the command's process, so it cannot be left running detached.
+    detached = flwd(cli_env, "run", "greet", "--detach")
+    assert detached.returncode == 2 and "--detach needs a server" in detached.stderr
+    listed = flwd(cli_env, "runs", "--json")
+    assert json.loads(listed.stdout)["runs"] == [], "a refused detach must not create a run"
 
 
 def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
