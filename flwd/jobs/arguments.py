@@ -58,8 +58,9 @@ def validate_args(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any
     for _ in defaulting.iter_errors(instance):
         pass  # errors are reported by the second pass, on the completed instance
     errors: list[FieldError] = []
+    secrets = secret_values(job, instance)
     for error in sorted(strict.iter_errors(instance), key=lambda e: list(map(str, e.path))):
-        errors.extend(_field_errors(job, error))
+        errors.extend(_field_errors(job, error, secrets))
     if errors:
         unique = list(dict.fromkeys(errors))
         count = f"{len(unique)} error{'s' if len(unique) != 1 else ''}"
@@ -67,7 +68,7 @@ def validate_args(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any
     return dict(instance)
 
 
-def _field_errors(job: JobSpec, error: ValidationError) -> Iterator[FieldError]:
+def _field_errors(job: JobSpec, error: ValidationError, secrets: list[str]) -> Iterator[FieldError]:
     path = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
         for name in error.validator_value:
@@ -80,15 +81,23 @@ def _field_errors(job: JobSpec, error: ValidationError) -> Iterator[FieldError]:
             what = "an argument of this job" if not path else "a known property here"
             yield FieldError(path=_pointer([*path, name]), message=f"'{name}' is not {what}")
         return
-    message = error.message
+    yield FieldError(path=_pointer(path), message=_message(job, error, path, secrets))
+
+
+def _message(job: JobSpec, error: ValidationError, path: list[Any], secrets: list[str]) -> str:
+    """jsonschema's message, which quotes the failing value: never let it echo a secret.
+    An error at a secret argument gets a message without its value; an error about the
+    whole arguments object (`anyOf`, `maxProperties`, ...) quotes them with secrets masked;
+    anything else that still contains a secret's text falls back to a generic message."""
+    generic = f"the value does not satisfy '{error.validator}' of the schema"
     if path and path[0] in job.secret_args:
-        # jsonschema quotes the value in its messages: never echo a secret.
-        message = (
-            f"must be of type {error.validator_value}"
-            if error.validator == "type"
-            else f"the value does not satisfy '{error.validator}' of the schema"
-        )
-    yield FieldError(path=_pointer(path), message=message)
+        return f"must be of type {error.validator_value}" if error.validator == "type" else generic
+    message = error.message
+    if not path and isinstance(error.instance, dict):
+        message = message.replace(repr(error.instance), repr(mask_secrets(job, error.instance)))
+    if any(s in message or repr(s)[1:-1] in message for s in secrets):
+        return generic
+    return message
 
 
 def _additional(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:

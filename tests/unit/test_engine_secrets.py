@@ -208,12 +208,6 @@ def test_the_needles_include_the_json_escaped_form() -> None:
     assert len(forms(PASSWORD)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flwd/jobs/arguments.py masks messages only for errors located at a secret "
-    "argument; a schema-level keyword (anyOf, maxProperties, ...) quotes the whole "
-    "arguments object, secret included",
-)
 async def test_a_schema_level_error_does_not_quote_the_secret(engine_world: EngineWorld) -> None:
     schema = {
         "type": "object",

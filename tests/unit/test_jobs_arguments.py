@@ -134,6 +134,25 @@ def test_secret_values_never_appear_in_errors() -> None:
     assert "minLength" in messages["/password"]
 
 
+def test_errors_about_the_whole_arguments_object_mask_secrets() -> None:
+    secret = "it's-a\nsecret"  # repr() escapes both the quote and the newline
+    job = make_job(
+        {
+            "type": "object",
+            "properties": {"key": {"type": "string", "writeOnly": True}, "a": {}, "b": {}},
+            "anyOf": [{"required": ["a"]}, {"required": ["b"]}],
+            "minProperties": 2,
+            "not": {"required": ["key"]},
+        }
+    )
+    errors = errors_of(job, {"key": secret})
+    messages = {e.message for e in errors}
+    assert all(e.path == "" for e in errors) and len(messages) == 3
+    assert "{'key': '***'} is not valid under any of the given schemas" in messages
+    text = repr(errors)
+    assert secret not in text and repr(secret)[1:-1] not in text and "secret" not in text
+
+
 def test_secret_args_are_flagged_and_masked() -> None:
     assert BACKUP.secret_args == frozenset({"password", "token"})
     args = {"target": "/m", "password": "s3cr3t-pass", "token": None}
