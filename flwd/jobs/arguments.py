@@ -92,7 +92,7 @@ def _message(job: JobSpec, error: ValidationError, path: list[Any], secrets: lis
     generic = f"the value does not satisfy '{error.validator}' of the schema"
     if path and path[0] in job.secret_args:
         return f"must be of type {error.validator_value}" if error.validator == "type" else generic
-    message = error.message
+    message = str(error.message)
     if not path and isinstance(error.instance, dict):
         message = message.replace(repr(error.instance), repr(mask_secrets(job, error.instance)))
     if any(s in message or repr(s)[1:-1] in message for s in secrets):
