@@ -110,13 +110,60 @@ class RunServiceView(Protocol):
     async def healthy(self) -> bool: ...
 
 
+class EventFeedView(Protocol):
+    """What the SSE endpoints read: `flwd.events.feed.EventFeed`. Events come in batches
+    (each written to the client in one send); otherwise as `RunServiceView.follow`."""
+
+    def follow(
+        self,
+        *,
+        since: int | None,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        until_terminal: bool = False,
+    ) -> AsyncIterator[list[Event]]: ...
+
+
+class OneByOne:
+    """An `EventFeedView` over `RunServiceView.follow`: batches of one event, for run
+    services that have no batched feed of their own (the HTTP layer's test doubles)."""
+
+    def __init__(self, runs: RunServiceView) -> None:
+        self.runs = runs
+
+    async def follow(
+        self,
+        *,
+        since: int | None,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        until_terminal: bool = False,
+    ) -> AsyncIterator[list[Event]]:
+        stream = self.runs.follow(
+            since=since, run_id=run_id, job_id=job_id, until_terminal=until_terminal
+        )
+        try:
+            async for event in stream:
+                yield [event]
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
 @dataclass(frozen=True)
 class Backend:
-    """The live services behind the API, created by the app's lifespan."""
+    """The live services behind the API, created by the app's lifespan. `feed` defaults
+    to `OneByOne(runs)`."""
 
     registry: JobRegistryView
     runs: RunServiceView
+    feed: EventFeedView | None = None
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def events(self) -> EventFeedView:
+        return self.feed if self.feed is not None else OneByOne(self.runs)
 
 
 BackendFactory = Callable[
@@ -130,10 +177,12 @@ async def default_backend(settings: Settings, pm: pluggy.PluginManager) -> Async
     # Imported here: the engine pulls in storage and process management, which
     # `flwd openapi` and the unit tests of the HTTP layer do not need.
     from flwd.engine.service import RunService
+    from flwd.events.feed import EventFeed
     from flwd.jobs.registry import JobRegistry
 
     async with (
         JobRegistry(settings, pm) as registry,
         RunService(settings, registry, pm) as runs,
     ):
-        yield Backend(registry=registry, runs=runs)
+        feed = EventFeed(runs.journal, runs.run_ended)
+        yield Backend(registry=registry, runs=runs, feed=feed)

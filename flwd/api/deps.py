@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Dependency, Provide
 from litestar.params import SkipValidationMarker
 
-from flwd.api.backend import Backend, JobRegistryView, RunServiceView
+from flwd.api.backend import Backend, EventFeedView, JobRegistryView, RunServiceView
 from flwd.api.problems import InvalidField, ProblemError
 from flwd.events.sse import parse_resume_id
 from flwd.settings import Settings
@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 # Injected by name and not validated, since the services are protocols, not data.
 Runs = Annotated[RunServiceView, SkipValidationMarker(), Dependency(kind="named")]
+Feed = Annotated[EventFeedView, SkipValidationMarker(), Dependency(kind="named")]
 Registry = Annotated[JobRegistryView, SkipValidationMarker(), Dependency(kind="named")]
 Services = Annotated[Backend, SkipValidationMarker(), Dependency(kind="named")]
 AppSettings = Annotated[Settings, SkipValidationMarker(), Dependency(kind="named")]
@@ -41,6 +42,10 @@ def backend_of(state: State) -> Backend:
 
 async def provide_runs(state: State) -> RunServiceView:
     return backend_of(state).runs
+
+
+async def provide_feed(state: State) -> EventFeedView:
+    return backend_of(state).events
 
 
 async def provide_registry(state: State) -> JobRegistryView:
@@ -66,6 +71,7 @@ async def provide_plugin_manager(state: State) -> pluggy.PluginManager:
 DEPENDENCIES = {
     "plugin_manager": Provide(provide_plugin_manager),
     "runs": Provide(provide_runs),
+    "feed": Provide(provide_feed),
     "registry": Provide(provide_registry),
     "backend": Provide(provide_backend),
     "settings": Provide(provide_settings),

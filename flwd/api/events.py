@@ -7,7 +7,7 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 
-from flwd.api.deps import AppSettings, Runs, resume_id
+from flwd.api.deps import AppSettings, Feed, Runs, resume_id
 from flwd.api.openapi import EventStreamOperation
 from flwd.api.problems import problem_responses
 from flwd.events.sse import SSEStream, sse_response
@@ -27,6 +27,7 @@ class EventController(Controller):
     async def run_events(
         self,
         runs: Runs,
+        feed: Feed,
         settings: AppSettings,
         run_id: FromQuery[str | None] = None,
         job_id: FromQuery[str | None] = None,
@@ -38,5 +39,5 @@ class EventController(Controller):
         if run_id is not None:
             await runs.get_run(run_id)
         after = resume_id(last_event_id, None if since is None else str(since))
-        events = runs.follow(since=after, run_id=run_id, job_id=job_id)
-        return sse_response(events, heartbeat=settings.heartbeat)
+        batches = feed.follow(since=after, run_id=run_id, job_id=job_id)
+        return sse_response(batches, heartbeat=settings.heartbeat)

@@ -9,7 +9,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from flwd.api.deps import MAX_PAGE, AppSettings, Runs, paginated, parse_since, resume_id
+from flwd.api.deps import MAX_PAGE, AppSettings, Feed, Runs, paginated, parse_since, resume_id
 from flwd.api.openapi import EventStreamOperation, LogsOperation
 from flwd.api.problems import problem_responses
 from flwd.api.schemas import CreateRun, LogList, RestartRun, RunList, StepList
@@ -146,6 +146,7 @@ class RunController(Controller):
     async def logs(
         self,
         runs: Runs,
+        feed: Feed,
         settings: AppSettings,
         run_id: FromPath[str],
         follow: FromQuery[bool] = False,
@@ -172,9 +173,9 @@ class RunController(Controller):
             frames = [log_frame(line) for line in lines]
             frames.append(end_frame(run_id, run.status, None))
             return sse_response(no_events(), heartbeat=settings.heartbeat, prelude=frames)
-        events = runs.follow(since=after, run_id=run_id, until_terminal=True)
+        batches = feed.follow(since=after, run_id=run_id, until_terminal=True)
         return sse_response(
-            events,
+            batches,
             heartbeat=settings.heartbeat,
             render=_render_log,
             stop=lambda event: event.type == RUN_FINISHED,
@@ -190,6 +191,7 @@ class RunController(Controller):
     async def events(
         self,
         runs: Runs,
+        feed: Feed,
         settings: AppSettings,
         run_id: FromPath[str],
         since: Annotated[int | None, QueryParameter(ge=0)] = None,
@@ -199,9 +201,9 @@ class RunController(Controller):
         `since`); the stream ends after the run's `run.finished` event."""
         await runs.get_run(run_id)
         after = resume_id(last_event_id, None if since is None else str(since))
-        events = runs.follow(since=after, run_id=run_id, until_terminal=True)
+        batches = feed.follow(since=after, run_id=run_id, until_terminal=True)
         return sse_response(
-            events, heartbeat=settings.heartbeat, stop=lambda e: e.type == RUN_FINISHED
+            batches, heartbeat=settings.heartbeat, stop=lambda e: e.type == RUN_FINISHED
         )
 
 

@@ -3,6 +3,11 @@
 A subscriber that falls more than `maxsize` records behind is cut off (`SlowConsumer`)
 instead of making the server drop events for others or grow without bound; it resumes
 from the last id it saw, which the journal can always replay.
+
+Publishing is cheap per subscriber because hundreds may follow one run: subscribers are
+indexed by the run they follow, a publish appends to their queues and resolves at most one
+waiting future each, and a subscriber that wakes up takes everything queued at once
+(`take`), so a reader that lags pays one wake-up for many records, not one per record.
 """
 
 from __future__ import annotations
@@ -25,39 +30,91 @@ class Subscription:
         self.job_id = job_id
         self.maxsize = maxsize
         self._queue: deque[Record] = deque()
-        self._ready = asyncio.Event()
         self.overflowed = False
+        self._waiter: asyncio.Future[bool] | None = None
+        # One timer per subscription, re-armed lazily: a chatty run wakes its followers
+        # far more often than `poll`, and a timer per wait would cost a heap push and a
+        # cancellation every time.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def _offer(self, records: Iterable[Record]) -> None:
+        queue = self._queue
         for record in records:
             if self.run_id is not None and record.run_id != self.run_id:
                 continue
             if self.job_id is not None and record.job_id != self.job_id:
                 continue
-            if len(self._queue) >= self.maxsize:
+            if len(queue) >= self.maxsize:
                 self.overflowed = True
-                self._queue.clear()
+                queue.clear()
                 self._bus.unsubscribe(self)
                 break
-            self._queue.append(record)
-        if self._queue or self.overflowed:
-            self._ready.set()
+            queue.append(record)
+        waiter = self._waiter
+        if (queue or self.overflowed) and waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    async def _wait(self, poll: float | None) -> bool:
+        """Wait for records; False when `poll` seconds pass first."""
+        loop = asyncio.get_running_loop()
+        if poll is None:
+            self._deadline = None
+        else:
+            self._deadline = loop.time() + poll
+            if self._timer is not None and self._timer.when() > self._deadline:
+                self._timer.cancel()  # a shorter poll than the armed one
+                self._timer = None
+            if self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._on_timer)
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # not waiting now; the next wait arms a timer again
+        loop = waiter.get_loop()
+        if loop.time() < deadline:  # woken since the timer was armed: wait the rest
+            self._timer = loop.call_at(deadline, self._on_timer)
+        else:
+            waiter.set_result(False)
 
     async def get(self, poll: float | None = None) -> Record | None:
         """The next record, or None when `poll` seconds pass first."""
         while not self._queue:
             if self.overflowed:
                 raise SlowConsumer("subscriber fell too far behind")
-            self._ready.clear()
-            try:
-                async with asyncio.timeout(poll):
-                    await self._ready.wait()
-            except TimeoutError:
+            if not await self._wait(poll):
                 return None
         return self._queue.popleft()
 
+    async def take(self, poll: float | None = None) -> list[Record]:
+        """Every queued record (at least one), or [] when `poll` seconds pass first."""
+        while not self._queue:
+            if self.overflowed:
+                raise SlowConsumer("subscriber fell too far behind")
+            if not await self._wait(poll):
+                return []
+        records = list(self._queue)
+        self._queue.clear()
+        return records
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet taken."""
+        return len(self._queue)
+
     def close(self) -> None:
         self._bus.unsubscribe(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def __enter__(self) -> Subscription:
         return self
@@ -69,22 +126,43 @@ class Subscription:
 class EventBus:
     def __init__(self, maxsize: int = 4096) -> None:
         self.maxsize = maxsize
-        self._subscribers: set[Subscription] = set()
+        self._by_run: dict[str, set[Subscription]] = {}
+        self._unfiltered: set[Subscription] = set()  # not tied to one run
 
     def subscribe(
         self, *, run_id: str | None = None, job_id: str | None = None, maxsize: int | None = None
     ) -> Subscription:
         sub = Subscription(self, run_id, job_id, maxsize or self.maxsize)
-        self._subscribers.add(sub)
+        if run_id is None:
+            self._unfiltered.add(sub)
+        else:
+            self._by_run.setdefault(run_id, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subscribers.discard(sub)
+        if sub.run_id is None:
+            self._unfiltered.discard(sub)
+            return
+        subs = self._by_run.get(sub.run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_run[sub.run_id]
 
     def publish(self, records: list[Record]) -> None:
-        for sub in list(self._subscribers):
+        # Copies: a subscriber that overflows unsubscribes while we iterate.
+        for sub in list(self._unfiltered):
             sub._offer(records)
+        if not self._by_run:
+            return
+        by_run: dict[str, list[Record]] = {}
+        for record in records:
+            if record.run_id in self._by_run:
+                by_run.setdefault(record.run_id, []).append(record)
+        for run_id, run_records in by_run.items():
+            for sub in list(self._by_run.get(run_id, ())):
+                sub._offer(run_records)
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        return len(self._unfiltered) + sum(len(subs) for subs in self._by_run.values())

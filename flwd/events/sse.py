@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import msgspec
 from litestar import Request, Response
 from litestar.response.base import ASGIResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Message, Send
 
 from flwd.events.bus import SlowConsumer
 from flwd.models import Event, LogLine
@@ -42,6 +43,7 @@ __all__ = [
     "SSEStream",
     "end_frame",
     "event_bytes",
+    "event_chunks",
     "event_frame",
     "event_payload",
     "log_bytes",
@@ -150,17 +152,48 @@ def parse_resume_id(last_event_id: str | None, since: str | int | None) -> int |
     return None
 
 
-async def _frames(
-    events: AsyncIterator[Event],
-    render: Callable[[Event], bytes | ServerSentEvent | None],
-    stop: Callable[[Event], bool],
-) -> AsyncIterator[bytes | ServerSentEvent]:
+#: A batch is written in one send, split only past this size (a long replay).
+MAX_CHUNK = 256 * 1024
+
+Render = Callable[[Event], bytes | ServerSentEvent | None]
+
+
+def _chunk_frames(frames: Iterable[bytes | ServerSentEvent]) -> Iterator[bytes]:
+    parts: list[bytes] = []
+    size = 0
+    for frame in frames:
+        data = frame if isinstance(frame, bytes) else frame.encode()
+        parts.append(data)
+        size += len(data)
+        if size >= MAX_CHUNK:
+            yield b"".join(parts)
+            parts.clear()
+            size = 0
+    if parts:
+        yield b"".join(parts)
+
+
+async def event_chunks(
+    batches: AsyncIterator[list[Event]], render: Render, stop: Callable[[Event], bool]
+) -> AsyncIterator[bytes]:
+    """The response body: one chunk per batch of events (split only past `MAX_CHUNK`, at a
+    frame boundary), so a follower that fell behind catches up with one send, not one per
+    event; ends after the first event for which `stop` is true, or quietly when the feed
+    fails or cuts a slow subscriber off (the client resumes from its last id)."""
     try:
-        async for event in events:
-            frame = render(event)
-            if frame is not None:
-                yield frame
-            if stop(event):
+        async for batch in batches:
+            frames: list[bytes | ServerSentEvent] = []
+            stopped = False
+            for event in batch:
+                frame = render(event)
+                if frame is not None:
+                    frames.append(frame)
+                if stop(event):
+                    stopped = True
+                    break
+            for chunk in _chunk_frames(frames):
+                yield chunk
+            if stopped:
                 break
     except SlowConsumer:
         # A subscriber that fell too far behind is cut off rather than buffered without
@@ -171,10 +204,22 @@ async def _frames(
         # (the client resumes from its last id) and keep the traceback server side.
         log.exception("event stream failed")
     finally:
-        aclose = getattr(events, "aclose", None)
+        aclose = getattr(batches, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+class _EventSource(EventSourceResponse):
+    """`EventSourceResponse` without a cancel scope around every send when no send timeout
+    is set (ours): anyio's scope cost as much as the socket write itself with hundreds of
+    followers. A client that stops reading is still cut off: the subscription overflows."""
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if self.send_timeout is None:
+            await send(message)
+        else:
+            await super()._send_with_timeout(send, message)
 
 
 class SSEStream(Response[None]):
@@ -192,27 +237,31 @@ class SSEStream(Response[None]):
         return cast(ASGIResponse, self.stream)
 
 
+# A retry hint first: browsers otherwise wait ~3 s before resuming.
+_RETRY = ServerSentEvent(retry=RETRY_MS, comment="flwd event stream", sep="\n").encode()
+
+
 def sse_response(
-    events: AsyncIterator[Event],
+    batches: AsyncIterator[list[Event]],
     *,
     heartbeat: float,
-    render: Callable[[Event], bytes | ServerSentEvent | None] = event_bytes,
+    render: Render = event_bytes,
     stop: Callable[[Event], bool] = lambda event: False,
     prelude: list[ServerSentEvent] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> SSEStream:
-    """An SSE response streaming `events` as rendered frames until `stop(event)`."""
+    """An SSE response streaming batches of events as rendered frames until `stop(event)`;
+    `prelude` frames go first."""
 
-    async def content() -> AsyncIterator[bytes | ServerSentEvent]:
-        # A retry hint first: browsers otherwise wait ~3 s before resuming.
-        yield ServerSentEvent(retry=RETRY_MS, comment="flwd event stream", sep="\n")
-        for first in prelude or ():
-            yield first
-        async for frame in _frames(events, render, stop):
-            yield frame
+    async def content() -> AsyncIterator[bytes]:
+        yield _RETRY
+        for chunk in _chunk_frames(prelude or ()):
+            yield chunk
+        async for chunk in event_chunks(batches, render, stop):
+            yield chunk
 
     return SSEStream(
-        EventSourceResponse(
+        _EventSource(
             content(),
             ping=heartbeat,
             sep="\n",
@@ -221,8 +270,8 @@ def sse_response(
     )
 
 
-async def no_events() -> AsyncIterator[Event]:
+async def no_events() -> AsyncIterator[list[Event]]:
     """An event source that is already exhausted, for streams made only of `prelude`."""
-    nothing: tuple[Event, ...] = ()
-    for event in nothing:
-        yield event
+    nothing: tuple[list[Event], ...] = ()
+    for batch in nothing:
+        yield batch

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -104,3 +105,22 @@ def test_global_stream_with_run_id_starts_at_the_run(api_http: httpx.Client) -> 
     assert {f["data"]["run_id"] for f in frames} == {run_id}
     outputs = [f["data"] for f in frames if f["event"] == "run.output"]
     assert outputs[0]["message"] == "hello world" and outputs[0]["level"] == "info"
+
+
+def test_concurrent_followers_each_get_every_event_once(api_server: ServerProcess) -> None:
+    with api_server.client() as http:
+        run_id = start_ticker(http, 60, 0.01)
+    path = f"/runs/{run_id}/events"
+
+    def follow(_: int) -> list[int]:
+        with api_server.client() as client:
+            return ids(read_frames(client, path, stop=finished))
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        streams = list(pool.map(follow, range(24)))
+    with api_server.client() as http:
+        stored = read_frames(http, path, stop=finished)
+    full = ids(stored)
+    assert len([f for f in stored if f["event"] == "run.output"]) == 60
+    assert full == sorted(set(full)) and finished(stored[-1])
+    assert all(stream == full for stream in streams)

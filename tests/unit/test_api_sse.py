@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from flwd.events.sse import event_frame, event_payload, log_frame, log_line, parse_resume_id
+from flwd.events.bus import SlowConsumer
+from flwd.events.sse import (
+    MAX_CHUNK,
+    RUN_FINISHED,
+    event_bytes,
+    event_chunks,
+    event_frame,
+    event_payload,
+    log_frame,
+    log_line,
+    parse_resume_id,
+)
 from flwd.models import Event
 from tests.api_support import FakeRunService
 
@@ -145,3 +157,49 @@ async def test_streams_of_unknown_runs_are_problems(api_client: Client) -> None:
         response = await api_client.get(path)
         assert response.status_code == 404
         assert response.json()["type"] == "https://flowd.org/problems/run-not-found"
+
+
+def numbered(event_id: int, type_: str = "run.output", message: str = "x") -> Event:
+    data = {"level": "info", "message": message, "step_id": "s1"}
+    if type_ == RUN_FINISHED:
+        data = {"status": "success"}
+    return Event(id=event_id, type=type_, run_id="run_1", job_id="j", timestamp=STAMP, data=data)
+
+
+async def batches_of(
+    *batches: list[Event], fail: BaseException | None = None
+) -> AsyncIterator[list[Event]]:
+    for batch in batches:
+        yield batch
+    if fail is not None:
+        raise fail
+
+
+async def chunks_of(source: AsyncIterator[list[Event]]) -> list[bytes]:
+    return [
+        chunk async for chunk in event_chunks(source, event_bytes, lambda e: e.type == RUN_FINISHED)
+    ]
+
+
+async def test_each_batch_is_written_as_one_chunk_until_the_stop_event() -> None:
+    events = [numbered(i) for i in range(1, 6)] + [numbered(6, RUN_FINISHED), numbered(7)]
+    chunks = await chunks_of(batches_of(events[:3], events[3:]))
+    assert len(chunks) == 2  # one send per batch, not per event
+    assert all(chunk.endswith(b"\n\n") for chunk in chunks)
+    got = frames(b"".join(chunks).decode())
+    assert [int(f["id"]) for f in got] == [1, 2, 3, 4, 5, 6]  # nothing after run.finished
+    assert got[-1]["event"] == RUN_FINISHED
+
+
+async def test_a_huge_batch_is_split_at_frame_boundaries() -> None:
+    big = [numbered(i, message="y" * 10_000) for i in range(1, 101)]  # ~1 MB of frames
+    chunks = await chunks_of(batches_of(big))
+    assert len(chunks) > 1
+    assert all(len(chunk) < MAX_CHUNK + 20_000 and chunk.endswith(b"\n\n") for chunk in chunks)
+    assert [int(f["id"]) for f in frames(b"".join(chunks).decode())] == list(range(1, 101))
+
+
+async def test_a_slow_consumer_cut_off_ends_the_body_quietly() -> None:
+    source = batches_of([numbered(1)], [numbered(2)], fail=SlowConsumer("behind"))
+    chunks = await chunks_of(source)
+    assert [int(f["id"]) for f in frames(b"".join(chunks).decode())] == [1, 2]

@@ -1,0 +1,121 @@
+"""Following the journal in batches, for the HTTP streams.
+
+`EventFeed.follow` has the contract of `Journal.follow` — stored events after `since`,
+then live ones, each exactly once, ending after the run's `run.finished` when asked — but
+yields lists of events: everything stored that one query returned, or everything queued for
+the subscriber when it wakes up. An SSE stream writes each list in one send, so a follower
+that lags (hundreds of followers of a chatty run on two cores do) catches up with one
+wake-up and one socket write instead of one per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol
+
+from flwd.events.bus import EventBus
+from flwd.events.records import Record
+from flwd.models import Event
+
+TERMINAL_EVENT = "run.finished"
+
+#: Seconds an idle follower of a run waits before checking the store for the run's end.
+#: Only a safety net: `run.finished` arrives through the bus like any event.
+IDLE_RECHECK = 5.0
+
+
+class JournalView(Protocol):
+    """The parts of `flwd.events.journal.Journal` a feed reads."""
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    @property
+    def last_published(self) -> int: ...
+
+    async def read_records(
+        self,
+        *,
+        since: int = 0,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 500,
+    ) -> list[Record]: ...
+
+
+class EventFeed:
+    def __init__(
+        self,
+        journal: JournalView,
+        run_ended: Callable[[str], Awaitable[bool]],
+        *,
+        idle_recheck: float = IDLE_RECHECK,
+    ) -> None:
+        self.journal = journal
+        self.run_ended = run_ended
+        self.idle_recheck = idle_recheck
+
+    async def follow(
+        self,
+        *,
+        since: int | None,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        until_terminal: bool = False,
+    ) -> AsyncIterator[list[Event]]:
+        """Non-empty batches of events after `since`, in id order, each event once.
+
+        `since=None` starts at the run's first event when `run_id` is given, else live.
+        With `until_terminal` (and `run_id`), the last batch ends with the run's
+        `run.finished`, or the feed ends once the run is found ended with nothing left.
+        May raise `flwd.events.bus.SlowConsumer`: the caller resumes from its last id.
+        """
+        stops = until_terminal and run_id is not None
+        with self.journal.bus.subscribe(run_id=run_id, job_id=job_id) as sub:
+            # Subscribed before replaying: the store holds everything committed, the
+            # subscription everything published since; ids <= last are skipped on both sides.
+            if since is not None:
+                last = since
+            else:
+                last = 0 if run_id is not None else self.journal.last_published
+            catch_up = True
+            while True:
+                if catch_up:
+                    ended = stops and run_id is not None and await self.run_ended(run_id)
+                    while records := await self.journal.read_records(
+                        since=last, run_id=run_id, job_id=job_id
+                    ):
+                        batch, finished = _after(last, records, stops)
+                        if batch:
+                            last = batch[-1].id
+                            yield batch
+                        if finished:
+                            return
+                        last = max(last, records[-1].last_id)
+                    if ended:
+                        return
+                    catch_up = False
+                records = await sub.take(self.idle_recheck if stops else None)
+                if not records:
+                    catch_up = True  # idle for a while: has the run ended unseen?
+                    continue
+                batch, finished = _after(last, records, stops)
+                if batch:
+                    last = batch[-1].id
+                    yield batch
+                if finished:
+                    return
+
+
+def _after(last: int, records: Iterable[Record], stops: bool) -> tuple[list[Event], bool]:
+    """The events of `records` with id > `last`, cut after `run.finished` when `stops`."""
+    batch: list[Event] = []
+    for record in records:
+        if record.last_id <= last:
+            continue
+        for event in record.events():
+            if event.id > last:
+                batch.append(event)
+                if stops and event.type == TERMINAL_EVENT:
+                    return batch, True
+    return batch, False
