@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +100,12 @@ class Server:
         self.log.close()
 
 
+def profile(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` into `out` (collapsed stacks) until it gets SIGINT."""
+    argv = ["py-spy", "record", "-r", "250", "-f", "raw", "-o", out, "-p", str(pid)]
+    return subprocess.Popen(argv)
+
+
 async def spawn_floor(n: int) -> float:
     """Runs/s of spawning the no-op script ourselves, output read, own session."""
     sem = asyncio.Semaphore(CONCURRENCY)
@@ -167,61 +172,127 @@ async def api_sync(
     return n / (time.perf_counter() - started), latencies
 
 
+class _Follower:
+    """One SSE client on a raw socket: HTTP/1.1 request, chunked decoding, frame split.
+
+    Kept cheap on purpose (500 of them share this process and the machine with the
+    server): one read call per arrival, one `time.time()` per read, timestamps parsed once
+    per distinct value. Nothing is skipped: every frame's id is checked."""
+
+    def __init__(self, port: int, path: str, stamps: dict[bytes, float]) -> None:
+        self.port = port
+        self.path = path
+        self.stamps = stamps
+        self.ids: list[int] = []  # run.output event ids, in arrival order
+        self.lags: list[float] = []
+        self.last_id: int | None = None
+        self.finished = False
+        self.reconnects = 0
+        self.duplicates = 0
+
+    async def run(self, deadline: float) -> None:
+        while not self.finished:
+            if time.monotonic() > deadline:
+                raise TimeoutError("follower did not see run.finished in time")
+            await self._connect_once()
+            if not self.finished:
+                self.reconnects += 1
+
+    async def _connect_once(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            resume = "" if self.last_id is None else f"Last-Event-ID: {self.last_id}\r\n"
+            writer.write(
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Accept: text/event-stream\r\n{resume}\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert b"chunked" in head.lower(), head
+            raw = b""  # undecoded chunked bytes
+            body = b""  # decoded bytes not yet split into frames
+            while not self.finished:
+                data = await reader.read(262144)
+                if not data:
+                    return
+                now = time.time()
+                raw += data
+                pos = 0
+                pieces = [body]
+                while True:
+                    eol = raw.find(b"\r\n", pos)
+                    if eol < 0:
+                        break
+                    size = int(raw[pos:eol], 16)
+                    end = eol + 2 + size
+                    if len(raw) < end + 2:
+                        break
+                    if size == 0:
+                        raw, pos = b"", 0
+                        break
+                    pieces.append(raw[eol + 2 : end])
+                    pos = end + 2
+                raw = raw[pos:]
+                frames = b"".join(pieces).split(b"\n\n")
+                body = frames.pop()
+                for frame in frames:
+                    self._frame(frame, now)
+        finally:
+            writer.close()
+
+    def _frame(self, frame: bytes, now: float) -> None:
+        if not frame.startswith(b"id: "):
+            return  # a comment (`: ping`, the retry hint) or a frame without an id
+        eol = frame.index(b"\n")
+        event_id = int(frame[4:eol])
+        if self.last_id is not None and event_id <= self.last_id:
+            self.duplicates += 1
+            return
+        self.last_id = event_id
+        if frame.startswith(b"event: run.output\n", eol + 1):
+            self.ids.append(event_id)
+            at = frame.index(b'"timestamp":"') + 13
+            stamp = frame[at : frame.index(b'"', at)]
+            sent = self.stamps.get(stamp)
+            if sent is None:
+                sent = self.stamps[stamp] = datetime.fromisoformat(stamp.decode()).timestamp()
+            self.lags.append((now - sent) * 1000)
+        elif frame.startswith(b"event: run.finished\n", eol + 1):
+            self.finished = True
+
+
 async def fanout(server: Server, followers: int, lines: int) -> dict[str, Any]:
-    """`followers` SSE clients of one chatty run: lost events, lag p50/p99, peak RSS."""
-    limits = httpx.Limits(max_connections=followers + 10, max_keepalive_connections=followers + 10)
-    timeout = httpx.Timeout(60.0)
-    async with httpx.AsyncClient(base_url=server.api, limits=limits, timeout=timeout) as client:
+    """`followers` SSE clients of one chatty run: lost/duplicated events, lag p50/p99,
+    peak RSS. Lost = expected output ids (from the JSON logs endpoint) minus received."""
+    async with httpx.AsyncClient(base_url=server.api, timeout=60) as client:
         delay = max(2.0, followers / 250)
         run = (
             await client.post("/runs", json={"job_id": "chatty", "args": {"delay": delay}})
         ).json()
-        lags: list[float] = []
-        counts: list[int] = []
-        connected = 0
-
-        reconnects = 0
-
-        async def follow() -> None:
-            # A real client: when the server cuts a slow subscriber off, resume from the
-            # last id seen. "Lost" counts events that never arrived despite that.
-            nonlocal connected, reconnects
-            got, last_id, first = 0, None, True
-            path = f"/runs/{run['run_id']}/events"
-            while True:
-                headers = {} if last_id is None else {"Last-Event-ID": last_id}
-                async with client.stream("GET", path, headers=headers) as response:
-                    if first:
-                        connected += 1
-                        first = False
-                    async for line in response.aiter_lines():
-                        if line.startswith("id: "):
-                            last_id = line[4:]
-                        elif line.startswith("data: ") and '"run.output"' in line:
-                            now = time.time()
-                            got += 1
-                            stamp = line[line.index('"timestamp":"') + 13 :].split('"', 1)[0]
-                            sent = datetime.fromisoformat(stamp).timestamp()
-                            lags.append((now - sent) * 1000)
-                        elif line.startswith("data: ") and '"run.finished"' in line:
-                            counts.append(got)
-                            return
-                reconnects += 1
-
+        path = f"/api/v1/runs/{run['run_id']}/events"
+        stamps: dict[bytes, float] = {}
+        clients = [_Follower(server.port, path, stamps) for _ in range(followers)]
+        deadline = time.monotonic() + delay + lines / 10 + 120
         peak = server.rss_mb()
-        tasks = [asyncio.create_task(follow()) for _ in range(followers)]
+        tasks = [asyncio.create_task(c.run(deadline)) for c in clients]
         while not all(t.done() for t in tasks):
             peak = max(peak, server.rss_mb())
             await asyncio.sleep(0.1)
         await asyncio.gather(*tasks)
+        logs = (await client.get(f"/runs/{run['run_id']}/logs")).json()["logs"]
+    expected = [line["id"] for line in logs]
+    assert len(expected) == lines, f"the run printed {len(expected)} lines, not {lines}"
+    lags = [lag for c in clients for lag in c.lags]
     return {
         "followers": followers,
-        "connected_before_output": connected,
         "events_per_follower": lines,
-        "lost": sum(lines - c for c in counts) + (followers - len(counts)) * lines,
-        "reconnects": reconnects,
+        "lost": sum(len(set(expected) - set(c.ids)) for c in clients),
+        "duplicated": sum(c.duplicates for c in clients),
+        "out_of_order_or_extra": sum(c.ids != expected for c in clients),
+        "reconnects": sum(c.reconnects for c in clients),
         "lag_p50_ms": pct(lags, 0.5),
         "lag_p99_ms": pct(lags, 0.99),
+        "lag_max_ms": max(lags) if lags else float("nan"),
         "peak_rss_mb": peak,
     }
 
@@ -232,25 +303,39 @@ async def main() -> None:
     parser.add_argument("--sync-runs", type=int, default=200)
     parser.add_argument("--followers", type=int, default=500)
     parser.add_argument("--lines", type=int, default=200)
+    parser.add_argument("--only", choices=("runs", "sse"), help="measure only this part")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="record the server with py-spy (collapsed stacks)"
+    )
     opts = parser.parse_args()
+    results: dict[str, Any] = {"cpu_count": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="flwd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         write_jobs(tmp / "jobs", opts.lines)
         server = Server(tmp)
+        profiler = profile(server.proc.pid, opts.profile) if opts.profile else None
         try:
-            idle = server.rss_mb()
-            floor = await spawn_floor(opts.runs)
-            async with httpx.AsyncClient(base_url=server.api, timeout=60) as client:
-                await api_sync(client, 20, 1)  # warm-up
-                async_rate = await api_async(client, opts.runs)
-                sync_rate_1, sync_lat = await api_sync(client, opts.sync_runs, 1)
-                sync_rate_c, _ = await api_sync(client, opts.sync_runs, CONCURRENCY)
-            loaded = server.rss_mb()
-            fan = await fanout(server, opts.followers, opts.lines)
+            results["rss_idle_mb"] = server.rss_mb()
+            if opts.only != "sse":
+                results.update(await runs(server, opts.runs, opts.sync_runs))
+            if opts.only != "runs":
+                results["sse"] = await fanout(server, opts.followers, opts.lines)
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(30)
             server.stop()
-    results = {
-        "cpu_count": os.cpu_count(),
+    print(json.dumps(results, indent=2, default=float))
+
+
+async def runs(server: Server, n: int, sync_runs: int) -> dict[str, float]:
+    floor = await spawn_floor(n)
+    async with httpx.AsyncClient(base_url=server.api, timeout=60) as client:
+        await api_sync(client, 20, 1)  # warm-up
+        async_rate = await api_async(client, n)
+        sync_rate_1, sync_lat = await api_sync(client, sync_runs, 1)
+        sync_rate_c, _ = await api_sync(client, sync_runs, CONCURRENCY)
+    return {
         "spawn_floor_runs_per_s": floor,
         "api_async_runs_per_s": async_rate,
         "api_async_vs_floor": async_rate / floor,
@@ -258,12 +343,8 @@ async def main() -> None:
         "api_sync_c1_p50_ms": pct(sync_lat, 0.5),
         "api_sync_c1_p99_ms": pct(sync_lat, 0.99),
         f"api_sync_c{CONCURRENCY}_runs_per_s": sync_rate_c,
-        "rss_idle_mb": idle,
-        "rss_after_runs_mb": loaded,
-        "sse": fan,
+        "rss_after_runs_mb": server.rss_mb(),
     }
-    print(json.dumps(results, indent=2, default=float))
-    print(f"\nmedian sync latency {statistics.median(sync_lat):.2f} ms")
 
 
 if __name__ == "__main__":
