@@ -14,6 +14,7 @@ from typing import Any
 
 import pluggy
 from litestar import Litestar, Router
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Server, Tag
@@ -21,7 +22,7 @@ from litestar.openapi.spec import Server, Tag
 from flwd import __version__
 from flwd.api.artifacts import ArtifactController
 from flwd.api.backend import BackendFactory, default_backend
-from flwd.api.deps import DEPENDENCIES, require_json_body
+from flwd.api.deps import dependencies, require_json_body
 from flwd.api.events import EventController
 from flwd.api.jobs import JobController
 from flwd.api.problems import EXCEPTION_HANDLERS
@@ -95,21 +96,20 @@ def create_app(
             *extra,
         ],
     )
+    state = _initial_state(settings, pm)
     return Litestar(
         route_handlers=[api],
         lifespan=[lifespan],
-        dependencies=DEPENDENCIES,
+        dependencies=dependencies(state),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=require_json_body,
         before_send=[add_request_id],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(),
-        state=_initial_state(settings, pm),
+        state=state,
         debug=False,
     )
 
 
-def _initial_state(settings: Settings, pm: pluggy.PluginManager) -> Any:
-    from litestar.datastructures import State
-
+def _initial_state(settings: Settings, pm: pluggy.PluginManager) -> State:
     return State({"settings": settings, "plugin_manager": pm, "backend": None})

@@ -40,42 +40,42 @@ def backend_of(state: State) -> Backend:
     return backend
 
 
-async def provide_runs(state: State) -> RunServiceView:
-    return backend_of(state).runs
+def dependencies(state: State) -> dict[str, Provide]:
+    """The providers of the services, settings and plugin manager, by name.
 
-
-async def provide_feed(state: State) -> EventFeedView:
-    return backend_of(state).events
-
-
-async def provide_registry(state: State) -> JobRegistryView:
-    return backend_of(state).registry
-
-
-async def provide_backend(state: State) -> Backend:
-    return backend_of(state)
-
-
-async def provide_settings(state: State) -> Settings:
+    They read the app's `state` object directly: a provider that declares a `state`
+    parameter has it validated and copied by Litestar on every request, for every
+    dependency. Plain functions (not coroutines) are called without an `await`."""
     settings = state["settings"]
-    assert isinstance(settings, Settings)
-    return settings
-
-
-async def provide_plugin_manager(state: State) -> pluggy.PluginManager:
     pm = state["plugin_manager"]
-    assert isinstance(pm, pluggy.PluginManager)
-    return pm
+    assert isinstance(settings, Settings) and isinstance(pm, pluggy.PluginManager)
 
+    def provide_runs() -> RunServiceView:
+        return backend_of(state).runs
 
-DEPENDENCIES = {
-    "plugin_manager": Provide(provide_plugin_manager),
-    "runs": Provide(provide_runs),
-    "feed": Provide(provide_feed),
-    "registry": Provide(provide_registry),
-    "backend": Provide(provide_backend),
-    "settings": Provide(provide_settings),
-}
+    def provide_feed() -> EventFeedView:
+        return backend_of(state).events
+
+    def provide_registry() -> JobRegistryView:
+        return backend_of(state).registry
+
+    def provide_backend() -> Backend:
+        return backend_of(state)
+
+    def provide_settings() -> Settings:
+        return settings
+
+    def provide_plugin_manager() -> pluggy.PluginManager:
+        return pm
+
+    return {
+        "plugin_manager": Provide(provide_plugin_manager, sync_to_thread=False),
+        "runs": Provide(provide_runs, sync_to_thread=False),
+        "feed": Provide(provide_feed, sync_to_thread=False),
+        "registry": Provide(provide_registry, sync_to_thread=False),
+        "backend": Provide(provide_backend, sync_to_thread=False),
+        "settings": Provide(provide_settings, sync_to_thread=False),
+    }
 
 
 def _is_json(content_type: str) -> bool:

@@ -7,15 +7,22 @@ for unknown routes that never reach a handler or middleware.
 
 from __future__ import annotations
 
+import itertools
 import re
-import uuid
+import secrets
 from typing import Any
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import Message, Scope
 
 HEADER = "x-request-id"
+_HEADER_BYTES = HEADER.encode()
 _SCOPE_KEY = "flwd.request_id"
+# Generated ids: a random prefix per server process and a counter, 32 hex digits like a
+# UUID. Unique within the process and unguessable across processes, without the
+# `os.urandom` system call per request that `uuid4()` makes.
+_PREFIX = secrets.token_hex(8)
+_counter = itertools.count(1)
 # Only echo ids that are safe in a header and a log line; anything else is replaced.
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
@@ -27,11 +34,11 @@ def request_id(scope: Scope | dict[str, Any]) -> str:
         return current
     rid = ""
     for name, value in scope.get("headers", ()):
-        if name == HEADER.encode():
+        if name == _HEADER_BYTES:
             rid = value.decode("latin-1")
             break
-    if not _ACCEPTABLE.match(rid):
-        rid = uuid.uuid4().hex
+    if not rid or not _ACCEPTABLE.match(rid):
+        rid = f"{_PREFIX}{next(_counter):016x}"
     scope[_SCOPE_KEY] = rid  # type: ignore[literal-required]
     return rid
 
