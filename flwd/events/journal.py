@@ -1,7 +1,9 @@
 """The event journal: every event is stored first (SQLite) and published second (bus).
 
-Ids are global and strictly increasing: they are allocated and queued under one lock, the
-writer applies the queue in order, and records are published only after their commit.
+Ids are global and strictly increasing: each is allocated and its write queued in one step
+(no `await` in between), the writer applies the queue in order, and records are published
+only after their commit. Callers choose whether to wait for the commit (`append`) or only
+queue the event (`post`): what a caller reports to others must have been waited for.
 `follow` subscribes before it replays, so a reader switching from stored to live events
 sees each one exactly once.
 """
@@ -41,7 +43,6 @@ class Journal:
         self.store = store
         self.bus = bus
         self._next_id = 1
-        self._lock = asyncio.Lock()
         self.last_published = 0
         self.listeners: list[Callable[[list[Record]], None]] = []
 
@@ -60,7 +61,7 @@ class Journal:
             except Exception:
                 log.exception("journal listener failed")
 
-    async def append(
+    def post(
         self,
         type: str,
         run_id: str,
@@ -69,58 +70,70 @@ class Journal:
         *,
         statements: Sequence[Statement] = (),
         wait: bool = True,
-    ) -> Event:
-        """Store one event, together with `statements` in the same transaction.
+    ) -> asyncio.Future[None] | None:
+        """Queue one event, with `statements` in the same transaction, without waiting.
 
-        With `wait`, return after the commit: the caller's state change is durable and the
-        event published.
+        Returns the future of its commit (None without `wait`). The event's id is
+        allocated and its write queued in one step, so ids reach the writer in order.
         """
         payload = data or {}
         ts = utcnow()
-        async with self._lock:
-            event_id = self._next_id
-            self._next_id += 1
-            record = Record(
-                id=event_id,
-                last_id=event_id,
-                run_id=run_id,
-                job_id=job_id,
-                type=type,
-                ts=ts,
-                data=payload,
-            )
-            insert = (
-                _INSERT,
-                (event_id, event_id, run_id, job_id, type, iso(ts), _encode(payload), None),
-            )
-            future = await self.store.enqueue([*statements, insert], [record], wait=wait)
-        if future is not None:
-            await future
-        return record.events()[0]
+        event_id = self._next_id
+        self._next_id += 1
+        record = Record(
+            id=event_id,
+            last_id=event_id,
+            run_id=run_id,
+            job_id=job_id,
+            type=type,
+            ts=ts,
+            data=payload,
+        )
+        insert = (
+            _INSERT,
+            (event_id, event_id, run_id, job_id, type, iso(ts), _encode(payload), None),
+        )
+        return self.store.write([*statements, insert], [record], wait=wait)
+
+    async def append(
+        self,
+        type: str,
+        run_id: str,
+        job_id: str,
+        data: dict[str, Any] | None = None,
+        *,
+        statements: Sequence[Statement] = (),
+    ) -> None:
+        """Store one event, together with `statements` in the same transaction, and return
+        after the commit: the caller's state change is durable and the event published."""
+        future = self.post(type, run_id, job_id, data, statements=statements)
+        assert future is not None
+        await future
 
     async def append_output(
         self, run_id: str, job_id: str, data: dict[str, Any], text: str, lines: int
     ) -> None:
-        """Store a chunk of `lines` output lines (joined by '\\n') without waiting for it."""
+        """Store a chunk of `lines` output lines (joined by '\\n') without waiting for its
+        commit; waits only while the store's queue is full (back-pressure on the job)."""
+        await self.store.room()
         ts = utcnow()
-        async with self._lock:
-            first = self._next_id
-            self._next_id += lines
-            record = Record(
-                id=first,
-                last_id=first + lines - 1,
-                run_id=run_id,
-                job_id=job_id,
-                type=OUTPUT,
-                ts=ts,
-                data=data,
-                text=text,
-            )
-            insert = (
-                _INSERT,
-                (first, first + lines - 1, run_id, job_id, OUTPUT, iso(ts), _encode(data), text),
-            )
-            await self.store.enqueue([insert], [record], wait=False)
+        first = self._next_id
+        self._next_id += lines
+        record = Record(
+            id=first,
+            last_id=first + lines - 1,
+            run_id=run_id,
+            job_id=job_id,
+            type=OUTPUT,
+            ts=ts,
+            data=data,
+            text=text,
+        )
+        insert = (
+            _INSERT,
+            (first, first + lines - 1, run_id, job_id, OUTPUT, iso(ts), _encode(data), text),
+        )
+        self.store.write([insert], [record], wait=False, size=len(text) + 256)
 
     async def read_records(
         self,

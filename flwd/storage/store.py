@@ -1,16 +1,31 @@
 """The SQLite store: one reader connection, and one writer task that batches commits.
 
-Every write goes through `Store.submit`: statements queue up and the writer applies all
-that are waiting in one transaction (group commit). Idle, a write commits at once; under
-load, hundreds of rows share a commit, which is what keeps a chatty job from turning into
-one transaction per line. Records attached to a write are handed to `on_commit` only after
-their transaction committed, so nothing is ever published that is not stored.
+Every write goes through `Store.write` (or `submit`): statements queue up and the writer
+applies all that are waiting in one transaction (group commit). Idle, a write commits at
+once; under load, hundreds of rows share a commit, which is what keeps a chatty job from
+turning into one transaction per line. Records attached to a write are handed to
+`on_commit` only after their transaction committed, so nothing is ever published that is
+not stored.
+
+The queue is bounded by bytes, not by count: a batch carries at most `_BATCH_BYTES`, and
+producers of bulk data (run output) wait in `room()` while `_QUEUE_BYTES` are queued, so a
+job writing faster than the disk is slowed down instead of growing memory. State changes
+never wait for room: they are small, and a run must be able to end while its output is
+throttled.
+
+Each database call is one hop to the connection's thread: a whole batch (statements and
+commit), or a whole query (execute, fetch every row, close). No cursor stays open across
+an `await`, which matters for the shared reader: SQLite gives all open statements of a
+connection one read snapshot, so a statement left open by one coroutine would make another
+coroutine's query read an old snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,25 +39,29 @@ log = logging.getLogger(__name__)
 
 Statement = tuple[str, Sequence[Any]]
 
-_MAX_BATCH = 2000
-_QUEUE_DEPTH = 20000
+_BATCH_WRITES = 2000
+_BATCH_BYTES = 8 * 1024 * 1024
+_QUEUE_BYTES = 16 * 1024 * 1024
+#: what a write of small statements counts for (a row of state, an event)
+_WRITE_BYTES = 256
+#: event-loop turns the writer waits, while writes keep arriving, before a commit
+_SETTLE_ROUNDS = 4
 
 
 class _Write:
-    __slots__ = ("future", "records", "statements")
+    __slots__ = ("future", "records", "size", "statements")
 
     def __init__(
         self,
         statements: Sequence[Statement],
         records: Sequence[Any],
         future: asyncio.Future[None] | None,
+        size: int,
     ) -> None:
         self.statements = statements
         self.records = records
         self.future = future
-
-
-_STOP = _Write((), (), None)
+        self.size = size
 
 
 class Store:
@@ -60,9 +79,16 @@ class Store:
         self.readonly = readonly
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Write] = asyncio.Queue(_QUEUE_DEPTH)
+        self._pending: deque[_Write] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
+        #: batches that failed to commit since the store opened
+        self.failures = 0
 
     async def __aenter__(self) -> Store:
         if self.readonly:
@@ -85,12 +111,14 @@ class Store:
         self._reader = await aiosqlite.connect(self.path)
         await self._reader.execute("PRAGMA busy_timeout=5000")
         await self._reader.execute("PRAGMA query_only=ON")
+        self._stopping = False
         self._task = asyncio.create_task(self._write_loop(), name="flwd-store-writer")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            await self._queue.put(_STOP)
+            self._stopping = True
+            self._wakeup.set()
             await self._task
             self._task = None
         for conn in (self._reader, self._writer):
@@ -104,39 +132,53 @@ class Store:
             raise StorageError("the store is not open")
         return self._reader
 
+    def write(
+        self,
+        statements: Sequence[Statement],
+        records: Sequence[Any] = (),
+        *,
+        wait: bool = True,
+        size: int = _WRITE_BYTES,
+    ) -> asyncio.Future[None] | None:
+        """Queue a write now and return the future of its commit (None without `wait`).
+
+        Writes are applied in the order they were queued. `size` is what the write counts
+        for against the queue's byte bound. A write nobody waits for that fails is logged,
+        and counted in `failures`.
+        """
+        if self._task is None or self._task.done() or self._stopping:
+            raise StorageError("the store's writer is not running")
+        future = asyncio.get_running_loop().create_future() if wait else None
+        self._pending.append(_Write(statements, records, future, size))
+        self._queued_bytes += size
+        if self._queued_bytes >= _QUEUE_BYTES:
+            self._room.clear()
+        self._wakeup.set()
+        return future
+
+    async def room(self) -> None:
+        """Wait while the queue holds too many bytes (for producers of bulk writes)."""
+        while not self._room.is_set():
+            if self._task is None or self._task.done():
+                raise StorageError("the store's writer is not running")
+            await self._room.wait()
+
     async def submit(
         self, statements: Sequence[Statement], records: Sequence[Any] = (), *, wait: bool = True
     ) -> None:
-        """Queue statements (and records to publish once committed).
-
-        With `wait`, return after the commit (raising `StorageError` if it failed); without,
-        return once queued — a full queue still makes the caller wait, which is how a job
-        writing faster than the disk is slowed down instead of growing memory.
-        """
-        future = await self.enqueue(statements, records, wait=wait)
+        """Queue statements (and records to publish once committed); with `wait`, return
+        after the commit (raising `StorageError` if it failed)."""
+        future = self.write(statements, records, wait=wait)
         if future is not None:
             await future
 
-    async def enqueue(
-        self, statements: Sequence[Statement], records: Sequence[Any] = (), *, wait: bool = True
-    ) -> asyncio.Future[None] | None:
-        """Queue a write and return the future of its commit (None without `wait`).
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        # one hop: execute, fetch every row, and finish the statement in the thread
+        return list(await self.reader.execute_fetchall(sql, params))
 
-        Writes are applied in the order they entered the queue.
-        """
-        if self._task is None or self._task.done():
-            raise StorageError("the store's writer is not running")
-        future = asyncio.get_running_loop().create_future() if wait else None
-        await self._queue.put(_Write(statements, records, future))
-        return future
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self.reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self.reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def healthy(self) -> bool:
         if self.failed is not None or self._task is None or self._task.done():
@@ -148,36 +190,41 @@ class Store:
         return True
 
     async def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [await self._queue.get()]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            if batch[-1] is _STOP or _STOP in batch:
-                stopping = True
-                batch = [w for w in batch if w is not _STOP]
-            if batch:
-                await self._apply(batch)
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                # let coroutines that are ready run first, while they keep queueing: what
+                # they queue shares the commit (a run's created/started/step events do)
+                for _ in range(_SETTLE_ROUNDS):
+                    queued = len(self._pending)
+                    await asyncio.sleep(0)
+                    if len(self._pending) == queued:
+                        break
+                continue
+            batch: list[_Write] = []
+            size = 0
+            while self._pending and len(batch) < _BATCH_WRITES and size < _BATCH_BYTES:
+                write = self._pending.popleft()
+                batch.append(write)
+                size += write.size
+            self._queued_bytes -= size
+            if self._queued_bytes < _QUEUE_BYTES:
+                self._room.set()
+            await self._apply(batch)
 
     async def _apply(self, batch: list[_Write]) -> None:
         assert self._writer is not None
+        writer = self._writer
+        groups = _group(batch)
         try:
-            for sql, rows in _group(batch):
-                if len(rows) == 1:
-                    await self._writer.execute(sql, rows[0])
-                else:
-                    await self._writer.executemany(sql, rows)
-            await self._writer.commit()
+            await writer._execute(_apply_in_thread, writer, groups)  # type: ignore[no-untyped-call]
         except Exception as exc:
             log.exception("storage write failed; %d queued writes were not applied", len(batch))
             self.failed = exc
-            try:
-                await self._writer.rollback()
-            except Exception:
-                log.exception("rollback failed")
+            self.failures += 1
             for write in batch:
                 if write.future is not None and not write.future.done():
                     write.future.set_exception(StorageError(f"storage write failed: {exc}"))
@@ -193,6 +240,26 @@ class Store:
         for write in batch:
             if write.future is not None and not write.future.done():
                 write.future.set_result(None)
+
+
+def _apply_in_thread(
+    writer: aiosqlite.Connection, groups: list[tuple[str, list[Sequence[Any]]]]
+) -> None:
+    """Apply a batch in one transaction, on the writer connection's own thread."""
+    conn = writer._conn
+    try:
+        for sql, rows in groups:
+            if len(rows) == 1:
+                conn.execute(sql, rows[0])
+            else:
+                conn.executemany(sql, rows)
+        conn.commit()
+    except BaseException:
+        try:
+            conn.rollback()
+        except Exception:
+            log.exception("rollback failed")
+        raise
 
 
 def _group(batch: list[_Write]) -> list[tuple[str, list[Sequence[Any]]]]:

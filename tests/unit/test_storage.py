@@ -134,3 +134,30 @@ async def test_the_store_lives_in_the_configured_data_dir(engine_world: EngineWo
         assert conn.execute(
             "SELECT status FROM runs WHERE run_id = ?", (run.run_id,)
         ).fetchone() == ("success",)
+
+
+async def test_a_read_sees_every_commit_made_before_it_started(tmp_path: Path) -> None:
+    """Reads share one connection, and SQLite gives every open statement of a connection
+    one snapshot: a query whose cursor another coroutine left open across an `await` made
+    later queries read old data (a finished run answered as `running`). Here a commit
+    lands while the first query runs; the second, issued before the first was consumed,
+    must see it."""
+    path = tmp_path / "flwd.db"
+    async with Store(path) as store:
+
+        def commit_elsewhere() -> int:
+            other = sqlite3.connect(path)
+            with other:
+                other.execute(
+                    "INSERT OR IGNORE INTO idempotency_keys VALUES ('t', 'k', 'f', 'r', '')"
+                )
+            other.close()
+            return 1
+
+        await store.reader.create_function("commit_elsewhere", 0, commit_elsewhere)
+        first, second = await asyncio.gather(
+            store.fetchall("SELECT commit_elsewhere() FROM sqlite_master LIMIT 2"),
+            store.fetchone("SELECT COUNT(*) FROM idempotency_keys"),
+        )
+        assert [tuple(row) for row in first] == [(1,), (1,)]
+        assert second is not None and tuple(second) == (1,)
