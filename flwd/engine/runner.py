@@ -3,6 +3,13 @@
 Every state change is written with the event that announces it, in one transaction.
 Whatever happens — a step failing, a cancel, a timeout, a bug — the run's terminal state is
 written in `finally`, after no process of the run remains.
+
+Only two commits are waited for on the way: each step's `step.started` before its process
+is spawned (so that, after a crash, the run is found `running` and its processes are
+killed rather than run twice), and `run.finished` before the run is reported over. The
+other writes (run.started, the process group, output, step.finished, results, artifacts)
+are queued in order and committed by the store's writer meanwhile; the journal's order
+makes each of them durable before anything queued after it.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +37,9 @@ from flwd.engine.executor import (
     step_environment,
 )
 from flwd.engine.output import Redactor, RunOutput
-from flwd.engine.processes import terminate
+from flwd.engine.processes import EscapedProcesses, group_members, terminate
+from flwd.engine.workdirs import WorkDirs
+from flwd.errors import StorageError
 from flwd.events.journal import Journal
 from flwd.models import JobSpec, Result, Run, StepSpec, utcnow
 from flwd.settings import Settings
@@ -56,6 +64,9 @@ class ActiveRun:
     cancel_requested: bool = False
     shutting_down: bool = False
     timed_out: bool = False
+    pgids: list[int] = field(default_factory=list)
+    #: the commit of `run.created`, for a run queued before it was durable
+    created: asyncio.Future[None] | None = None
 
 
 class RunExecutor:
@@ -73,6 +84,9 @@ class RunExecutor:
         self.work_root = settings.data_path / "work"
         self.blob_root = settings.data_path / "artifacts"
         self._base_env = inherited_environment()
+        #: escaped processes are found among this process's children (see processes.py)
+        self.adopting = False
+        self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 64))
 
     async def execute(self, active: ActiveRun) -> None:
         run, job = active.run, active.job
@@ -90,15 +104,18 @@ class RunExecutor:
         results: dict[str, Any] = {}
         timer: asyncio.TimerHandle | None = None
         error: str | None = None
+        failures = self.journal.store.failures
         try:
-            await asyncio.to_thread(_prepare_workdir, workdir, active.args)
-            await self.journal.append(
+            # durable before any process starts: the first step.started waits for its commit
+            self.journal.post(
                 "run.started",
                 run.run_id,
                 job.id,
                 {"status": "running"},
                 statements=[rows.update_run(run.run_id, status="running", started_at=utcnow())],
+                wait=False,
             )
+            self.workdirs.open(run.run_id, active.args)
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, workdir, output, outcomes, results)
@@ -108,6 +125,8 @@ class RunExecutor:
         finally:
             if timer is not None:
                 timer.cancel()
+            if error is None and self.journal.store.failures != failures:
+                error = "internal error: a storage write failed while the run was active"
             await self._finish(active, workdir, output, outcomes, results, error)
 
     async def _run_dag(
@@ -140,13 +159,13 @@ class RunExecutor:
                 state[step.id] = outcome.status
                 outcomes[step.id] = outcome
                 if outcome.status is StepStatus.FAILED:
-                    await self._skip_dependants(active, step.id, steps, state, outcomes)
+                    self._skip_dependants(active, step.id, steps, state, outcomes)
         for step_id, status in state.items():
             if status is StepStatus.PENDING:  # never started: the run was stopped
                 outcomes[step_id] = Outcome(status=StepStatus.CANCELLED)
-                await self._step_finished(active, step_id, outcomes[step_id], attempt=0)
+                self._step_finished(active, step_id, outcomes[step_id], attempt=0)
 
-    async def _skip_dependants(
+    def _skip_dependants(
         self,
         active: ActiveRun,
         failed: str,
@@ -168,7 +187,7 @@ class RunExecutor:
                         reason=FailureReason.DEPENDENCY_FAILED,
                         error=f"skipped because step '{failed}' failed",
                     )
-                    await self._step_finished(active, step.id, outcomes[step.id], attempt=0)
+                    self._step_finished(active, step.id, outcomes[step.id], attempt=0)
 
     async def _run_step(
         self,
@@ -216,8 +235,14 @@ class RunExecutor:
             )
 
             async def record_pgid(pgid: int, step_id: str = step.id) -> None:
-                await self.journal.store.submit([rows.update_step(run.run_id, step_id, pgid=pgid)])
+                # not waited for: after a crash the run's processes are found by its id
+                active.pgids.append(pgid)
+                self.journal.store.write(
+                    [rows.update_step(run.run_id, step_id, pgid=pgid)], wait=False
+                )
 
+            if active.created is not None and not _committed(active.created):
+                raise StorageError("the run could not be stored; it was not started")
             outcome = await execute_step(
                 ctx,
                 output=output,
@@ -230,7 +255,7 @@ class RunExecutor:
             if outcome.status is StepStatus.SUCCESS:
                 outcome = await self._collect_result(active, step, result_file, results, outcome)
             last = outcome.status is not StepStatus.FAILED or attempt == step.retries
-            await self._step_finished(
+            self._step_finished(
                 active,
                 step.id,
                 outcome,
@@ -270,7 +295,7 @@ class RunExecutor:
             )
         value = active.redactor.value(value)
         results[step.id] = value
-        await self.journal.append(
+        self.journal.post(
             "step.output",
             active.run.run_id,
             active.job.id,
@@ -278,10 +303,11 @@ class RunExecutor:
             statements=[
                 rows.update_step(active.run.run_id, step.id, result=msgspec.json.encode(value))
             ],
+            wait=False,
         )
         return outcome
 
-    async def _step_finished(
+    def _step_finished(
         self,
         active: ActiveRun,
         step_id: str,
@@ -310,12 +336,13 @@ class RunExecutor:
             "finished_at": utcnow(),
             "pgid": None,
         }
-        await self.journal.append(
+        self.journal.post(
             "step.finished",
             active.run.run_id,
             active.job.id,
             data,
             statements=[rows.update_step(active.run.run_id, step_id, **fields)],
+            wait=False,
         )
 
     async def _finish(
@@ -329,14 +356,15 @@ class RunExecutor:
     ) -> None:
         run, job = active.run, active.job
         try:
-            # processes that left their step's group but carry this run's id
-            await terminate(None, run_id=run.run_id, grace=self.settings.kill_grace)
+            await self._stop_escaped(active)
             await output.finish()
-            artifacts = await collect_artifacts(
-                workdir / ".flwd" / "artifacts", self.blob_root, run.run_id, active.redactor
-            )
-            for artifact in artifacts:
-                await self.journal.store.submit([rows.insert_artifact(artifact)])
+            artifacts_dir = workdir / ".flwd" / "artifacts"
+            if _has_entries(artifacts_dir):
+                artifacts = await collect_artifacts(
+                    artifacts_dir, self.blob_root, run.run_id, active.redactor
+                )
+                for artifact in artifacts:
+                    self.journal.store.write([rows.insert_artifact(artifact)], wait=False)
         except Exception as exc:
             log.exception("finishing run %s failed", run.run_id)
             error = error or active.redactor.mask_text(f"internal error: {exc}")
@@ -367,27 +395,42 @@ class RunExecutor:
                 statements=[rows.update_run(run.run_id, **fields)],
             )
         finally:
-            # the work dir holds the unmasked arguments: gone before anyone is told "done"
             try:
-                await asyncio.to_thread(shutil.rmtree, workdir, True)
+                self.workdirs.discard(workdir)
             finally:
                 active.done.set()
+
+    async def _stop_escaped(self, active: ActiveRun) -> None:
+        """Stop the processes that left their step's group but belong to this run."""
+        grace = self.settings.kill_grace
+        run_id = active.run.run_id
+        # a group with a survivor (stuck in the kernel) may still be the parent of an
+        # escaped process, which is then not among our children: scan everything
+        if self.adopting and not any(group_members(pgid) for pgid in active.pgids):
+            await terminate(None, run_id=run_id, grace=grace, find=EscapedProcesses(run_id))
+        else:
+            await terminate(None, run_id=run_id, grace=grace)
+
+    async def aclose(self) -> None:
+        await self.workdirs.aclose()
+
+
+def _committed(future: asyncio.Future[None]) -> bool:
+    # done by now: it was queued before this run's step.started, whose commit we awaited
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _has_entries(path: Path) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
 
 
 def _time_out(active: ActiveRun) -> None:
     active.timed_out = True
     active.stop.set()
-
-
-def _prepare_workdir(workdir: Path, args: dict[str, Any]) -> None:
-    (workdir / ".flwd" / "results").mkdir(parents=True, exist_ok=True)
-    (workdir / ".flwd" / "artifacts").mkdir(parents=True, exist_ok=True)
-    args_file = workdir / ".flwd" / "args.json"
-    # the only place unmasked secret arguments touch the disk: private, and removed with
-    # the work directory when the run ends
-    fd = os.open(args_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(msgspec.json.encode(args))
 
 
 class _ResultProblem(Exception):

@@ -38,6 +38,11 @@ class Scheduler:
         self._queue: deque[ActiveRun] = deque()
         self._running: dict[str, ActiveRun] = {}
         self._per_key: Counter[tuple[str, str | None]] = Counter()
+        self._closed = False
+
+    def close(self) -> None:
+        """Start no more runs (the engine is shutting down; queued runs stay pending)."""
+        self._closed = True
 
     def check_capacity(self) -> None:
         """Raise `QueueFull` if a new run could not even wait."""
@@ -82,7 +87,7 @@ class Scheduler:
     def _dispatch(self) -> None:
         # FIFO among runs that may start: a run held back by its job's limit does not
         # block runs of other jobs queued behind it.
-        if not self._queue or self._free_global() <= 0:
+        if self._closed or not self._queue or self._free_global() <= 0:
             return
         for active in list(self._queue):
             if self._free_global() <= 0:

@@ -23,6 +23,7 @@ import pluggy
 from ulid import ULID
 
 from flwd.engine.output import Redactor
+from flwd.engine.processes import adopt_orphans
 from flwd.engine.recovery import clean_work_root, recover_lost_runs
 from flwd.engine.runner import ActiveRun, RunExecutor
 from flwd.engine.scheduler import Scheduler, concurrency_key
@@ -98,6 +99,7 @@ class RunService:
             await self.store.__aenter__()
             return self
         self._lock_data_dir()
+        self.executor.adopting = adopt_orphans()
         try:
             await self.store.__aenter__()
             await self.journal.open()
@@ -120,11 +122,13 @@ class RunService:
         if self.readonly:
             await self.store.__aexit__(None, None, None)
             return
+        self.scheduler.close()
         for active in self.scheduler.running():
             active.shutting_down = True
             active.stop.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.kill_grace + 10)
+        await self.executor.aclose()
         await self.store.__aexit__(None, None, None)
         self._unlock_data_dir()
 
@@ -204,24 +208,35 @@ class RunService:
             rows.insert_idempotency_key(tenant, key, fp, run.run_id, run.created_at)
             for key, fp in keys
         ]
-        await self.journal.append(
+        created = self.journal.post(
             "run.created",
             run.run_id,
             job.id,
             {"status": "pending", "tenant": tenant, "args": masked},
             statements=statements,
         )
-        self.scheduler.submit(
-            ActiveRun(
-                run=run,
-                job=job,
-                args=validated,
-                redactor=Redactor(secrets),
-                concurrency_key=concurrency_key(
-                    job.concurrency.key if job.concurrency else None, validated
-                ),
-            )
+        assert created is not None
+        active = ActiveRun(
+            run=run,
+            job=job,
+            args=validated,
+            redactor=Redactor(secrets),
+            concurrency_key=concurrency_key(
+                job.concurrency.key if job.concurrency else None, validated
+            ),
+            created=created,
         )
+        # Queued at once, so that its first writes share the commit of run.created; no
+        # process starts before that commit (see RunExecutor), and the caller is answered
+        # only after it.
+        self.scheduler.submit(active)
+        try:
+            await created
+        except BaseException:
+            active.cancel_requested = True
+            self.scheduler.remove_pending(run.run_id)
+            active.stop.set()
+            raise
         return run
 
     def _start(self, active: ActiveRun) -> None:
@@ -281,8 +296,9 @@ class RunService:
         waiting = self.scheduler.remove_pending(run_id) is not None
         if not waiting:
             if first_request:
-                await self.journal.append(
-                    "run.cancelled", run_id, run.job_id, {"status": "cancelling"}
+                # committed before the run.finished this call waits for
+                self.journal.post(
+                    "run.cancelled", run_id, run.job_id, {"status": "cancelling"}, wait=False
                 )
             active.stop.set()
             await active.done.wait()
@@ -290,7 +306,9 @@ class RunService:
         # a second cancel arriving meanwhile finds it here and waits for this one
         self._cancelling[run_id] = active
         try:
-            await self.journal.append("run.cancelled", run_id, run.job_id, {"status": "cancelling"})
+            self.journal.post(
+                "run.cancelled", run_id, run.job_id, {"status": "cancelling"}, wait=False
+            )
             await self.journal.append(
                 "run.finished",
                 run_id,

@@ -134,7 +134,12 @@ async def test_a_killed_engine_leaves_nothing_behind_after_restart(
         assert (await run_job(service, "short")).status is RunStatus.SUCCESS
         ids_now = [e.id for e in await service.journal.read(since=0, limit=10_000)]
         assert ids_now == sorted(set(ids_now))
-        assert not any((engine_world.data_dir / "work").iterdir())
+        # no run's work dir is left (what remains are spares kept for the next runs),
+        # and no file there holds arguments any more
+        work = engine_world.data_dir / "work"
+        assert not [p for p in work.iterdir() if p.name.startswith("run_")]
+        assert not [f for f in work.glob("*/.flwd/args.json") if f.read_bytes()]
+    assert not any((engine_world.data_dir / "work").iterdir())
 
 
 async def test_recovery_of_a_clean_shutdown_changes_nothing(engine_world: EngineWorld) -> None:

@@ -1,0 +1,213 @@
+"""Work directories of runs: `<data dir>/work/<run_id>/` with `.flwd/args.json`,
+`.flwd/results/` and `.flwd/artifacts/`.
+
+Creating directories and files is the slowest thing a no-op run does on some disks
+(ext4 on a virtual disk: ≈ 0.2-0.6 ms per `mkdir` or new file, more than spawning the
+process), so directories are recycled: a run's work dir that the job left as it found it
+(only the files flwd made, no links, same modes) becomes a spare, and the next run renames
+a spare into place and rewrites its `args.json`. Spares are made ahead in a worker thread;
+anything else a run left behind is renamed aside and deleted in the background. The file
+with the unmasked arguments is emptied before the run is reported over, whatever happens
+to its directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+_ARGS_MODE = 0o600
+_SUBDIRS = ("results", "artifacts")
+
+
+class WorkDirs:
+    def __init__(self, root: Path, *, spares: int) -> None:
+        self.root = root
+        self.spares = spares
+        self._pool: list[Path] = []
+        self._trash: list[Path] = []
+        self._names = itertools.count()
+        self._filler: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        #: the mode a directory gets here (from the umask), learnt from the first one made
+        self._dir_mode: int | None = None
+        self._closing = False
+
+    def open(self, run_id: str, args: dict[str, Any]) -> Path:
+        """The run's work dir, with its arguments written to `.flwd/args.json`."""
+        workdir = self.root / run_id
+        while self._pool:
+            spare = self._pool.pop()
+            try:
+                os.rename(spare, workdir)
+                break
+            except OSError:
+                self._throw_away(spare)
+        else:
+            _make(workdir)
+            if self._dir_mode is None:
+                self._dir_mode = stat.S_IMODE(os.lstat(workdir).st_mode)
+        self._refill()
+        # the only place unmasked secret arguments touch the disk: private, and emptied
+        # when the run ends
+        fd = os.open(
+            workdir / ".flwd" / "args.json",
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+            _ARGS_MODE,
+        )
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(msgspec.json.encode(args))
+        return workdir
+
+    def discard(self, workdir: Path) -> None:
+        """Empty the arguments file and rename the directory aside, now; then, in the
+        background, keep it as a spare if the job left it as it was made, or delete it."""
+        if not _empty_args(workdir / ".flwd" / "args.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(workdir / ".flwd" / "args.json")
+        aside = self.root / f".discarded-{workdir.name}"
+        try:
+            os.rename(workdir, aside)
+        except FileNotFoundError:
+            return
+        except OSError:
+            aside = workdir
+        self._trash.append(aside)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
+
+    async def aclose(self) -> None:
+        """Delete the spares and wait for background work: afterwards `work/` holds only
+        the directories of runs still active."""
+        self._closing = True
+        while self._filler is not None and not self._filler.done():
+            await asyncio.wait({self._filler})
+        for spare in self._pool:
+            self._throw_away(spare)
+        self._pool.clear()
+        while self._sweeper is not None and not self._sweeper.done():
+            await asyncio.wait({self._sweeper})
+
+    def _throw_away(self, path: Path) -> None:
+        self._trash.append(path)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
+
+    async def _sweep(self) -> None:
+        while self._trash:
+            paths, self._trash = self._trash, []
+            keep = self._dir_mode is not None and not self._closing
+            room = self.spares - len(self._pool) if keep else 0
+            names = [self.root / f".spare-{next(self._names)}" for _ in range(room)]
+            recycled = await asyncio.to_thread(_recycle_or_remove, paths, names, self._dir_mode)
+            self._pool.extend(recycled)
+
+    def _refill(self) -> None:
+        if self._closing or len(self._pool) >= self.spares // 2:
+            return
+        if self._filler is None or self._filler.done():
+            self._filler = asyncio.create_task(self._fill(), name="flwd-workdir-spares")
+
+    async def _fill(self) -> None:
+        while len(self._pool) < self.spares and not self._closing:
+            wanted = [self.root / f".spare-{next(self._names)}" for _ in range(self.spares)]
+            made = await asyncio.to_thread(_make_all, wanted[: self.spares - len(self._pool)])
+            if not made:
+                return
+            if self._dir_mode is None:
+                self._dir_mode = stat.S_IMODE(os.lstat(made[0]).st_mode)
+            self._pool.extend(made)
+
+
+def _make(workdir: Path) -> None:
+    os.makedirs(workdir / ".flwd", exist_ok=True)
+    for sub in _SUBDIRS:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(workdir / ".flwd" / sub)
+    os.close(os.open(workdir / ".flwd" / "args.json", os.O_WRONLY | os.O_CREAT, _ARGS_MODE))
+
+
+def _make_all(paths: list[Path]) -> list[Path]:
+    made = []
+    for path in paths:
+        try:
+            _make(path)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            break
+        made.append(path)
+    return made
+
+
+def _empty_args(path: Path) -> bool:
+    """Truncate the arguments file if it is still the regular file flwd wrote."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def _as_made(workdir: Path, dir_mode: int) -> bool:
+    """True if the work dir holds exactly what `_make` made (result files aside, which
+    are removed): no other file, no link, every mode as made."""
+    flwd = workdir / ".flwd"
+    try:
+        if os.listdir(workdir) != [".flwd"] or sorted(os.listdir(flwd)) != [
+            "args.json",
+            "artifacts",
+            "results",
+        ]:
+            return False
+        if not _is(workdir, stat.S_IFDIR, dir_mode) or not _is(flwd, stat.S_IFDIR, dir_mode):
+            return False
+        if not _is(flwd / "args.json", stat.S_IFREG, _ARGS_MODE):
+            return False
+        for sub in _SUBDIRS:
+            if not _is(flwd / sub, stat.S_IFDIR, dir_mode):
+                return False
+        if os.listdir(flwd / "artifacts"):
+            return False
+        for name in os.listdir(flwd / "results"):
+            if not _is(flwd / "results" / name, stat.S_IFREG, None):
+                return False
+            os.unlink(flwd / "results" / name)
+    except OSError:
+        return False
+    return True
+
+
+def _is(path: Path, kind: int, mode: int | None) -> bool:
+    info = os.lstat(path)
+    if stat.S_IFMT(info.st_mode) != kind:
+        return False
+    return mode is None or stat.S_IMODE(info.st_mode) == mode
+
+
+def _recycle_or_remove(paths: list[Path], names: list[Path], dir_mode: int | None) -> list[Path]:
+    """Rename directories left as made to the spare `names` (while names last); delete
+    the others."""
+    recycled: list[Path] = []
+    for path in paths:
+        if dir_mode is not None and len(recycled) < len(names) and _as_made(path, dir_mode):
+            spare = names[len(recycled)]
+            try:
+                os.rename(path, spare)
+            except OSError:
+                pass
+            else:
+                recycled.append(spare)
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+    return recycled
