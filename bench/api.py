@@ -87,6 +87,11 @@ class Server:
             raise SystemExit("server did not become ready; see server.log")
         self.ps = psutil.Process(self.proc.pid)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the server has used so far."""
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
     def rss_mb(self) -> float:
         return float(self.ps.memory_info().rss) / 2**20
 
@@ -293,11 +298,13 @@ async def fanout(server: Server, followers: int, lines: int) -> dict[str, Any]:
         clients = [_Follower(server.port, path, stamps) for _ in range(followers)]
         deadline = time.monotonic() + delay + lines / 10 + 120
         peak = server.rss_mb()
+        cpu_before = server.cpu_s()
         tasks = [asyncio.create_task(c.run(deadline)) for c in clients]
         while not all(t.done() for t in tasks):
             peak = max(peak, server.rss_mb())
             await asyncio.sleep(0.1)
         await asyncio.gather(*tasks)
+        cpu = server.cpu_s() - cpu_before
         logs = (await client.get(f"/runs/{run['run_id']}/logs")).json()["logs"]
     expected = [line["id"] for line in logs]
     assert len(expected) == lines, f"the run printed {len(expected)} lines, not {lines}"
@@ -313,6 +320,7 @@ async def fanout(server: Server, followers: int, lines: int) -> dict[str, Any]:
         "lag_p99_ms": pct(lags, 0.99),
         "lag_max_ms": max(lags) if lags else float("nan"),
         "peak_rss_mb": peak,
+        "server_cpu_s": cpu,
     }
 
 
