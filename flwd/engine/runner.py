@@ -21,6 +21,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ class ActiveRun:
     pgids: list[int] = field(default_factory=list)
     #: the commit of `run.created`, for a run queued before it was durable
     created: asyncio.Future[None] | None = None
+    started_at: datetime | None = None
+    #: commits of `step.started` (attempt 0) posted when the run started, by step id
+    step_started: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    #: the run as stored by its `run.finished`, once committed
+    final: Run | None = None
 
 
 class RunExecutor:
@@ -88,6 +94,45 @@ class RunExecutor:
         self.adopting = False
         self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 64))
 
+    def begin(self, active: ActiveRun) -> None:
+        """Queue `run.started`, and `step.started` of the steps that need none, at once
+        when the run gets its slot: for a run that starts as it is created they share
+        the commit of `run.created`, which is awaited anyway."""
+        run, job = active.run, active.job
+        active.started_at = utcnow()
+        self.journal.post(
+            "run.started",
+            run.run_id,
+            job.id,
+            {"status": "running"},
+            statements=[
+                rows.update_run(run.run_id, status="running", started_at=active.started_at)
+            ],
+            wait=False,
+        )
+        for step in job.steps:
+            if not step.needs:
+                active.step_started[step.id] = self._post_step_started(active, step, 0)
+
+    def _post_step_started(
+        self, active: ActiveRun, step: StepSpec, attempt: int
+    ) -> asyncio.Future[None]:
+        run = active.run
+        future = self.journal.post(
+            "step.started",
+            run.run_id,
+            active.job.id,
+            {"step_id": step.id, "attempt": attempt},
+            statements=[
+                rows.update_step(
+                    run.run_id, step.id, status="running", attempt=attempt, started_at=utcnow()
+                )
+            ],
+        )
+        assert future is not None
+        future.add_done_callback(_retrieve)  # a step never run must not log its failure
+        return future
+
     async def execute(self, active: ActiveRun) -> None:
         run, job = active.run, active.job
         workdir = self.work_root / run.run_id
@@ -106,15 +151,8 @@ class RunExecutor:
         error: str | None = None
         failures = self.journal.store.failures
         try:
-            # durable before any process starts: the first step.started waits for its commit
-            self.journal.post(
-                "run.started",
-                run.run_id,
-                job.id,
-                {"status": "running"},
-                statements=[rows.update_run(run.run_id, status="running", started_at=utcnow())],
-                wait=False,
-            )
+            if active.started_at is None:
+                self.begin(active)
             self.workdirs.open(run.run_id, active.args)
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
@@ -221,18 +259,13 @@ class RunExecutor:
                 cwd=str(workdir),
                 env=step_environment(self._base_env, job, step, active.args, flwd_env),
             )
+            started = active.step_started.pop(step.id, None) if attempt == 0 else None
+            if started is None:
+                started = self._post_step_started(active, step, attempt)
             self.pm.hook.prepare_step(context=ctx)
-            await self.journal.append(
-                "step.started",
-                run.run_id,
-                job.id,
-                {"step_id": step.id, "attempt": attempt},
-                statements=[
-                    rows.update_step(
-                        run.run_id, step.id, status="running", attempt=attempt, started_at=utcnow()
-                    )
-                ],
-            )
+            # durable before the process starts: after a crash the run is found running
+            # and its processes are killed, instead of it being queued and run again
+            await started
 
             async def record_pgid(pgid: int, step_id: str = step.id) -> None:
                 # not waited for: after a crash the run's processes are found by its id
@@ -394,9 +427,20 @@ class RunExecutor:
                 event,
                 statements=[rows.update_run(run.run_id, **fields)],
             )
+            active.final = msgspec.structs.replace(
+                run,
+                status=RunStatus(fields["status"]),
+                reason=FailureReason(fields["reason"]) if fields.get("reason") else None,
+                error=fields.get("error"),
+                exit_code=fields.get("exit_code"),
+                signal=fields.get("signal"),
+                result=result,
+                started_at=active.started_at,
+                finished_at=fields["finished_at"],
+            )
         finally:
             try:
-                self.workdirs.discard(workdir)
+                self.workdirs.discard(workdir, secret=bool(active.redactor))
             finally:
                 active.done.set()
 
@@ -413,6 +457,11 @@ class RunExecutor:
 
     async def aclose(self) -> None:
         await self.workdirs.aclose()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _committed(future: asyncio.Future[None]) -> bool:

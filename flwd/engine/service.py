@@ -240,6 +240,7 @@ class RunService:
         return run
 
     def _start(self, active: ActiveRun) -> None:
+        self.executor.begin(active)
         task = asyncio.create_task(self._execute(active), name=f"flwd-{active.run.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -281,6 +282,8 @@ class RunService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await active.done.wait()
+            if active.done.is_set() and active.final is not None:
+                return active.final  # what its committed run.finished stored
         return await self.get_run(run_id)
 
     async def cancel_run(self, run_id: str) -> Run:
@@ -302,7 +305,7 @@ class RunService:
                 )
             active.stop.set()
             await active.done.wait()
-            return await self.get_run(run_id)
+            return active.final or await self.get_run(run_id)
         # a second cancel arriving meanwhile finds it here and waits for this one
         self._cancelling[run_id] = active
         try:

@@ -6,9 +6,8 @@ Creating directories and files is the slowest thing a no-op run does on some dis
 process), so directories are recycled: a run's work dir that the job left as it found it
 (only the files flwd made, no links, same modes) becomes a spare, and the next run renames
 a spare into place and rewrites its `args.json`. Spares are made ahead in a worker thread;
-anything else a run left behind is renamed aside and deleted in the background. The file
-with the unmasked arguments is emptied before the run is reported over, whatever happens
-to its directory.
+anything else a run left behind is renamed aside and deleted in the background. A run with
+secret arguments has its arguments file emptied before it is reported over.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ class WorkDirs:
         #: the mode a directory gets here (from the umask), learnt from the first one made
         self._dir_mode: int | None = None
         self._closing = False
+        self._sweeping = 0  # directories the sweeper is looking at
 
     def open(self, run_id: str, args: dict[str, Any]) -> Path:
         """The run's work dir, with its arguments written to `.flwd/args.json`."""
@@ -57,22 +57,23 @@ class WorkDirs:
                 self._dir_mode = stat.S_IMODE(os.lstat(workdir).st_mode)
         self._refill()
         # the only place unmasked secret arguments touch the disk: private, and emptied
-        # when the run ends
+        # when the run ends (a spare's is empty already: no O_TRUNC, which is slow here)
         fd = os.open(
-            workdir / ".flwd" / "args.json",
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-            _ARGS_MODE,
+            workdir / ".flwd" / "args.json", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, _ARGS_MODE
         )
         with os.fdopen(fd, "wb") as handle:
             handle.write(msgspec.json.encode(args))
         return workdir
 
-    def discard(self, workdir: Path) -> None:
-        """Empty the arguments file and rename the directory aside, now; then, in the
-        background, keep it as a spare if the job left it as it was made, or delete it."""
-        if not _empty_args(workdir / ".flwd" / "args.json"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(workdir / ".flwd" / "args.json")
+    def discard(self, workdir: Path, *, secret: bool) -> None:
+        """Rename the directory aside now; then, in the background, empty its arguments
+        file and keep it as a spare if the job left it as it was made, or delete it.
+
+        With `secret` arguments the file is emptied now, before the run is reported over
+        (emptying a file is a slow disk operation here; arguments without secrets are in
+        the database anyway)."""
+        if secret:
+            _wipe_args(workdir)
         aside = self.root / f".discarded-{workdir.name}"
         try:
             os.rename(workdir, aside)
@@ -105,21 +106,30 @@ class WorkDirs:
         while self._trash:
             paths, self._trash = self._trash, []
             keep = self._dir_mode is not None and not self._closing
-            room = self.spares - len(self._pool) if keep else 0
+            room = 2 * self.spares - len(self._pool) if keep else 0
             names = [self.root / f".spare-{next(self._names)}" for _ in range(room)]
-            recycled = await asyncio.to_thread(_recycle_or_remove, paths, names, self._dir_mode)
+            self._sweeping = len(paths)
+            try:
+                recycled = await asyncio.to_thread(_recycle_or_remove, paths, names, self._dir_mode)
+            finally:
+                self._sweeping = 0
             self._pool.extend(recycled)
 
     def _refill(self) -> None:
-        if self._closing or len(self._pool) >= self.spares // 2:
+        # directories on their way back from finished runs count: most come back
+        coming = len(self._pool) + len(self._trash) + self._sweeping
+        if self._closing or coming >= self.spares // 2:
             return
         if self._filler is None or self._filler.done():
             self._filler = asyncio.create_task(self._fill(), name="flwd-workdir-spares")
 
     async def _fill(self) -> None:
-        while len(self._pool) < self.spares and not self._closing:
-            wanted = [self.root / f".spare-{next(self._names)}" for _ in range(self.spares)]
-            made = await asyncio.to_thread(_make_all, wanted[: self.spares - len(self._pool)])
+        while not self._closing:
+            missing = self.spares - len(self._pool) - len(self._trash) - self._sweeping
+            if missing <= 0:
+                return
+            wanted = [self.root / f".spare-{next(self._names)}" for _ in range(missing)]
+            made = await asyncio.to_thread(_make_all, wanted)
             if not made:
                 return
             if self._dir_mode is None:
@@ -145,6 +155,12 @@ def _make_all(paths: list[Path]) -> list[Path]:
             break
         made.append(path)
     return made
+
+
+def _wipe_args(workdir: Path) -> None:
+    if not _empty_args(workdir / ".flwd" / "args.json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(workdir / ".flwd" / "args.json")
 
 
 def _empty_args(path: Path) -> bool:
@@ -200,6 +216,7 @@ def _recycle_or_remove(paths: list[Path], names: list[Path], dir_mode: int | Non
     the others."""
     recycled: list[Path] = []
     for path in paths:
+        _wipe_args(path)
         if dir_mode is not None and len(recycled) < len(names) and _as_made(path, dir_mode):
             spare = names[len(recycled)]
             try:

@@ -44,8 +44,6 @@ _BATCH_BYTES = 8 * 1024 * 1024
 _QUEUE_BYTES = 16 * 1024 * 1024
 #: what a write of small statements counts for (a row of state, an event)
 _WRITE_BYTES = 256
-#: event-loop turns the writer waits, while writes keep arriving, before a commit
-_SETTLE_ROUNDS = 4
 
 
 class _Write:
@@ -196,13 +194,6 @@ class Store:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-                # let coroutines that are ready run first, while they keep queueing: what
-                # they queue shares the commit (a run's created/started/step events do)
-                for _ in range(_SETTLE_ROUNDS):
-                    queued = len(self._pending)
-                    await asyncio.sleep(0)
-                    if len(self._pending) == queued:
-                        break
                 continue
             batch: list[_Write] = []
             size = 0

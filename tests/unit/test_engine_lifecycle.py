@@ -230,3 +230,42 @@ async def test_runs_are_listed_newest_first_with_filters(engine_world: EngineWor
         failed, total = await service.list_runs(status=RunStatus.FAILED)
         assert total == 1 and failed[0].run_id == made[1].run_id
         assert (await service.list_runs(tenant="nobody"))[1] == 0
+
+
+async def test_wait_and_cancel_answer_exactly_what_is_stored(engine_world: EngineWorld) -> None:
+    # wait_run and cancel_run answer from memory once run.finished has committed; that
+    # answer must be the stored row, field for field, whatever way the run ended
+    engine_world.job("ok", {"command": 'echo \'{"n": 1.5, "s": ["x"]}\' > "$FLWD_RESULT_FILE"'})
+    engine_world.job("exits", {"command": "exit 3"})
+    engine_world.job("killed", {"command": "kill -KILL $$"})
+    engine_world.job(
+        "bad-result",
+        {"command": 'echo 7 > "$FLWD_RESULT_FILE"', "result_schema": {"type": "string"}},
+    )
+    engine_world.job("slow", {"command": "sleep 30", "timeout": "300ms"})
+    engine_world.job("long", {"command": "echo ready; sleep 30"})
+    async with engine_world.open(kill_grace=0.5) as service:
+        answers = [
+            await run_job(service, job_id, {})
+            for job_id in ("ok", "exits", "killed", "bad-result", "slow")
+        ]
+        created = await service.create_run("long", {})
+
+        async def ready() -> bool:
+            return any(x.message == "ready" for x in await service.read_logs(created.run_id))
+
+        await wait_for(ready, what="the long run to print")
+        answers.append(await service.cancel_run(created.run_id))
+        statuses = [a.status for a in answers]
+        assert statuses == [
+            RunStatus.SUCCESS,
+            RunStatus.FAILED,
+            RunStatus.FAILED,
+            RunStatus.FAILED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+        ]
+        assert answers[0].result is not None and answers[0].result.value == {"n": 1.5, "s": ["x"]}
+        for answer in answers:
+            assert answer == await service.get_run(answer.run_id)
+            assert answer.started_at is not None and answer.finished_at is not None
