@@ -182,18 +182,12 @@ async def event_chunks(
     fails or cuts a slow subscriber off (the client resumes from its last id)."""
     try:
         async for batch in batches:
-            frames: list[bytes | ServerSentEvent] = []
-            stopped = False
-            for event in batch:
-                frame = render(event)
-                if frame is not None:
-                    frames.append(frame)
-                if stop(event):
-                    stopped = True
-                    break
+            end = next((i + 1 for i, event in enumerate(batch) if stop(event)), None)
+            # Rendered lazily: at most one chunk of a long batch is held in memory.
+            frames = (frame for frame in map(render, batch[:end]) if frame is not None)
             for chunk in _chunk_frames(frames):
                 yield chunk
-            if stopped:
+            if end is not None:
                 break
     except SlowConsumer:
         # A subscriber that fell too far behind is cut off rather than buffered without

@@ -203,3 +203,19 @@ async def test_a_slow_consumer_cut_off_ends_the_body_quietly() -> None:
     source = batches_of([numbered(1)], [numbered(2)], fail=SlowConsumer("behind"))
     chunks = await chunks_of(source)
     assert [int(f["id"]) for f in frames(b"".join(chunks).decode())] == [1, 2]
+
+
+async def test_a_long_batch_is_rendered_one_chunk_at_a_time() -> None:
+    rendered: list[int] = []
+
+    def render(event: Event) -> bytes:
+        rendered.append(event.id)
+        return event_bytes(event)
+
+    big = [numbered(i, message="z" * 10_000) for i in range(1, 201)]  # ~2 MB of frames
+    chunks = event_chunks(batches_of(big), render, lambda e: False)
+    first = await anext(chunks)
+    assert len(first) >= MAX_CHUNK
+    assert len(rendered) < 50  # not the whole batch held in memory at once
+    rest = [chunk async for chunk in chunks]
+    assert [int(f["id"]) for f in frames(b"".join([first, *rest]).decode())] == list(range(1, 201))
