@@ -3,8 +3,10 @@ that keeps the head and the tail with a marker of what was dropped."""
 
 from __future__ import annotations
 
+import random
 import re
 
+from flwd.engine.output import _has_line_longer_than
 from flwd.states import RunStatus
 from tests.unit.engine_support import EngineWorld, events_of, output_lines, run_job
 
@@ -121,3 +123,21 @@ async def test_logs_can_be_read_from_an_id_and_limited(engine_world: EngineWorld
         page = await service.read_logs(run.run_id, since_id=logs[9].id, limit=5)
         assert [x.message for x in page] == ["11", "12", "13", "14", "15"]
         assert await service.read_logs(run.run_id, since_id=logs[-1].id) == []
+
+
+def test_the_long_line_check_agrees_with_splitting_into_lines() -> None:
+    # the scan jumps a line-limit ahead at a time: every place a line end can fall
+    # relative to the jumps, checked against the plain definition
+    def by_split(block: bytes, limit: int) -> bool:
+        return any(len(line) > limit for line in block.split(b"\n"))
+
+    rng = random.Random(7)
+    for _ in range(5000):
+        block = bytes(rng.choice(b"ab\n") for _ in range(rng.randint(0, 50)))
+        limit = rng.randint(0, 12)
+        assert _has_line_longer_than(block, limit) == by_split(block, limit), (block, limit)
+    for limit in (1, 5, 100):
+        assert not _has_line_longer_than(b"x" * limit, limit)
+        assert _has_line_longer_than(b"x" * (limit + 1), limit)
+        assert _has_line_longer_than(b"\n" * 3 + b"x" * (limit + 1) + b"\n", limit)
+        assert not _has_line_longer_than((b"x" * limit + b"\n") * 50, limit)
