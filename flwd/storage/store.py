@@ -44,6 +44,9 @@ _BATCH_BYTES = 8 * 1024 * 1024
 _QUEUE_BYTES = 16 * 1024 * 1024
 #: what a write of small statements counts for (a row of state, an event)
 _WRITE_BYTES = 256
+#: how long, and up to how many bytes, a write nobody waits for may wait for company
+_LINGER = 0.005
+_LINGER_BYTES = 1024 * 1024
 
 
 class _Write:
@@ -83,6 +86,7 @@ class Store:
         self._room = asyncio.Event()
         self._room.set()
         self._stopping = False
+        self._linger: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         #: batches that failed to commit since the store opened
@@ -140,9 +144,12 @@ class Store:
     ) -> asyncio.Future[None] | None:
         """Queue a write now and return the future of its commit (None without `wait`).
 
-        Writes are applied in the order they were queued. `size` is what the write counts
-        for against the queue's byte bound. A write nobody waits for that fails is logged,
-        and counted in `failures`.
+        Writes are applied in the order they were queued. A write someone waits for is
+        committed at once, with everything queued before it; one nobody waits for may
+        wait up to `_LINGER` seconds (or until `_LINGER_BYTES` are queued) for company,
+        so that the few writes of a run share commits instead of costing one each.
+        `size` is what the write counts for against the queue's byte bound. A write nobody
+        waits for that fails is logged, and counted in `failures`.
         """
         if self._task is None or self._task.done() or self._stopping:
             raise StorageError("the store's writer is not running")
@@ -151,7 +158,10 @@ class Store:
         self._queued_bytes += size
         if self._queued_bytes >= _QUEUE_BYTES:
             self._room.clear()
-        self._wakeup.set()
+        if wait or not _LINGER or self._queued_bytes >= _LINGER_BYTES:
+            self._wakeup.set()
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(_LINGER, self._wakeup.set)
         return future
 
     async def room(self) -> None:
@@ -189,11 +199,14 @@ class Store:
 
     async def _write_loop(self) -> None:
         while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._linger is not None:
+                self._linger.cancel()
+                self._linger = None
             if not self._pending:
                 if self._stopping:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
                 continue
             batch: list[_Write] = []
             size = 0
@@ -201,6 +214,8 @@ class Store:
                 write = self._pending.popleft()
                 batch.append(write)
                 size += write.size
+            if self._pending:  # a full batch: the rest goes next, without lingering
+                self._wakeup.set()
             self._queued_bytes -= size
             if self._queued_bytes < _QUEUE_BYTES:
                 self._room.set()

@@ -15,7 +15,7 @@ from flwd.models import utcnow
 from flwd.states import RunStatus
 from flwd.storage.schema import SCHEMA_VERSION
 from flwd.storage.store import Store
-from tests.unit.engine_support import EngineWorld, run_job
+from tests.unit.engine_support import EngineWorld, run_job, wait_for
 
 pytest_plugins = ["tests.unit.conftest_engine"]
 
@@ -161,3 +161,30 @@ async def test_a_read_sees_every_commit_made_before_it_started(tmp_path: Path) -
         )
         assert [tuple(row) for row in first] == [(1,), (1,)]
         assert second is not None and tuple(second) == (1,)
+
+
+async def test_writes_nobody_waits_for_are_committed_soon_and_in_order(tmp_path: Path) -> None:
+    committed: list[list[Record]] = []
+
+    def write(i: int, *, wait: bool) -> asyncio.Future[None] | None:
+        record = Record(id=i, last_id=i, run_id="r", job_id="j", type="t", ts=utcnow(), data={})
+        insert = (
+            "INSERT INTO events (id, last_id, run_id, job_id, type, ts, data) "
+            "VALUES (?, ?, 'r', 'j', 't', '', x'7b7d')",
+            (i, i),
+        )
+        return store.write([insert], [record], wait=wait)
+
+    async with Store(tmp_path / "flwd.db", on_commit=committed.append) as store:
+        # alone, it lingers a moment for company, then is committed all the same
+        assert write(1, wait=False) is None
+        await wait_for(lambda: committed, timeout=5, what="the lingering write to commit")
+        # a write someone waits for takes those queued before it into its commit
+        write(2, wait=False)
+        write(3, wait=False)
+        future = write(4, wait=True)
+        assert future is not None
+        await future
+        assert [[r.id for r in batch] for batch in committed] == [[1], [2, 3, 4]]
+        (count,) = await store.fetchone("SELECT COUNT(*) FROM events")  # type: ignore[misc]
+        assert count == 4
