@@ -274,3 +274,19 @@ async def test_feed_of_a_finished_run_ends(engine_world: EngineWorld) -> None:
                 after,
             )
         assert after == []
+
+
+async def test_idle_rechecks_of_the_store_lose_and_repeat_nothing(
+    engine_world: EngineWorld,
+) -> None:
+    engine_world.job("pause", {"command": "echo before; sleep 0.4; echo after"})
+    async with engine_world.open() as service:
+        created = await service.create_run("pause", {})
+        feed = EventFeed(service.journal, service.run_ended, idle_recheck=0.02)
+        batches: list[list[Event]] = []
+        async with asyncio.timeout(5):  # ~20 idle rechecks while the job sleeps
+            await _collect(
+                feed.follow(since=None, run_id=created.run_id, until_terminal=True), batches
+            )
+        assert flat(batches) == await events_of(service, created.run_id)
+        assert flat(batches)[-1].type == "run.finished"
