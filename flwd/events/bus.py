@@ -1,8 +1,9 @@
 """In-memory fan-out of committed journal records to any number of subscribers.
 
-A subscriber that falls more than `maxsize` records behind is cut off (`SlowConsumer`)
-instead of making the server drop events for others or grow without bound; it resumes
-from the last id it saw, which the journal can always replay.
+A subscriber that falls more than `maxsize` records (or `maxbytes` of output text) behind
+is cut off (`SlowConsumer`) instead of making the server drop events for others or grow
+without bound; it resumes from the last id it saw, which the journal can always replay.
+The byte bound matters for output: one record is a chunk of up to 64 KiB of lines.
 
 Publishing is cheap per subscriber because hundreds may follow one run: subscribers are
 indexed by the run they follow, a publish appends to their queues and resolves at most one
@@ -23,13 +24,22 @@ class SlowConsumer(Exception):
     """The subscriber could not keep up and was disconnected; resume from its last id."""
 
 
+def _size(record: Record) -> int:
+    """Roughly what holding `record` costs: its output text plus a fixed overhead."""
+    return 256 + (len(record.text) if record.text is not None else 0)
+
+
 class Subscription:
-    def __init__(self, bus: EventBus, run_id: str | None, job_id: str | None, maxsize: int) -> None:
+    def __init__(
+        self, bus: EventBus, run_id: str | None, job_id: str | None, maxsize: int, maxbytes: int
+    ) -> None:
         self._bus = bus
         self.run_id = run_id
         self.job_id = job_id
         self.maxsize = maxsize
+        self.maxbytes = maxbytes
         self._queue: deque[Record] = deque()
+        self._bytes = 0
         self.overflowed = False
         self._waiter: asyncio.Future[bool] | None = None
         # One timer per subscription, re-armed lazily: a chatty run wakes its followers
@@ -45,12 +55,15 @@ class Subscription:
                 continue
             if self.job_id is not None and record.job_id != self.job_id:
                 continue
-            if len(queue) >= self.maxsize:
+            size = _size(record)
+            if len(queue) >= self.maxsize or self._bytes + size > self.maxbytes:
                 self.overflowed = True
                 queue.clear()
+                self._bytes = 0
                 self._bus.unsubscribe(self)
                 break
             queue.append(record)
+            self._bytes += size
         waiter = self._waiter
         if (queue or self.overflowed) and waiter is not None and not waiter.done():
             waiter.set_result(True)
@@ -92,7 +105,9 @@ class Subscription:
                 raise SlowConsumer("subscriber fell too far behind")
             if not await self._wait(poll):
                 return None
-        return self._queue.popleft()
+        record = self._queue.popleft()
+        self._bytes -= _size(record)
+        return record
 
     async def take(self, poll: float | None = None) -> list[Record]:
         """Every queued record (at least one), or [] when `poll` seconds pass first."""
@@ -103,6 +118,7 @@ class Subscription:
                 return []
         records = list(self._queue)
         self._queue.clear()
+        self._bytes = 0
         return records
 
     @property
@@ -124,15 +140,21 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, maxsize: int = 4096) -> None:
+    def __init__(self, maxsize: int = 4096, maxbytes: int = 16 * 2**20) -> None:
         self.maxsize = maxsize
+        self.maxbytes = maxbytes
         self._by_run: dict[str, set[Subscription]] = {}
         self._unfiltered: set[Subscription] = set()  # not tied to one run
 
     def subscribe(
-        self, *, run_id: str | None = None, job_id: str | None = None, maxsize: int | None = None
+        self,
+        *,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        maxsize: int | None = None,
+        maxbytes: int | None = None,
     ) -> Subscription:
-        sub = Subscription(self, run_id, job_id, maxsize or self.maxsize)
+        sub = Subscription(self, run_id, job_id, maxsize or self.maxsize, maxbytes or self.maxbytes)
         if run_id is None:
             self._unfiltered.add(sub)
         else:

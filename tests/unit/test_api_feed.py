@@ -290,3 +290,30 @@ async def test_idle_rechecks_of_the_store_lose_and_repeat_nothing(
             )
         assert flat(batches) == await events_of(service, created.run_id)
         assert flat(batches)[-1].type == "run.finished"
+
+
+async def test_a_subscriber_holding_too_many_bytes_of_output_is_cut_off() -> None:
+    bus = EventBus(maxbytes=100_000)
+
+    def chunk(event_id: int) -> Record:
+        return Record(
+            id=event_id,
+            last_id=event_id,
+            run_id="run_a",
+            job_id="job",
+            type="run.output",
+            ts=STAMP,
+            data={},
+            text="x" * 30_000,
+        )
+
+    with bus.subscribe(run_id="run_a") as stalled, bus.subscribe(run_id="run_a") as reader:
+        for i in range(1, 4):  # 3 x 30 kB: within the bound
+            bus.publish([chunk(i)])
+        assert stalled.pending == 3 and not stalled.overflowed
+        assert [r.id for r in await reader.take(0.1)] == [1, 2, 3]
+        bus.publish([chunk(4)])  # 120 kB queued for the stalled one: cut off, not held
+        assert stalled.overflowed and stalled.pending == 0
+        with pytest.raises(SlowConsumer):
+            await stalled.take(0.1)
+        assert [r.id for r in await reader.take(0.1)] == [4]  # the reader kept up
