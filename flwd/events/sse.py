@@ -109,10 +109,13 @@ def end_frame(run_id: str, status: str, event_id: int | None) -> ServerSentEvent
 class _FrameCache:
     """Encoded frames by (kind, event id). With many followers of one run every event is
     encoded once instead of once per subscriber; event ids are global, so keys never
-    clash. Bounded: old entries are dropped first."""
+    clash. Bounded in entries and in bytes (a frame can hold a 16 KiB line): old entries
+    are dropped first."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 4096, max_bytes: int = 8 * 2**20) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._frames: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
     def get(self, kind: str, event: Event, encode: Callable[[Event], ServerSentEvent]) -> bytes:
@@ -121,8 +124,9 @@ class _FrameCache:
         if frame is None:
             frame = encode(event).encode()
             self._frames[key] = frame
-            if len(self._frames) > self.size:
-                self._frames.popitem(last=False)
+            self.bytes += len(frame)
+            while len(self._frames) > self.size or self.bytes > self.max_bytes:
+                self.bytes -= len(self._frames.popitem(last=False)[1])
         return frame
 
 

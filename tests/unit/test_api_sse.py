@@ -14,6 +14,7 @@ from flwd.events.bus import SlowConsumer
 from flwd.events.sse import (
     MAX_CHUNK,
     RUN_FINISHED,
+    _FrameCache,
     event_bytes,
     event_chunks,
     event_frame,
@@ -219,3 +220,13 @@ async def test_a_long_batch_is_rendered_one_chunk_at_a_time() -> None:
     assert len(rendered) < 50  # not the whole batch held in memory at once
     rest = [chunk async for chunk in chunks]
     assert [int(f["id"]) for f in frames(b"".join([first, *rest]).decode())] == list(range(1, 201))
+
+
+def test_the_shared_frame_cache_is_bounded_in_entries_and_bytes() -> None:
+    cache = _FrameCache(size=10, max_bytes=50_000)
+    for i in range(1, 31):
+        frame = cache.get("event", numbered(i, message="w" * 10_000), event_frame)
+        assert frame.startswith(f"id: {i}\n".encode())
+        assert len(cache._frames) <= 10 and cache.bytes <= 50_000
+    assert cache.bytes == sum(len(f) for f in cache._frames.values())
+    assert list(cache._frames)[-1] == ("event", 30)  # the newest kept, the oldest dropped
