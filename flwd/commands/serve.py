@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import socket
 from typing import Any
@@ -13,6 +14,7 @@ import msgspec
 import uvicorn
 
 from flwd import __version__
+from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
 from flwd.settings import Settings, SettingsError, load_settings
 
@@ -113,6 +115,7 @@ def serve(
         profile=profile,
         access_log=access_log,
     )
+    _check_data_dir_free(settings)
     _configure_logging(settings.access_log)
     app = create_app(settings, make_plugin_manager())
     server = _Server(uvicorn_config(settings, app), settings)
@@ -123,7 +126,18 @@ def serve(
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     if not server.started:
-        raise click.ClickException(f"could not start on {settings.host}:{settings.port}")
+        raise CliError(f"could not start on {settings.host}:{settings.port}", exit_code=1)
+
+
+def _check_data_dir_free(settings: Settings) -> None:
+    """Refuse a busy data dir with one line before uvicorn starts: a failure inside the
+    app's start-up would be reported by uvicorn as a traceback."""
+    from flwd.engine.service import DataDirBusy, lock_data_dir
+
+    try:
+        os.close(lock_data_dir(settings))
+    except DataDirBusy as exc:
+        raise CliError(exc.detail, exit_code=1) from None
 
 
 @click.command()

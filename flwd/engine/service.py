@@ -54,6 +54,22 @@ class DataDirBusy(FlwdError):
     """Another flwd engine (a server, or a local `flwd run`) is using this data dir."""
 
 
+def lock_data_dir(settings: Settings) -> int:
+    """Take the data dir's engine lock (held while the returned descriptor is open), or
+    raise `DataDirBusy`: one engine — a server or a local `flwd run` — per data dir."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.data_path / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirBusy(
+            f"another flwd process is using the data dir {settings.data_dir}; "
+            "stop it, use another --data-dir, or talk to the server with --server URL"
+        ) from None
+    return fd
+
+
 class RunService:
     def __init__(
         self,
@@ -133,17 +149,7 @@ class RunService:
         self._unlock_data_dir()
 
     def _lock_data_dir(self) -> None:
-        self.settings.data_path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.settings.data_path / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DataDirBusy(
-                f"another flwd process is using the data dir {self.settings.data_dir}; "
-                "stop it, use another --data-dir, or talk to the server with --server URL"
-            ) from None
-        self._lock_fd = fd
+        self._lock_fd = lock_data_dir(self.settings)
 
     def _unlock_data_dir(self) -> None:
         if self._lock_fd is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,6 +172,12 @@ def test_ctrl_c_cancels_the_run_and_every_process(cli_env: dict[str, str]) -> No
 
         busy = flwd(cli_env, "run", "greet")
         assert busy.returncode == 2 and "another flwd process is using the data dir" in busy.stderr
+        with socket.socket() as sock:  # a free port, in case the server wrongly started
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
+        server = flwd(cli_env, "serve", "--port", port, timeout=30)
+        assert server.returncode == 1 and "Traceback" not in server.stderr
+        assert server.stderr.startswith("error: another flwd process is using the data dir")
 
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
