@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +79,46 @@ async def test_prepare_step_and_run_event_reach_the_engine(tmp_path: Path) -> No
     assert "run.output" in types and "step.finished" in types
     ids = [e.id for e in recorder.events]
     assert ids == sorted(set(ids)), "run_event must see every event once, in id order"
+
+
+def _installed_extension(root: Path) -> Path:
+    """An extension as pip would install it: a module plus a dist-info whose
+    entry_points.txt names it in the `flwd` group; it adds a `flwd hello` command."""
+    (root / "flwd_hello_ext.py").write_text(
+        "import click\n"
+        "from flwd.hookspecs import hookimpl\n\n"
+        "@click.command('hello')\n"
+        "def hello() -> None:\n"
+        "    click.echo('hello from an extension')\n\n"
+        "@hookimpl\n"
+        "def register_commands(cli):\n"
+        "    cli.add_command(hello)\n"
+    )
+    info = root / "flwd_hello_ext-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: flwd-hello-ext\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[flwd]\nhello = flwd_hello_ext\n")
+    return root
+
+
+def test_an_installed_extension_is_loaded_from_the_entry_point_group(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(_installed_extension(tmp_path))}
+    listed = subprocess.run(
+        [sys.executable, "-m", "flwd", "plugins", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+    assert plugins["hello"] == {"name": "hello", "builtin": False, "hooks": ["register_commands"]}
+    hello = subprocess.run(
+        [sys.executable, "-m", "flwd", "hello"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (hello.returncode, hello.stdout) == (0, "hello from an extension\n")
