@@ -153,7 +153,7 @@ class RunExecutor:
         try:
             if active.started_at is None:
                 self.begin(active)
-            self.workdirs.open(run.run_id, active.args)
+            await self.workdirs.open(run.run_id, active.args)
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, workdir, output, outcomes, results)
@@ -310,6 +310,8 @@ class RunExecutor:
         outcome: Outcome,
     ) -> Outcome:
         problem: str | None = None
+        if not os.path.lexists(path):  # most steps write none: no hop to a thread
+            return outcome
         try:
             raw = await asyncio.to_thread(_read_result, path)
             if raw is None:

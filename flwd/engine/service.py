@@ -100,6 +100,7 @@ class RunService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idempotency = asyncio.Lock()
         self._cancelling: dict[str, ActiveRun] = {}  # waiting runs being cancelled
+        self._cancel_calls: dict[str, asyncio.Future[Run]] = {}
         self._lock_fd: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -293,12 +294,37 @@ class RunService:
         return await self.get_run(run_id)
 
     async def cancel_run(self, run_id: str) -> Run:
+        # a cancel arriving while another is in progress (a double click, a retried
+        # request) gets that one's answer
+        joined = self._cancel_calls.get(run_id)
+        if joined is not None:
+            return await asyncio.shield(joined)
+        answer: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(_retrieve)
+        self._cancel_calls[run_id] = answer
+        try:
+            run = await self._cancel(run_id)
+        except asyncio.CancelledError:
+            answer.cancel()
+            raise
+        except BaseException as exc:
+            answer.set_exception(exc)
+            raise
+        finally:
+            del self._cancel_calls[run_id]
+        answer.set_result(run)
+        return run
+
+    async def _cancel(self, run_id: str) -> Run:
         run = await self.get_run(run_id)
         if run.status in TERMINAL_RUN:
             raise RunNotCancellable(run_id, run.status.value)
         active = self.scheduler.get(run_id) or self._cancelling.get(run_id)
-        if active is None:  # it ended while we looked: say how
-            raise RunNotCancellable(run_id, (await self.get_run(run_id)).status.value)
+        if active is None:  # it ended while we looked
+            now = await self.get_run(run_id)
+            if now.status is RunStatus.CANCELLED:  # by a cancel racing this one: same end
+                return now
+            raise RunNotCancellable(run_id, now.status.value)
         first_request = not active.cancel_requested
         active.cancel_requested = True
         # off the queue before the first await: a slot freed meanwhile must not start it
@@ -455,6 +481,11 @@ class RunService:
                     ),
                 )
             )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # an answer nobody joined must not be logged as unretrieved
 
 
 def _fingerprint(job_id: str, masked_args: dict[str, Any], tenant: str) -> str:

@@ -5,8 +5,9 @@ Creating directories and files is the slowest thing a no-op run does on some dis
 (ext4 on a virtual disk: ≈ 0.2-0.6 ms per `mkdir` or new file, more than spawning the
 process), so directories are recycled: a run's work dir that the job left as it found it
 (only the files flwd made, no links, same modes) becomes a spare, and the next run renames
-a spare into place and rewrites its `args.json`. Spares are made ahead in a worker thread;
-anything else a run left behind is renamed aside and deleted in the background. A run with
+a spare into place and rewrites its `args.json`. All of it happens in worker threads:
+spares are made ahead, a finished run's dir is checked and recycled or deleted in the
+background. A run with
 secret arguments has its arguments file emptied before it is reported over.
 """
 
@@ -41,32 +42,19 @@ class WorkDirs:
         self._closing = False
         self._sweeping = 0  # directories the sweeper is looking at
 
-    def open(self, run_id: str, args: dict[str, Any]) -> Path:
-        """The run's work dir, with its arguments written to `.flwd/args.json`."""
+    async def open(self, run_id: str, args: dict[str, Any]) -> Path:
+        """The run's work dir, with its arguments written to `.flwd/args.json` (in a
+        worker thread: these are slow disk operations here)."""
         workdir = self.root / run_id
-        while self._pool:
-            spare = self._pool.pop()
-            try:
-                os.rename(spare, workdir)
-                break
-            except OSError:
-                self._throw_away(spare)
-        else:
-            _make(workdir)
-            if self._dir_mode is None:
-                self._dir_mode = stat.S_IMODE(os.lstat(workdir).st_mode)
+        spare = self._pool.pop() if self._pool else None
         self._refill()
-        # the only place unmasked secret arguments touch the disk: private, and emptied
-        # when the run ends (a spare's is empty already: no O_TRUNC, which is slow here)
-        fd = os.open(
-            workdir / ".flwd" / "args.json", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, _ARGS_MODE
-        )
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(msgspec.json.encode(args))
+        made = await asyncio.to_thread(_open, workdir, spare, msgspec.json.encode(args))
+        if made is not None and self._dir_mode is None:
+            self._dir_mode = made
         return workdir
 
     def discard(self, workdir: Path, *, secret: bool) -> None:
-        """Rename the directory aside now; then, in the background, empty its arguments
+        """Rename the directory out of the way now; in the background, empty its arguments
         file and keep it as a spare if the job left it as it was made, or delete it.
 
         With `secret` arguments the file is emptied now, before the run is reported over
@@ -74,28 +62,30 @@ class WorkDirs:
         the database anyway)."""
         if secret:
             _wipe_args(workdir)
-        aside = self.root / f".discarded-{workdir.name}"
+        aside = self.root / f".spare-{next(self._names)}"
         try:
             os.rename(workdir, aside)
         except FileNotFoundError:
             return
         except OSError:
             aside = workdir
-        self._trash.append(aside)
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
+        self._throw_away(aside)
 
     async def aclose(self) -> None:
         """Delete the spares and wait for background work: afterwards `work/` holds only
         the directories of runs still active."""
         self._closing = True
-        while self._filler is not None and not self._filler.done():
-            await asyncio.wait({self._filler})
-        for spare in self._pool:
-            self._throw_away(spare)
-        self._pool.clear()
-        while self._sweeper is not None and not self._sweeper.done():
-            await asyncio.wait({self._sweeper})
+        while True:
+            for task in (self._filler, self._sweeper):
+                if task is not None and not task.done():
+                    await asyncio.wait({task})
+            if not self._pool and not self._trash:
+                return
+            # a sweep that began before closing may have added spares
+            spares, self._pool = self._pool, []
+            self._trash.extend(spares)
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
 
     def _throw_away(self, path: Path) -> None:
         self._trash.append(path)
@@ -107,10 +97,9 @@ class WorkDirs:
             paths, self._trash = self._trash, []
             keep = self._dir_mode is not None and not self._closing
             room = 2 * self.spares - len(self._pool) if keep else 0
-            names = [self.root / f".spare-{next(self._names)}" for _ in range(room)]
             self._sweeping = len(paths)
             try:
-                recycled = await asyncio.to_thread(_recycle_or_remove, paths, names, self._dir_mode)
+                recycled = await asyncio.to_thread(_recycle_or_remove, paths, room, self._dir_mode)
             finally:
                 self._sweeping = 0
             self._pool.extend(recycled)
@@ -135,6 +124,29 @@ class WorkDirs:
             if self._dir_mode is None:
                 self._dir_mode = stat.S_IMODE(os.lstat(made[0]).st_mode)
             self._pool.extend(made)
+
+
+def _open(workdir: Path, spare: Path | None, args: bytes) -> int | None:
+    """Rename `spare` to `workdir` (or make it) and write the arguments; the mode of a
+    directory made here, None when a spare was used."""
+    made: int | None = None
+    try:
+        if spare is None:
+            raise FileNotFoundError
+        os.rename(spare, workdir)
+    except OSError:
+        if spare is not None:
+            shutil.rmtree(spare, ignore_errors=True)
+        _make(workdir)
+        made = stat.S_IMODE(os.lstat(workdir).st_mode)
+    # the only place unmasked secret arguments touch the disk: private, and emptied
+    # when the run ends (a spare's is empty already: no O_TRUNC, which is slow here)
+    fd = os.open(
+        workdir / ".flwd" / "args.json", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, _ARGS_MODE
+    )
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(args)
+    return made
 
 
 def _make(workdir: Path) -> None:
@@ -211,20 +223,15 @@ def _is(path: Path, kind: int, mode: int | None) -> bool:
     return mode is None or stat.S_IMODE(info.st_mode) == mode
 
 
-def _recycle_or_remove(paths: list[Path], names: list[Path], dir_mode: int | None) -> list[Path]:
-    """Rename directories left as made to the spare `names` (while names last); delete
-    the others."""
+def _recycle_or_remove(paths: list[Path], room: int, dir_mode: int | None) -> list[Path]:
+    """The spares among `paths` (left as made, up to `room` of them); the others are
+    deleted."""
     recycled: list[Path] = []
     for path in paths:
         _wipe_args(path)
-        if dir_mode is not None and len(recycled) < len(names) and _as_made(path, dir_mode):
-            spare = names[len(recycled)]
-            try:
-                os.rename(path, spare)
-            except OSError:
-                pass
-            else:
-                recycled.append(spare)
-                continue
-        shutil.rmtree(path, ignore_errors=True)
+        spare = path.name.startswith(".spare-") and dir_mode is not None
+        if spare and len(recycled) < room and _as_made(path, dir_mode or 0):
+            recycled.append(path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
     return recycled
