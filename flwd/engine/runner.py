@@ -92,7 +92,6 @@ class RunExecutor:
         self._base_env = inherited_environment()
         #: escaped processes are found among this process's children (see processes.py)
         self.adopting = False
-        self._executing = 0  # runs in `execute`
         self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 64))
 
     def begin(self, active: ActiveRun) -> None:
@@ -151,11 +150,10 @@ class RunExecutor:
         timer: asyncio.TimerHandle | None = None
         error: str | None = None
         failures = self.journal.store.failures
-        self._executing += 1
         try:
             if active.started_at is None:
                 self.begin(active)
-            await self.workdirs.open(run.run_id, active.args, alone=self._executing == 1)
+            self.workdirs.open(run.run_id, active.args)
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, workdir, output, outcomes, results)
@@ -167,7 +165,6 @@ class RunExecutor:
                 timer.cancel()
             if error is None and self.journal.store.failures != failures:
                 error = "internal error: a storage write failed while the run was active"
-            self._executing -= 1
             await self._finish(active, workdir, output, outcomes, results, error)
 
     async def _run_dag(
