@@ -135,7 +135,9 @@ class RunExecutor:
 
     async def execute(self, active: ActiveRun) -> None:
         run, job = active.run, active.job
-        workdir = self.work_root / run.run_id
+        # paths are strings on the way of every run: pathlib objects cost more than the
+        # rest of building a step's environment
+        workdir = f"{self.work_root}/{run.run_id}"
         output = RunOutput(
             self.journal,
             run.run_id,
@@ -153,7 +155,7 @@ class RunExecutor:
         try:
             if active.started_at is None:
                 self.begin(active)
-            self.workdirs.open(run.run_id, active.args)
+            self.workdirs.open(workdir, active.args)
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, workdir, output, outcomes, results)
@@ -170,7 +172,7 @@ class RunExecutor:
     async def _run_dag(
         self,
         active: ActiveRun,
-        workdir: Path,
+        workdir: str,
         output: RunOutput,
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
@@ -231,12 +233,12 @@ class RunExecutor:
         self,
         active: ActiveRun,
         step: StepSpec,
-        workdir: Path,
+        workdir: str,
         output: RunOutput,
         results: dict[str, Any],
     ) -> Outcome:
         run, job = active.run, active.job
-        result_file = workdir / ".flwd" / "results" / f"{step.id}.json"
+        result_file = f"{workdir}/.flwd/results/{step.id}.json"
         outcome = Outcome(status=StepStatus.CANCELLED)
         for attempt in range(step.retries + 1):
             flwd_env = {
@@ -244,10 +246,10 @@ class RunExecutor:
                 "FLWD_JOB_ID": job.id,
                 "FLWD_STEP_ID": step.id,
                 "FLWD_ATTEMPT": str(attempt),
-                "FLWD_RUN_DIR": str(workdir),
-                "FLWD_ARGS_FILE": str(workdir / ".flwd" / "args.json"),
-                "FLWD_RESULT_FILE": str(result_file),
-                "FLWD_ARTIFACTS_DIR": str(workdir / ".flwd" / "artifacts"),
+                "FLWD_RUN_DIR": workdir,
+                "FLWD_ARGS_FILE": f"{workdir}/.flwd/args.json",
+                "FLWD_RESULT_FILE": result_file,
+                "FLWD_ARTIFACTS_DIR": f"{workdir}/.flwd/artifacts",
             }
             ctx = StepContext(
                 run=run,
@@ -256,7 +258,7 @@ class RunExecutor:
                 settings=self.settings,
                 attempt=attempt,
                 argv=list(step.argv),
-                cwd=str(workdir),
+                cwd=workdir,
                 env=step_environment(self._base_env, job, step, active.args, flwd_env),
             )
             started = active.step_started.pop(step.id, None) if attempt == 0 else None
@@ -298,14 +300,14 @@ class RunExecutor:
             if last or active.stop.is_set():
                 return outcome
             with contextlib.suppress(FileNotFoundError):
-                result_file.unlink()
+                os.unlink(result_file)
         return outcome
 
     async def _collect_result(
         self,
         active: ActiveRun,
         step: StepSpec,
-        path: Path,
+        path: str,
         results: dict[str, Any],
         outcome: Outcome,
     ) -> Outcome:
@@ -383,7 +385,7 @@ class RunExecutor:
     async def _finish(
         self,
         active: ActiveRun,
-        workdir: Path,
+        workdir: str,
         output: RunOutput,
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
@@ -393,10 +395,10 @@ class RunExecutor:
         try:
             await self._stop_escaped(active)
             await output.finish()
-            artifacts_dir = workdir / ".flwd" / "artifacts"
+            artifacts_dir = f"{workdir}/.flwd/artifacts"
             if _has_entries(artifacts_dir):
                 artifacts = await collect_artifacts(
-                    artifacts_dir, self.blob_root, run.run_id, active.redactor
+                    Path(artifacts_dir), self.blob_root, run.run_id, active.redactor
                 )
                 for artifact in artifacts:
                     self.journal.store.write([rows.insert_artifact(artifact)], wait=False)
@@ -471,7 +473,7 @@ def _committed(future: asyncio.Future[None]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def _has_entries(path: Path) -> bool:
+def _has_entries(path: str) -> bool:
     try:
         with os.scandir(path) as entries:
             return next(entries, None) is not None
@@ -488,7 +490,7 @@ class _ResultProblem(Exception):
     pass
 
 
-def _read_result(path: Path) -> bytes | None:
+def _read_result(path: str) -> bytes | None:
     """The bytes of a step's result file, None when it wrote none.
 
     Only a regular file is read: never through a symbolic link (a job could otherwise

@@ -34,8 +34,8 @@ class WorkDirs:
     def __init__(self, root: Path, *, spares: int) -> None:
         self.root = root
         self.spares = spares
-        self._pool: list[Path] = []
-        self._trash: list[Path] = []
+        self._pool: list[str] = []
+        self._trash: list[str] = []
         self._names = itertools.count()
         self._filler: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -43,9 +43,9 @@ class WorkDirs:
         self._dir_mode: int | None = None
         self._closing = False
 
-    def open(self, run_id: str, args: dict[str, Any]) -> Path:
-        """The run's work dir, with its arguments written to `.flwd/args.json`."""
-        workdir = self.root / run_id
+    def open(self, workdir: str, args: dict[str, Any]) -> None:
+        """Make the run's work dir (`<root>/<run_id>`), with its arguments written to
+        `.flwd/args.json`."""
         while self._pool:
             spare = self._pool.pop()
             try:
@@ -60,17 +60,16 @@ class WorkDirs:
         self._refill()
         # the only place unmasked secret arguments touch the disk: private, and blanked
         # out when the run ends
-        _write_args(workdir / ".flwd" / "args.json", msgspec.json.encode(args))
-        return workdir
+        _write_args(f"{workdir}/.flwd/args.json", msgspec.json.encode(args))
 
-    def discard(self, workdir: Path, *, secret: bool) -> None:
+    def discard(self, workdir: str, *, secret: bool) -> None:
         """Take a finished run's work dir out of the way: a spare if the job left it as it
         was made, else deleted in the background. With `secret` arguments, they are
         blanked out first."""
-        if secret and not _blank(workdir / ".flwd" / "args.json"):
+        if secret and not _blank(f"{workdir}/.flwd/args.json"):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(workdir / ".flwd" / "args.json")
-        aside = self.root / f".spare-{next(self._names)}"
+                os.unlink(f"{workdir}/.flwd/args.json")
+        aside = f"{self.root}/.spare-{next(self._names)}"
         try:
             os.rename(workdir, aside)
         except FileNotFoundError:
@@ -101,7 +100,7 @@ class WorkDirs:
         while self._sweeper is not None and not self._sweeper.done():
             await asyncio.wait({self._sweeper})
 
-    def _throw_away(self, path: Path) -> None:
+    def _throw_away(self, path: str) -> None:
         self._trash.append(path)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
@@ -120,7 +119,7 @@ class WorkDirs:
     async def _fill(self) -> None:
         while not self._closing and len(self._pool) < self.spares:
             wanted = [
-                self.root / f".spare-{next(self._names)}"
+                f"{self.root}/.spare-{next(self._names)}"
                 for _ in range(self.spares - len(self._pool))
             ]
             made = await asyncio.to_thread(_make_all, wanted)
@@ -131,15 +130,15 @@ class WorkDirs:
             self._pool.extend(made)
 
 
-def _make(workdir: Path) -> None:
-    os.makedirs(workdir / ".flwd", exist_ok=True)
+def _make(workdir: str) -> None:
+    os.makedirs(f"{workdir}/.flwd", exist_ok=True)
     for sub in _SUBDIRS:
         with contextlib.suppress(FileExistsError):
-            os.mkdir(workdir / ".flwd" / sub)
-    os.close(os.open(workdir / ".flwd" / "args.json", os.O_WRONLY | os.O_CREAT, _ARGS_MODE))
+            os.mkdir(f"{workdir}/.flwd/{sub}")
+    os.close(os.open(f"{workdir}/.flwd/args.json", os.O_WRONLY | os.O_CREAT, _ARGS_MODE))
 
 
-def _make_all(paths: list[Path]) -> list[Path]:
+def _make_all(paths: list[str]) -> list[str]:
     made = []
     for path in paths:
         try:
@@ -151,10 +150,10 @@ def _make_all(paths: list[Path]) -> list[Path]:
     return made
 
 
-def _as_made(workdir: Path, dir_mode: int) -> bool:
+def _as_made(workdir: str, dir_mode: int) -> bool:
     """True if the work dir holds exactly what `_make` made (result files aside, which
     are removed): no other file, no link, every mode as made."""
-    flwd = workdir / ".flwd"
+    flwd = f"{workdir}/.flwd"
     try:
         if os.listdir(workdir) != [".flwd"] or sorted(os.listdir(flwd)) != [
             "args.json",
@@ -164,30 +163,30 @@ def _as_made(workdir: Path, dir_mode: int) -> bool:
             return False
         if not _is(workdir, stat.S_IFDIR, dir_mode) or not _is(flwd, stat.S_IFDIR, dir_mode):
             return False
-        if not _is(flwd / "args.json", stat.S_IFREG, _ARGS_MODE):
+        if not _is(f"{flwd}/args.json", stat.S_IFREG, _ARGS_MODE):
             return False
         for sub in _SUBDIRS:
-            if not _is(flwd / sub, stat.S_IFDIR, dir_mode):
+            if not _is(f"{flwd}/{sub}", stat.S_IFDIR, dir_mode):
                 return False
-        if os.listdir(flwd / "artifacts"):
+        if os.listdir(f"{flwd}/artifacts"):
             return False
-        for name in os.listdir(flwd / "results"):
-            if not _is(flwd / "results" / name, stat.S_IFREG, None):
+        for name in os.listdir(f"{flwd}/results"):
+            if not _is(f"{flwd}/results/{name}", stat.S_IFREG, None):
                 return False
-            os.unlink(flwd / "results" / name)
+            os.unlink(f"{flwd}/results/{name}")
     except OSError:
         return False
     return True
 
 
-def _is(path: Path, kind: int, mode: int | None) -> bool:
+def _is(path: str, kind: int, mode: int | None) -> bool:
     info = os.lstat(path)
     if stat.S_IFMT(info.st_mode) != kind:
         return False
     return mode is None or stat.S_IMODE(info.st_mode) == mode
 
 
-def _write_args(path: Path, data: bytes) -> None:
+def _write_args(path: str, data: bytes) -> None:
     """Write `data` over the file from its start, padded with spaces to the old length
     (JSON allows trailing whitespace): no truncation."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, _ARGS_MODE)
@@ -196,7 +195,7 @@ def _write_args(path: Path, data: bytes) -> None:
         handle.write(data + b" " * (size - len(data)) if size > len(data) else data)
 
 
-def _blank(path: Path) -> bool:
+def _blank(path: str) -> bool:
     """Overwrite the arguments file with spaces, if it is still the regular file flwd
     wrote."""
     try:
@@ -211,6 +210,6 @@ def _blank(path: Path) -> bool:
     return True
 
 
-def _remove_trees(paths: list[Path]) -> None:
+def _remove_trees(paths: list[str]) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
