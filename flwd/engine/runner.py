@@ -424,13 +424,19 @@ class RunExecutor:
             if k in ("status", "reason", "error", "exit_code", "signal")
         }
         try:
-            await self.journal.append(
-                "run.finished",
-                run.run_id,
-                job.id,
-                event,
-                statements=[rows.update_run(run.run_id, **fields)],
-            )
+            try:
+                finished = self.journal.post(
+                    "run.finished",
+                    run.run_id,
+                    job.id,
+                    event,
+                    statements=[rows.update_run(run.run_id, **fields)],
+                )
+            finally:
+                # out of the way (secret arguments blanked) while the commit is in flight
+                self._discard_workdir(workdir, active)
+            assert finished is not None
+            await finished
             active.final = msgspec.structs.replace(
                 run,
                 status=RunStatus(fields["status"]),
@@ -443,10 +449,13 @@ class RunExecutor:
                 finished_at=fields["finished_at"],
             )
         finally:
-            try:
-                self.workdirs.discard(workdir, secret=bool(active.redactor))
-            finally:
-                active.done.set()
+            active.done.set()
+
+    def _discard_workdir(self, workdir: str, active: ActiveRun) -> None:
+        try:
+            self.workdirs.discard(workdir, secret=bool(active.redactor))
+        except Exception:
+            log.exception("could not put away the work dir of run %s", active.run.run_id)
 
     async def _stop_escaped(self, active: ActiveRun) -> None:
         """Stop the processes that left their step's group but belong to this run."""
