@@ -16,8 +16,10 @@ from tests.unit.engine_support import (
     EngineWorld,
     alive,
     finish,
+    process_state,
     read_pids,
     run_job,
+    run_processes,
     wait_for,
 )
 
@@ -228,6 +230,31 @@ async def test_background_children_do_not_outlive_their_step(engine_world: Engin
         assert elapsed < 5
         (child,) = await read_pids(pids)
         assert not alive(child)
+
+
+async def test_processes_that_escaped_a_finished_step_are_stopped_and_reaped(
+    engine_world: EngineWorld,
+) -> None:
+    # A step that exits 0 after starting a daemon in a session of its own (setsid) and a
+    # double-forked one: once its group is empty, the engine finds them among its own
+    # (adopted) children, stops them before the run is reported over, and reaps them.
+    pids = engine_world.root / "escaped.pid"
+    engine_world.job(
+        "daemonizes",
+        {
+            "command": (
+                f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300' > /dev/null 2>&1 & "
+                f"(sh -c 'echo $$ >> {pids}; exec sleep 300' > /dev/null 2>&1 &) ; "
+                f'while [ "$(wc -l < {pids} 2>/dev/null)" -lt 2 ]; do sleep 0.01; done'
+            )
+        },
+    )
+    async with engine_world.open(kill_grace=1) as service:
+        run = await run_job(service, "daemonizes")
+        assert run.status is RunStatus.SUCCESS
+        escaped = await read_pids(pids, 2)
+        assert [pid for pid in escaped if process_state(pid) is not None] == []
+        assert run_processes(run.run_id) == []
 
 
 async def test_no_zombie_children_remain(engine_world: EngineWorld) -> None:
