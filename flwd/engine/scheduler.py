@@ -66,6 +66,10 @@ class Scheduler:
             self._per_key[_slot(active)] -= 1
         self._dispatch()
 
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
     def running(self) -> list[ActiveRun]:
         return list(self._running.values())
 
