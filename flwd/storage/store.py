@@ -15,10 +15,10 @@ throttled.
 
 Each database call is one hop to the connection's thread: a whole batch (statements and
 commit), or a whole query (execute, fetch every row, close); a small batch while at most
-one run is active is applied on the loop's thread instead (see `_apply`). No cursor stays open across
-an `await`, which matters for the shared reader: SQLite gives all open statements of a
-connection one read snapshot, so a statement left open by one coroutine would make another
-coroutine's query read an old snapshot.
+one run is active is applied on the loop's thread instead (see `_apply`). No cursor stays
+open across an `await`, which matters for the shared reader: SQLite gives all open
+statements of a connection one read snapshot, so a statement left open by one coroutine
+would make another coroutine's query read an old snapshot.
 """
 
 from __future__ import annotations
