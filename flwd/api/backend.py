@@ -177,12 +177,10 @@ async def default_backend(settings: Settings, pm: pluggy.PluginManager) -> Async
     # Imported here: the engine pulls in storage and process management, which
     # `flwd openapi` and the unit tests of the HTTP layer do not need.
     from flwd.engine.service import RunService
-    from flwd.events.feed import EventFeed
     from flwd.jobs.registry import JobRegistry
 
     async with (
         JobRegistry(settings, pm) as registry,
         RunService(settings, registry, pm) as runs,
     ):
-        feed = EventFeed(runs.journal, runs.run_ended)
-        yield Backend(registry=registry, runs=runs, feed=feed)
+        yield Backend(registry=registry, runs=runs, feed=runs.feed)

@@ -36,6 +36,7 @@ from flwd.errors import (
     RunNotFound,
 )
 from flwd.events.bus import EventBus
+from flwd.events.feed import IDLE_RECHECK, EventFeed
 from flwd.events.journal import Journal
 from flwd.events.records import Record
 from flwd.jobs.arguments import mask_secrets, secret_values, validate_args
@@ -88,6 +89,11 @@ class RunService:
         self.bus = EventBus()
         self.store = Store(settings.data_path / "flwd.db", readonly=readonly)
         self.journal = Journal(self.store, self.bus)
+        # A read-only service gets no live events (another process runs the runs), so a
+        # follower there learns of new events only by re-reading the store: every second.
+        self.feed = EventFeed(
+            self.journal, self.run_ended, idle_recheck=1.0 if readonly else IDLE_RECHECK
+        )
         self.store.on_commit = self.journal.committed
         self.repo = RunRepository(self.store)
         self._owned: set[int] = set()
@@ -415,7 +421,7 @@ class RunService:
         run = await self.repo.get(run_id)
         return run is None or run.status in TERMINAL_RUN
 
-    def follow(
+    async def follow(
         self,
         *,
         since: int | None,
@@ -423,18 +429,15 @@ class RunService:
         job_id: str | None = None,
         until_terminal: bool = False,
     ) -> AsyncIterator[Event]:
-        """Stored events after `since` then live ones, each once (see `Journal.follow`).
-        May raise `flwd.events.bus.SlowConsumer` mid-stream: end it, the client resumes."""
-        is_terminal = None
-        if until_terminal and run_id is not None:
-            rid = run_id
-
-            async def is_terminal() -> bool:
-                return await self.run_ended(rid)
-
-        return self.journal.follow(
-            since=since, run_id=run_id, job_id=job_id, is_terminal=is_terminal
+        """Stored events after `since` then live ones, each once, one at a time (the
+        events of `self.feed`'s batches; see `EventFeed.follow`). May raise
+        `flwd.events.bus.SlowConsumer` mid-stream: end it, the client resumes."""
+        batches = self.feed.follow(
+            since=since, run_id=run_id, job_id=job_id, until_terminal=until_terminal
         )
+        async for batch in batches:
+            for event in batch:
+                yield event
 
     def _notify_plugins(self, records: list[Record]) -> None:
         for record in records:

@@ -98,17 +98,6 @@ class Subscription:
         else:
             waiter.set_result(False)
 
-    async def get(self, poll: float | None = None) -> Record | None:
-        """The next record, or None when `poll` seconds pass first."""
-        while not self._queue:
-            if self.overflowed:
-                raise SlowConsumer("subscriber fell too far behind")
-            if not await self._wait(poll):
-                return None
-        record = self._queue.popleft()
-        self._bytes -= _size(record)
-        return record
-
     async def take(self, poll: float | None = None) -> list[Record]:
         """Every queued record (at least one), or [] when `poll` seconds pass first."""
         while not self._queue:

@@ -4,15 +4,14 @@ Ids are global and strictly increasing: each is allocated and its write queued i
 (no `await` in between), the writer applies the queue in order, and records are published
 only after their commit. Callers choose whether to wait for the commit (`append`) or only
 queue the event (`post`): what a caller reports to others must have been waited for.
-`follow` subscribes before it replays, so a reader switching from stored to live events
-sees each one exactly once.
+Following the journal (stored events, then live ones) is `flwd.events.feed.EventFeed`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +24,6 @@ from flwd.storage.store import Statement, Store
 
 log = logging.getLogger(__name__)
 
-TERMINAL_EVENT = "run.finished"
 _INSERT = (
     "INSERT INTO events (id, last_id, run_id, job_id, type, ts, data, text) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -223,60 +221,3 @@ class Journal:
             )
             lines.extend(line for line in record.log_lines() if line.id > since_id)
         return lines[:limit] if limit is not None else lines
-
-    async def follow(
-        self,
-        *,
-        since: int | None,
-        run_id: str | None = None,
-        job_id: str | None = None,
-        is_terminal: Callable[[], Awaitable[bool]] | None = None,
-        poll: float = 1.0,
-    ) -> AsyncIterator[Event]:
-        """Stored events after `since`, then live ones, each exactly once.
-
-        `since=None` starts at the run's first event when `run_id` is given, else live.
-        With `is_terminal` (telling whether the run has ended), the stream ends after the
-        run's `run.finished`, or once the run is found ended with nothing left to replay.
-        """
-        with self.bus.subscribe(run_id=run_id, job_id=job_id) as sub:
-            last = (0 if run_id is not None else self.last_published) if since is None else since
-            catch_up = True
-            while True:
-                if catch_up:
-                    # The store holds everything committed; the subscription holds what is
-                    # published after we subscribed. Ids <= last are skipped on both sides.
-                    ended = is_terminal is not None and await is_terminal()
-                    async for event in self._stored_after(last, run_id, job_id):
-                        last = event.id
-                        yield event
-                        if is_terminal is not None and event.type == TERMINAL_EVENT:
-                            return
-                    if ended:
-                        return
-                    catch_up = False
-                record = await sub.get(poll)
-                if record is None:
-                    catch_up = is_terminal is not None
-                    continue
-                for event in record.events():
-                    if event.id <= last:
-                        continue
-                    last = event.id
-                    yield event
-                    if is_terminal is not None and event.type == TERMINAL_EVENT:
-                        return
-
-    async def _stored_after(
-        self, since: int, run_id: str | None, job_id: str | None
-    ) -> AsyncIterator[Event]:
-        cursor = since
-        while True:
-            records = await self.read_records(since=cursor, run_id=run_id, job_id=job_id)
-            if not records:
-                return
-            for record in records:
-                for event in record.events():
-                    if event.id > cursor:
-                        yield event
-                cursor = max(cursor, record.last_id)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -73,6 +74,23 @@ def test_follow_logs_and_cancel_over_http(api_server: ServerProcess) -> None:
     assert cancelled.stdout.strip() == f"{sleeper} cancelled"
     again = flwd("cancel", sleeper, env=env)
     assert again.returncode == 2 and "already cancelled" in again.stderr
+
+
+def test_local_follow_reads_the_data_dir_of_a_running_server(api_server: ServerProcess) -> None:
+    """`flwd logs -f` without --server opens the server's database read-only: it gets no
+    live events from that process, so it re-reads the store until the run has ended."""
+    created = httpx.post(
+        f"{api_server.api}/runs",
+        json={"job_id": "demo/ticker", "args": {"count": 6, "interval": 0.3}},
+    ).json()
+    started = time.monotonic()
+    follow = flwd("logs", created["run_id"], "-f", env={"FLWD_DATA_DIR": str(api_server.data)})
+    assert follow.returncode == 0, follow.stderr
+    assert follow.stdout.splitlines() == [f"tick {i}" for i in range(1, 7)]
+    # it returned because the run ended (~1.8 s), not after some long idle timeout
+    assert time.monotonic() - started < 15
+    detail = httpx.get(f"{api_server.api}/runs/{created['run_id']}").json()
+    assert detail["status"] == "success"
 
 
 def test_unreachable_server_is_one_clear_error() -> None:

@@ -105,8 +105,8 @@ async def test_events_are_stored_before_they_are_published(engine_world: EngineW
             for run in runs:
                 await finish(service, run)
             received: list[int] = []
-            while (record := await sub.get(0.2)) is not None:
-                received.extend(e.id for e in record.events())
+            while records := await sub.take(0.2):
+                received.extend(e.id for record in records for e in record.events())
         db.close()
         assert published and missing == []
         stored = [e.id for e in await service.journal.read(since=0, limit=10_000)]
