@@ -1,11 +1,12 @@
-"""Following the journal in batches, for the HTTP streams.
+"""Following the journal: stored events after `since`, then live ones, each exactly once.
 
-`EventFeed.follow` has the contract of `Journal.follow` — stored events after `since`,
-then live ones, each exactly once, ending after the run's `run.finished` when asked — but
-yields lists of events: everything stored that one query returned, or everything queued for
-the subscriber when it wakes up. An SSE stream writes each list in one send, so a follower
-that lags (hundreds of followers of a chatty run on two cores do) catches up with one
-wake-up and one socket write instead of one per event.
+`EventFeed.follow` replays from the store, then takes live events from the bus (it
+subscribes first, so nothing falls between the two), and with `until_terminal` ends after
+the run's `run.finished`. It yields lists of events: everything stored that one query
+returned, or everything queued for the subscriber when it wakes up. An SSE stream writes
+each list in one send, so a follower that lags (hundreds of followers of a chatty run on
+two cores do) catches up with one wake-up and one socket write instead of one per event;
+`RunService.follow` (the CLI) yields the same events one at a time.
 """
 
 from __future__ import annotations
