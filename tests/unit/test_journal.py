@@ -1,6 +1,7 @@
 """The event journal: contract events in order with strictly increasing ids, stored before
-published, replay from any id with no gap and no duplicate (live too), fan-out to many
-subscribers, and a slow subscriber cut off without hurting the others."""
+published, and `RunService.follow` replaying then going live with no gap and no duplicate.
+Resuming inside a chunk of lines, unfiltered follows, slow subscribers and finished runs
+are tested on the feed that `follow` is built on (test_api_feed.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 
-import pytest
-
-from flwd.events.bus import SlowConsumer
 from flwd.events.records import Record
 from flwd.models import Event
-from flwd.states import RunStatus
 from tests.unit.engine_support import EngineWorld, events_of, finish, run_job, wait_for
 
 pytest_plugins = ["tests.unit.conftest_engine"]
@@ -165,98 +162,3 @@ async def test_follow_replays_then_goes_live_without_gap_or_duplicate(
         assert streams["start"] == stored
         assert streams["default"] == stored  # a run's stream starts at its first event
         assert streams["middle"] == [e for e in stored if e.id > middle]
-
-
-async def test_follow_resumes_inside_a_chunk_of_lines(engine_world: EngineWorld) -> None:
-    engine_world.job("burst", {"command": "seq 1 50"})
-    async with engine_world.open() as service:
-        run = await run_job(service, "burst")
-        rows = await service.store.fetchall(
-            "SELECT id, last_id FROM events WHERE run_id = ? AND type = 'run.output'",
-            (run.run_id,),
-        )
-        assert any(last > first for first, last in rows), "expected lines sharing a row"
-        lines = [e for e in await events_of(service, run.run_id) if e.type == "run.output"]
-        assert [e.data["message"] for e in lines] == [str(i) for i in range(1, 51)]
-        since = lines[9].id  # the 10th line, in the middle of a stored row
-        replay = [
-            e async for e in service.follow(since=since, run_id=run.run_id, until_terminal=True)
-        ]
-        assert [e.data.get("message") for e in replay if e.type == "run.output"] == [
-            str(i) for i in range(11, 51)
-        ]
-        assert replay[0].id == since + 1
-
-
-async def test_unfiltered_follow_starts_live(engine_world: EngineWorld) -> None:
-    engine_world.job("ok", {"command": "echo hi"})
-    async with engine_world.open() as service:
-        old = await run_job(service, "ok")
-        seen: list[Event] = []
-        task = asyncio.create_task(_collect(service.follow(since=None), seen))
-        await asyncio.sleep(0)
-        await wait_for(lambda: service.bus.subscriber_count == 1)
-        new = await run_job(service, "ok")
-        await wait_for(lambda: any(e.type == "run.finished" for e in seen))
-        task.cancel()
-        assert {e.run_id for e in seen} == {new.run_id} != {old.run_id}
-        assert seen == await events_of(service, new.run_id)
-
-
-async def test_a_slow_subscriber_is_cut_off_and_resumes(engine_world: EngineWorld) -> None:
-    engine_world.job(
-        "steady", {"command": "for i in $(seq 120); do echo line $i; sleep 0.005; done"}
-    )
-    async with engine_world.open() as service:
-        service.bus.maxsize = 30  # so that falling behind happens quickly
-        created = await service.create_run("steady", {})
-        fast: list[Event] = []
-        fast_task = asyncio.create_task(
-            _collect(service.follow(since=0, run_id=created.run_id, until_terminal=True), fast)
-        )
-        slow = service.follow(since=0, run_id=created.run_id)
-        first = await anext(slow)
-        assert first.type == "run.created"
-        seen = [first]
-        # the slow reader stops reading while the run writes ~130 events
-        await finish(service, created)
-        with pytest.raises(SlowConsumer):
-            async with asyncio.timeout(5):
-                async for event in slow:
-                    seen.append(event)
-        async with asyncio.timeout(5):
-            await fast_task
-
-        stored = await events_of(service, created.run_id)
-        assert fast == stored  # the fast reader was not affected
-        # the slow one resumes from the last id it saw, with nothing lost or repeated
-        rest = [
-            e
-            async for e in service.follow(
-                since=seen[-1].id, run_id=created.run_id, until_terminal=True
-            )
-        ]
-        assert seen + rest == stored
-        assert service.bus.subscriber_count == 0
-
-
-async def test_follow_of_a_finished_run_ends(engine_world: EngineWorld) -> None:
-    engine_world.job("ok", {"command": "echo hi"})
-    async with engine_world.open() as service:
-        run = await run_job(service, "ok")
-        async with asyncio.timeout(3):
-            events = [
-                e async for e in service.follow(since=None, run_id=run.run_id, until_terminal=True)
-            ]
-        assert events[-1].type == "run.finished"
-        assert events == await events_of(service, run.run_id)
-        # resuming after the end gives nothing and still ends
-        async with asyncio.timeout(3):
-            after = [
-                e
-                async for e in service.follow(
-                    since=events[-1].id, run_id=run.run_id, until_terminal=True
-                )
-            ]
-        assert after == []
-        assert (await service.get_run(run.run_id)).status is RunStatus.SUCCESS
