@@ -47,7 +47,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def data_path(self) -> Path:
-        return Path(self.data_dir)
+        """The data dir as an absolute path: paths under it reach jobs (`FLWD_RUN_DIR`,
+        `FLWD_RESULT_FILE`, ...), whose working directory is their run's, not ours."""
+        return Path(self.data_dir).absolute()
 
 
 def parse_duration(text: str | float | int) -> float:

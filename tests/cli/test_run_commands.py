@@ -61,10 +61,13 @@ command: |
     return env
 
 
-def flwd(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def flwd(
+    env: dict[str, str], *args: str, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flwd", *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -118,6 +121,20 @@ def test_runs_list_show_logs_and_artifacts(cli_env: dict[str, str], tmp_path: Pa
     target = tmp_path / "downloaded.txt"
     got = flwd(cli_env, "artifacts", "get", artifact["id"], "-o", str(target))
     assert got.returncode == 0 and target.read_text() == "report\n"
+
+
+def test_a_relative_data_dir_gives_jobs_absolute_paths(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # the default data dir is `.flwd`, relative; the job runs in its own run directory
+    env = {**cli_env, "FLWD_DATA_DIR": ".flwd"}
+    done = flwd(env, "run", "greet", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["result"]["value"] == {"count": 1, "tags": []}
+    artifacts = json.loads(flwd(env, "artifacts", "--json", cwd=tmp_path).stdout)["artifacts"]
+    assert [a["name"] for a in artifacts] == ["report.txt"]
+    assert (tmp_path / ".flwd" / "flwd.db").is_file()
 
 
 def test_failed_run_exits_one_with_reason(cli_env: dict[str, str]) -> None:
