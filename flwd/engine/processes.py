@@ -165,10 +165,10 @@ class PidfdChildWatcher(asyncio.AbstractChildWatcher):
         return False  # asyncio never removes a handler of a live child on Unix
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        pass
+        """Nothing to attach: each child is watched on the loop running when it starts."""
 
     def close(self) -> None:
-        pass
+        """Nothing to release: a child's pidfd is closed as soon as it has exited."""
 
     def is_active(self) -> bool:
         return True
@@ -182,7 +182,7 @@ class PidfdChildWatcher(asyncio.AbstractChildWatcher):
         b: BaseException | None,
         c: TracebackType | None,
     ) -> None:
-        pass
+        """Nothing to undo: the watcher is process-wide (see `adopt_orphans`)."""
 
 
 _watcher: PidfdChildWatcher | None = None
