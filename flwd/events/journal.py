@@ -74,24 +74,7 @@ class Journal:
         Returns the future of its commit (None without `wait`). The event's id is
         allocated and its write queued in one step, so ids reach the writer in order.
         """
-        payload = data or {}
-        ts = utcnow()
-        event_id = self._next_id
-        self._next_id += 1
-        record = Record(
-            id=event_id,
-            last_id=event_id,
-            run_id=run_id,
-            job_id=job_id,
-            type=type,
-            ts=ts,
-            data=payload,
-        )
-        insert = (
-            _INSERT,
-            (event_id, event_id, run_id, job_id, type, iso(ts), _encode(payload), None),
-        )
-        return self.store.write([*statements, insert], [record], wait=wait)
+        return self._queue(type, run_id, job_id, data or {}, statements=statements, wait=wait)
 
     async def append(
         self,
@@ -114,24 +97,42 @@ class Journal:
         """Store a chunk of `lines` output lines (joined by '\\n') without waiting for its
         commit; waits only while the store's queue is full (back-pressure on the job)."""
         await self.store.room()
+        self._queue(OUTPUT, run_id, job_id, data, text=text, lines=lines, wait=False)
+
+    def _queue(
+        self,
+        type: str,
+        run_id: str,
+        job_id: str,
+        data: dict[str, Any],
+        *,
+        text: str | None = None,
+        lines: int = 1,
+        statements: Sequence[Statement] = (),
+        wait: bool,
+    ) -> asyncio.Future[None] | None:
+        """Allocate the ids of one stored row (`lines` events for a chunk of output) and
+        queue its insert after `statements`, with no `await` between the two."""
         ts = utcnow()
         first = self._next_id
-        self._next_id += lines
+        last = first + lines - 1
+        self._next_id = last + 1
         record = Record(
             id=first,
-            last_id=first + lines - 1,
+            last_id=last,
             run_id=run_id,
             job_id=job_id,
-            type=OUTPUT,
+            type=type,
             ts=ts,
             data=data,
             text=text,
         )
-        insert = (
-            _INSERT,
-            (first, first + lines - 1, run_id, job_id, OUTPUT, iso(ts), _encode(data), text),
-        )
-        self.store.write([insert], [record], wait=False, size=len(text) + 256)
+        insert = (_INSERT, (first, last, run_id, job_id, type, iso(ts), _encode(data), text))
+        writes = [*statements, insert]
+        if text is None:
+            return self.store.write(writes, [record], wait=wait)
+        # output counts its text against the store's queue bound (a state change 256 bytes)
+        return self.store.write(writes, [record], wait=wait, size=len(text) + 256)
 
     async def read_records(
         self,
