@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,33 @@ from flwd.settings import Settings
 from flwd.states import FailureReason, StepStatus
 
 log = logging.getLogger(__name__)
-_READ_SIZE = 64 * 1024
+#: how long output is still read once a step's processes are gone: a process that escaped
+#: the group (setsid) may hold a pipe open
+_PIPE_BOUND = 2.0
+_STDOUT, _STDERR = 1, 2
+
+
+class StopSignal(asyncio.Event):
+    """An `asyncio.Event` that also calls back when set: a running step waits on one
+    future resolved by its process, its timeout or this, instead of a task per wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        if self.is_set():
+            return
+        super().set()
+        for callback in self._callbacks[:]:
+            callback()
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def remove_callback(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
 
 @dataclass
@@ -51,28 +78,120 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
 
 
-async def _pump(stream: asyncio.StreamReader | None, sink: Any) -> None:
-    if stream is None:
-        return
-    while chunk := await stream.read(_READ_SIZE):
-        await sink.feed(chunk)
-    await sink.close()
+class _StepProtocol(asyncio.SubprocessProtocol):
+    """One step's process, told by callbacks: both pipes' data goes straight into the
+    run's output pipeline; `wake` is resolved at the main process's exit (`"exit"`);
+    `closed` once both pipes are closed. No task reads or polls.
+
+    Back-pressure: while the store's queue is full, reading both pipes pauses (the job
+    blocks on its writes), and one task waits for room to resume them.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, output: RunOutput, step_id: str) -> None:
+        self.loop = loop
+        self.store = output.journal.store
+        self.streams = {
+            _STDOUT: output.stream(step_id, "stdout"),
+            _STDERR: output.stream(step_id, "stderr"),
+        }
+        self.step_id = step_id
+        self.open = {_STDOUT, _STDERR}
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.wake: asyncio.Future[str] = loop.create_future()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.resuming: asyncio.Task[None] | None = None
+        self.unbounded = False  # the store's writer failed: read on, do not wait for it
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        assert isinstance(data, bytes)
+        try:
+            self.streams[fd].feed(data)
+        except Exception:
+            log.exception("reading output of step %s failed", self.step_id)
+        if self.store.full and self.resuming is None and not self.unbounded:
+            self._pause()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd not in self.open:
+            return
+        self.open.discard(fd)
+        try:
+            self.streams[fd].close()
+        except Exception:
+            log.exception("reading output of step %s failed", self.step_id)
+        if not self.open and not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        assert self.transport is not None
+        returncode = self.transport.get_returncode()
+        assert returncode is not None
+        if not self.exited.done():
+            self.exited.set_result(returncode)
+        _resolve(self.wake, "exit")
+
+    def _pipes(self) -> list[asyncio.ReadTransport]:
+        assert self.transport is not None
+        pipes = []
+        for fd in self.open:
+            pipe = self.transport.get_pipe_transport(fd)
+            if isinstance(pipe, asyncio.ReadTransport):
+                pipes.append(pipe)
+        return pipes
+
+    def _pause(self) -> None:
+        for pipe in self._pipes():
+            pipe.pause_reading()
+        self.resuming = self.loop.create_task(self._resume_when_room())
+
+    async def _resume_when_room(self) -> None:
+        try:
+            await self.store.room()
+        except Exception:
+            log.exception("waiting for the store while reading step %s", self.step_id)
+            self.unbounded = True
+        finally:
+            self.resuming = None
+            for pipe in self._pipes():
+                pipe.resume_reading()
+
+    def abandon(self) -> bool:
+        """Stop reading the pipes still open (flushing what was read); True if any was."""
+        left = sorted(self.open)
+        for fd in left:
+            self.pipe_connection_lost(fd, None)
+        if self.resuming is not None:
+            self.resuming.cancel()
+        return bool(left)
+
+
+def _resolve(future: asyncio.Future[str], value: str) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 async def execute_step(
     ctx: StepContext,
     *,
     output: RunOutput,
-    stop: asyncio.Event,
+    stop: StopSignal,
     timeout: float | None,
     grace: float,
     owned: set[int],
-    on_spawn: Any = None,
+    on_spawn: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Run the step once. `stop` set from outside (cancel, run timeout) ends it as
     `cancelled`; the caller turns that into the run's own reason."""
+    loop = asyncio.get_running_loop()
+    protocol = _StepProtocol(loop, output, ctx.step.id)
     try:
-        proc = await asyncio.create_subprocess_exec(
+        transport, _ = await loop.subprocess_exec(
+            lambda: protocol,
             *ctx.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -85,73 +204,59 @@ async def execute_step(
         message = f"cannot start {ctx.argv[0]!r}: {exc.strerror or exc}"
         await output.note(f"[flwd: {message}]", step_id=ctx.step.id)
         return Outcome(status=StepStatus.FAILED, reason=FailureReason.ERROR, error=message)
-    pgid = proc.pid
-    owned.add(proc.pid)
+    pgid = transport.get_pid()
+    owned.add(pgid)
+    wake = protocol.wake
+
+    def stopped() -> None:
+        _resolve(wake, "stop")
+
+    stop.add_callback(stopped)
+    if stop.is_set():
+        stopped()
+    timer = loop.call_later(timeout, _resolve, wake, "timeout") if timeout else None
     try:
         if on_spawn is not None:
-            await on_spawn(pgid)
-        pumps = [
-            asyncio.create_task(_pump(proc.stdout, output.stream(ctx.step.id, "stdout"))),
-            asyncio.create_task(_pump(proc.stderr, output.stream(ctx.step.id, "stderr"))),
-        ]
-        exited = asyncio.create_task(_main_exit(proc))
-        stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait(
-            {exited, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        stopped.cancel()
-        timed_out = not done
+            on_spawn(pgid)
+        why = await wake
+        timed_out = why == "timeout"
         # Whether the main process exited or we are stopping it, nothing of the group may
         # remain: TERM, grace, KILL, and wait until the group is empty.
         await terminate(pgid, grace=grace)
-        returncode = await exited
-        await _finish_pumps(pumps, output, ctx.step.id)
+        returncode = await protocol.exited
+        if not protocol.closed.done():
+            # A process that escaped the group (setsid) may still hold a pipe: do not
+            # wait forever.
+            await asyncio.wait({protocol.closed}, timeout=_PIPE_BOUND)
+        if protocol.abandon():
+            await output.note(
+                "[flwd: output pipe still held open by an escaped process; stopped reading]",
+                step_id=ctx.step.id,
+            )
     except asyncio.CancelledError:
         # cancelled from outside (never the normal path): leave no process behind
         await asyncio.shield(terminate(pgid, grace=0.5))
+        protocol.abandon()
         raise
     finally:
-        owned.discard(proc.pid)
+        stop.remove_callback(stopped)
+        if timer is not None:
+            timer.cancel()
+        owned.discard(pgid)
+        _close(transport)
     return _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
 
 
-async def _main_exit(proc: asyncio.subprocess.Process) -> int:
-    """The main process's exit status, as soon as it has exited.
-
-    On Python 3.11 `Process.wait()` returns only once the output pipes are closed too, and a
-    background child holding them open (`sleep 300 &`) would keep the step running until
-    that child ends. `returncode` is set at the exit itself, so poll it (with backoff)
-    while `wait()` has not answered; without lingering children `wait()` answers first.
-    """
-    waiter = asyncio.ensure_future(proc.wait())
-    delay = 0.005
-    try:
-        while proc.returncode is None:
-            done, _ = await asyncio.wait({waiter}, timeout=delay)
-            if done:
-                break
-            delay = min(delay * 2, 0.2)
-    finally:
-        waiter.cancel()
-    assert proc.returncode is not None
-    return proc.returncode
-
-
-async def _finish_pumps(pumps: list[asyncio.Task[None]], output: RunOutput, step_id: str) -> None:
-    # A process that escaped the group (setsid) may still hold a pipe: do not wait forever.
-    done, pending = await asyncio.wait(pumps, timeout=2.0)
-    for task in pending:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for task in done:
-        if task.exception() is not None:
-            log.error("reading output of step %s failed", step_id, exc_info=task.exception())
-    if pending:
-        await output.note(
-            "[flwd: output pipe still held open by an escaped process; stopped reading]",
-            step_id=step_id,
-        )
+def _close(transport: asyncio.SubprocessTransport) -> None:
+    """Close the pipes; the process too once it is known to have exited (closing the
+    transport of a process not yet reaped would reap it behind the child watcher)."""
+    if transport.get_returncode() is not None:
+        transport.close()
+        return
+    for fd in (_STDOUT, _STDERR):
+        pipe = transport.get_pipe_transport(fd)
+        if pipe is not None:
+            pipe.close()
 
 
 def _outcome(returncode: int, *, timed_out: bool, stopped: bool, timeout: float | None) -> Outcome:

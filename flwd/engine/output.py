@@ -99,14 +99,16 @@ class RunOutput:
     def stream(self, step_id: str, stream: str) -> LineStream:
         return LineStream(self, step_id, stream)
 
-    async def emit(self, data: dict[str, Any], text: str, lines: int, size: int) -> None:
-        """Store a chunk of lines (`size` bytes, line ends included) within the run's cap."""
+    def emit(self, data: dict[str, Any], text: str, lines: int, size: int) -> None:
+        """Store a chunk of lines (`size` bytes, line ends included) within the run's cap.
+
+        Never waits: the reader of the pipes pauses while the store's queue is full."""
         self.total_bytes += size
         if not self.tail:
             room = self.head_bytes - self.head_used
             if size <= room:
                 self.head_used += size
-                await self.journal.append_output(self.run_id, self.job_id, data, text, lines)
+                self.journal.post_output(self.run_id, self.job_id, data, text, lines)
                 return
             # The chunk crosses the end of the head: its first lines still belong there
             # (a chunk may be far larger than a small head budget).
@@ -120,7 +122,7 @@ class RunOutput:
             if keep:
                 self.head_used += used
                 head = "\n".join(parts[:keep])
-                await self.journal.append_output(self.run_id, self.job_id, data, head, keep)
+                self.journal.post_output(self.run_id, self.job_id, data, head, keep)
                 text, lines, size = "\n".join(parts[keep:]), lines - keep, size - used
         self.tail.append((data, text, lines, size))
         self.tail_used += size
@@ -187,7 +189,7 @@ class LineStream:
         self.data: dict[str, Any] = {"level": level, "stream": stream, "step_id": step_id}
         self.marker = f" [flwd: line cut at {self.limit} bytes]".encode()
 
-    async def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> None:
         data = self.pending + chunk if self.pending else chunk
         if self.discarding:
             newline = data.find(b"\n")
@@ -206,14 +208,14 @@ class LineStream:
             self.discarding = True
         self.pending = rest
         if last >= 0 or complete:
-            await self._emit(complete, ended=last >= 0)
+            self._emit(complete, ended=last >= 0)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self.pending:
-            await self._emit(self.pending, ended=False)
+            self._emit(self.pending, ended=False)
             self.pending = b""
 
-    async def _emit(self, block: bytes, *, ended: bool) -> None:
+    def _emit(self, block: bytes, *, ended: bool) -> None:
         block = self.redactor.mask_bytes(block)
         if _has_line_longer_than(block, self.limit + len(self.marker)):
             block = b"\n".join(
@@ -224,7 +226,7 @@ class LineStream:
             )
         text = block.decode("utf-8", "replace")
         # sizes count each line's end, so that the cap and its marker add up
-        await self.output.emit(self.data, text, text.count("\n") + 1, len(block) + ended)
+        self.output.emit(self.data, text, text.count("\n") + 1, len(block) + ended)
 
 
 def _has_line_longer_than(block: bytes, limit: int) -> bool:

@@ -33,6 +33,7 @@ from flwd.engine.artifacts import collect_artifacts
 from flwd.engine.executor import (
     Outcome,
     StepContext,
+    StopSignal,
     execute_step,
     inherited_environment,
     step_environment,
@@ -60,7 +61,7 @@ class ActiveRun:
     args: dict[str, Any]
     redactor: Redactor
     concurrency_key: str | None = None
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: StopSignal = field(default_factory=StopSignal)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_requested: bool = False
     shutting_down: bool = False
@@ -269,7 +270,7 @@ class RunExecutor:
             # and its processes are killed, instead of it being queued and run again
             await started
 
-            async def record_pgid(pgid: int, step_id: str = step.id) -> None:
+            def record_pgid(pgid: int, step_id: str = step.id) -> None:
                 # not waited for: after a crash the run's processes are found by its id
                 active.pgids.append(pgid)
                 self.journal.store.write(

@@ -97,6 +97,13 @@ class Journal:
         """Store a chunk of `lines` output lines (joined by '\\n') without waiting for its
         commit; waits only while the store's queue is full (back-pressure on the job)."""
         await self.store.room()
+        self.post_output(run_id, job_id, data, text, lines)
+
+    def post_output(
+        self, run_id: str, job_id: str, data: dict[str, Any], text: str, lines: int
+    ) -> None:
+        """`append_output` without waiting for room: for a producer that applies the
+        back-pressure itself (the executor pauses reading the step's pipes)."""
         self._queue(OUTPUT, run_id, job_id, data, text=text, lines=lines, wait=False)
 
     def _queue(

@@ -180,6 +180,12 @@ class Store:
             self._linger = asyncio.get_running_loop().call_later(_LINGER, self._wakeup.set)
         return future
 
+    @property
+    def full(self) -> bool:
+        """Whether the queue holds too many bytes: producers of bulk writes should wait
+        (`room`) before queueing more."""
+        return not self._room.is_set()
+
     async def room(self) -> None:
         """Wait while the queue holds too many bytes (for producers of bulk writes)."""
         while not self._room.is_set():
