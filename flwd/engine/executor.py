@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 #: how long output is still read once a step's processes are gone: a process that escaped
 #: the group (setsid) may hold a pipe open
 _PIPE_BOUND = 2.0
+#: output is fed in pieces of at most this (asyncio reads up to 256 KiB at once): one
+#: stored and published record holds at most this much of lines
+_READ_SIZE = 64 * 1024
 _STDOUT, _STDERR = 1, 2
 
 
@@ -110,7 +113,12 @@ class _StepProtocol(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         assert isinstance(data, bytes)
         try:
-            self.streams[fd].feed(data)
+            stream = self.streams[fd]
+            if len(data) <= _READ_SIZE:
+                stream.feed(data)
+            else:
+                for start in range(0, len(data), _READ_SIZE):
+                    stream.feed(data[start : start + _READ_SIZE])
         except Exception:
             log.exception("reading output of step %s failed", self.step_id)
         if self.store.full and self.resuming is None and not self.unbounded:
