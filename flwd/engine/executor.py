@@ -201,7 +201,7 @@ async def execute_step(
         transport, _ = await loop.subprocess_exec(
             lambda: protocol,
             *ctx.argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=_devnull(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=ctx.cwd,
@@ -253,6 +253,19 @@ async def execute_step(
         owned.discard(pgid)
         _close(transport)
     return _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
+
+
+_devnull_fd: int | None = None
+
+
+def _devnull() -> int:
+    """One descriptor of /dev/null for every step's stdin (`subprocess.DEVNULL` opens and
+    closes one per spawn, on the loop's thread); close-on-exec, so only the step gets it,
+    as its fd 0."""
+    global _devnull_fd
+    if _devnull_fd is None:
+        _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull_fd
 
 
 def _close(transport: asyncio.SubprocessTransport) -> None:
