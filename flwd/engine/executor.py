@@ -112,6 +112,8 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         assert isinstance(data, bytes)
+        if fd not in self.open:  # abandoned: the transport is about to be closed
+            return
         try:
             stream = self.streams[fd]
             if len(data) <= _READ_SIZE:

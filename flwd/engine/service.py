@@ -293,9 +293,12 @@ class RunService:
     async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
         active = self.scheduler.get(run_id) or self._cancelling.get(run_id)
         if active is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await active.done.wait()
+            if timeout is None:  # the common call: no timeout context to set up
+                await active.done.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await active.done.wait()
             if active.done.is_set() and active.final is not None:
                 return active.final  # what its committed run.finished stored
         return await self.get_run(run_id)
