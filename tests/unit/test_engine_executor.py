@@ -286,3 +286,31 @@ async def test_a_step_reading_stdin_gets_end_of_file(engine_world: EngineWorld) 
         run = await run_job(service, "reads-stdin", timeout=5)
         assert run.status is RunStatus.SUCCESS
         assert [x.message for x in await service.read_logs(run.run_id)] == ["stdin closed"]
+
+
+async def test_output_faster_than_the_store_pauses_the_pipes_and_loses_nothing(
+    engine_world: EngineWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a tiny queue bound: the step's pipes are paused (the step blocks on its writes)
+    # again and again while the store catches up, and every line still arrives, in order
+    from flwd.engine import executor
+    from flwd.storage import store
+
+    monkeypatch.setattr(store, "_QUEUE_BYTES", 32 * 1024)
+    pauses = []
+    pause = executor._StepProtocol._pause
+
+    def counting_pause(self: executor._StepProtocol) -> None:
+        pauses.append(1)
+        pause(self)
+
+    monkeypatch.setattr(executor._StepProtocol, "_pause", counting_pause)
+    engine_world.job("flood", {"steps": [{"id": "s", "run": "seq 1 100000; seq 1 100000 >&2"}]})
+    async with engine_world.open() as service:
+        run = await run_job(service, "flood")
+        assert run.status is RunStatus.SUCCESS, run.error
+        logs = await service.read_logs(run.run_id)
+        expected = [str(n) for n in range(1, 100001)]
+        assert [x.message for x in logs if x.level == "info"] == expected
+        assert [x.message for x in logs if x.level == "error"] == expected
+    assert pauses
