@@ -13,14 +13,15 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from flwd.engine.output import RunOutput
-from flwd.engine.processes import terminate
+from flwd.engine.output import LineStream, RunOutput
+from flwd.engine.processes import WAITED_FOR, terminate
 from flwd.models import JobSpec, Run, StepSpec
 from flwd.settings import Settings
 from flwd.states import FailureReason, StepStatus
@@ -29,10 +30,13 @@ log = logging.getLogger(__name__)
 #: how long output is still read once a step's processes are gone: a process that escaped
 #: the group (setsid) may hold a pipe open
 _PIPE_BOUND = 2.0
-#: output is fed in pieces of at most this (asyncio reads up to 256 KiB at once): one
-#: stored and published record holds at most this much of lines
+#: each read of a pipe takes at most this: one stored and published record holds at most
+#: this much of lines
 _READ_SIZE = 64 * 1024
-_STDOUT, _STDERR = 1, 2
+#: without pidfds, a step's exit is polled for: first after this, then twice as long ...
+_POLL_FIRST = 0.002
+#: ... up to this
+_POLL_MAX = 0.1
 
 
 class StopSignal(asyncio.Event):
@@ -81,10 +85,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
 
 
-class _StepProtocol(asyncio.SubprocessProtocol):
-    """One step's process, told by callbacks: both pipes' data goes straight into the
-    run's output pipeline; `wake` is resolved at the main process's exit (`"exit"`);
-    `closed` once both pipes are closed. No task reads or polls.
+class _StepProcess:
+    """One step's process, watched by the loop itself: a reader callback on each pipe
+    feeds the run's output pipeline, and one on the process's pidfd reaps it and resolves
+    `wake` (`"exit"`). No transport, protocol, task or thread per process: asyncio's
+    subprocess machinery costs more of the loop's time than the rest of a no-op run.
 
     Back-pressure: while the store's queue is full, reading both pipes pauses (the job
     blocks on its writes), and one task waits for room to resume them.
@@ -92,91 +97,157 @@ class _StepProtocol(asyncio.SubprocessProtocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, output: RunOutput, step_id: str) -> None:
         self.loop = loop
+        self.output = output
         self.store = output.journal.store
-        self.streams = {
-            _STDOUT: output.stream(step_id, "stdout"),
-            _STDERR: output.stream(step_id, "stderr"),
-        }
         self.step_id = step_id
-        self.open = {_STDOUT, _STDERR}
-        self.transport: asyncio.SubprocessTransport | None = None
+        #: read end of each pipe still open -> the line stream it feeds
+        self.pipes: dict[int, LineStream] = {}
+        self.pid = 0
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.pidfd: int | None = None
+        self.poll_delay = _POLL_FIRST
         self.wake: asyncio.Future[str] = loop.create_future()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.resuming: asyncio.Task[None] | None = None
         self.unbounded = False  # the store's writer failed: read on, do not wait for it
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self.transport = transport
+    def start(self, argv: list[str], cwd: str, env: dict[str, str]) -> int:
+        """Spawn the process (OSError if it cannot be) and start watching it."""
+        fds: list[int] = []
+        try:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            fds += (out_r, out_w)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            fds += (err_r, err_w)
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=_devnull(),
+                stdout=out_w,
+                stderr=err_w,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        self.pid = self.popen.pid
+        WAITED_FOR.add(self.pid)
+        self._watch_exit()
+        for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            self.pipes[fd] = self.output.stream(self.step_id, name)
+            self.loop.add_reader(fd, self._read, fd)
+        return self.pid
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        assert isinstance(data, bytes)
-        if fd not in self.open:  # abandoned: the transport is about to be closed
+    # -- the process's exit ---------------------------------------------------------------
+
+    def _watch_exit(self) -> None:
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfds (old kernel, not Linux): poll
+            self.loop.call_later(self.poll_delay, self._poll)
+            return
+        self.loop.add_reader(self.pidfd, self._reap)
+
+    def _reap(self) -> None:
+        assert self.pidfd is not None
+        self.loop.remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        self.pidfd = None
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            log.warning("process %d was reaped elsewhere: exit status 255", self.pid)
+            self._exited(255)
+            return
+        self._exited(os.waitstatus_to_exitcode(status))
+
+    def _poll(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            log.warning("process %d was reaped elsewhere: exit status 255", self.pid)
+            self._exited(255)
+            return
+        if pid == 0:
+            self.poll_delay = min(self.poll_delay * 2, _POLL_MAX)
+            self.loop.call_later(self.poll_delay, self._poll)
+            return
+        self._exited(os.waitstatus_to_exitcode(status))
+
+    def _exited(self, returncode: int) -> None:
+        WAITED_FOR.discard(self.pid)
+        assert self.popen is not None
+        self.popen.returncode = returncode  # reaped: Popen must never wait for it itself
+        self.exited.set_result(returncode)
+        _resolve(self.wake, "exit")
+
+    # -- the pipes ------------------------------------------------------------------------
+
+    def _read(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            log.exception("reading output of step %s failed", self.step_id)
+            data = b""
+        if not data:
+            self._close_pipe(fd)
             return
         try:
-            stream = self.streams[fd]
-            if len(data) <= _READ_SIZE:
-                stream.feed(data)
-            else:
-                for start in range(0, len(data), _READ_SIZE):
-                    stream.feed(data[start : start + _READ_SIZE])
+            self.pipes[fd].feed(data)
         except Exception:
             log.exception("reading output of step %s failed", self.step_id)
         if self.store.full and self.resuming is None and not self.unbounded:
             self._pause()
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd not in self.open:
-            return
-        self.open.discard(fd)
+    def _close_pipe(self, fd: int) -> None:
+        stream = self.pipes.pop(fd)
+        if self.resuming is None:
+            self.loop.remove_reader(fd)
+        os.close(fd)
         try:
-            self.streams[fd].close()
+            stream.close()
         except Exception:
             log.exception("reading output of step %s failed", self.step_id)
-        if not self.open and not self.closed.done():
+        if not self.pipes and not self.closed.done():
             self.closed.set_result(None)
 
-    def process_exited(self) -> None:
-        assert self.transport is not None
-        returncode = self.transport.get_returncode()
-        assert returncode is not None
-        if not self.exited.done():
-            self.exited.set_result(returncode)
-        _resolve(self.wake, "exit")
-
-    def _pipes(self) -> list[asyncio.ReadTransport]:
-        assert self.transport is not None
-        pipes = []
-        for fd in self.open:
-            pipe = self.transport.get_pipe_transport(fd)
-            if isinstance(pipe, asyncio.ReadTransport):
-                pipes.append(pipe)
-        return pipes
-
     def _pause(self) -> None:
-        for pipe in self._pipes():
-            pipe.pause_reading()
+        for fd in self.pipes:
+            self.loop.remove_reader(fd)
         self.resuming = self.loop.create_task(self._resume_when_room())
 
     async def _resume_when_room(self) -> None:
         try:
             await self.store.room()
+        except asyncio.CancelledError:
+            self.resuming = None
+            raise
         except Exception:
             log.exception("waiting for the store while reading step %s", self.step_id)
             self.unbounded = True
-        finally:
-            self.resuming = None
-            for pipe in self._pipes():
-                pipe.resume_reading()
+        self.resuming = None
+        for fd in self.pipes:
+            self.loop.add_reader(fd, self._read, fd)
 
     def abandon(self) -> bool:
         """Stop reading the pipes still open (flushing what was read); True if any was."""
-        left = sorted(self.open)
-        for fd in left:
-            self.pipe_connection_lost(fd, None)
         if self.resuming is not None:
             self.resuming.cancel()
+            self.resuming = None
+            left = list(self.pipes)
+            for fd in left:  # paused: no reader to remove
+                self.loop.add_reader(fd, self._read, fd)
+        left = sorted(self.pipes)
+        for fd in left:
+            self._close_pipe(fd)
         return bool(left)
 
 
@@ -198,25 +269,15 @@ async def execute_step(
     """Run the step once. `stop` set from outside (cancel, run timeout) ends it as
     `cancelled`; the caller turns that into the run's own reason."""
     loop = asyncio.get_running_loop()
-    protocol = _StepProtocol(loop, output, ctx.step.id)
+    process = _StepProcess(loop, output, ctx.step.id)
     try:
-        transport, _ = await loop.subprocess_exec(
-            lambda: protocol,
-            *ctx.argv,
-            stdin=_devnull(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ctx.cwd,
-            env=ctx.env,
-            start_new_session=True,
-        )
+        pgid = process.start(ctx.argv, ctx.cwd, ctx.env)
     except OSError as exc:
         message = f"cannot start {ctx.argv[0]!r}: {exc.strerror or exc}"
         await output.note(f"[flwd: {message}]", step_id=ctx.step.id)
         return Outcome(status=StepStatus.FAILED, reason=FailureReason.ERROR, error=message)
-    pgid = transport.get_pid()
     owned.add(pgid)
-    wake = protocol.wake
+    wake = process.wake
 
     def stopped() -> None:
         _resolve(wake, "stop")
@@ -233,27 +294,27 @@ async def execute_step(
         # Whether the main process exited or we are stopping it, nothing of the group may
         # remain: TERM, grace, KILL, and wait until the group is empty.
         await terminate(pgid, grace=grace)
-        returncode = await protocol.exited
-        if not protocol.closed.done():
+        returncode = await process.exited
+        if not process.closed.done():
             # A process that escaped the group (setsid) may still hold a pipe: do not
             # wait forever.
-            await asyncio.wait({protocol.closed}, timeout=_PIPE_BOUND)
-        if protocol.abandon():
+            await asyncio.wait({process.closed}, timeout=_PIPE_BOUND)
+        if process.abandon():
             await output.note(
                 "[flwd: output pipe still held open by an escaped process; stopped reading]",
                 step_id=ctx.step.id,
             )
     except asyncio.CancelledError:
-        # cancelled from outside (never the normal path): leave no process behind
+        # cancelled from outside (never the normal path): leave no process behind; the
+        # process is still reaped by its pidfd's reader once it is gone
         await asyncio.shield(terminate(pgid, grace=0.5))
-        protocol.abandon()
+        process.abandon()
         raise
     finally:
         stop.remove_callback(stopped)
         if timer is not None:
             timer.cancel()
         owned.discard(pgid)
-        _close(transport)
     return _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
 
 
@@ -268,18 +329,6 @@ def _devnull() -> int:
     if _devnull_fd is None:
         _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     return _devnull_fd
-
-
-def _close(transport: asyncio.SubprocessTransport) -> None:
-    """Close the pipes; the process too once it is known to have exited (closing the
-    transport of a process not yet reaped would reap it behind the child watcher)."""
-    if transport.get_returncode() is not None:
-        transport.close()
-        return
-    for fd in (_STDOUT, _STDERR):
-        pipe = transport.get_pipe_transport(fd)
-        if pipe is not None:
-            pipe.close()
 
 
 def _outcome(returncode: int, *, timed_out: bool, stopped: bool, timeout: float | None) -> Outcome:

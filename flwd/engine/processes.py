@@ -37,6 +37,9 @@ from typing import Any, TypeVarTuple, Unpack
 log = logging.getLogger(__name__)
 _PROC = Path("/proc")
 _PR_SET_CHILD_SUBREAPER = 36
+#: pids of this process's children that something in it waits for (the executor's steps,
+#: asyncio's subprocesses under the pidfd watcher): never reaped as adopted zombies
+WAITED_FOR: set[int] = set()
 _Ts = TypeVarTuple("_Ts")
 
 
@@ -128,17 +131,15 @@ def children(pid: int | str = "self") -> list[int]:
 class PidfdChildWatcher(asyncio.AbstractChildWatcher):
     """asyncio's child watcher, on pidfds: no thread per child (Python 3.11's default
     starts one), and it works with whichever loop spawns the child (3.11's own
-    `PidfdChildWatcher` is tied to one loop). `pids` is every child it waits for."""
-
-    def __init__(self) -> None:
-        self.pids: set[int] = set()
+    `PidfdChildWatcher` is tied to one loop). Every child it waits for is in
+    `WAITED_FOR`."""
 
     def add_child_handler(
         self, pid: int, callback: Callable[[int, int, Unpack[_Ts]], object], *args: *_Ts
     ) -> None:
         loop = asyncio.get_running_loop()
         pidfd = os.pidfd_open(pid)
-        self.pids.add(pid)
+        WAITED_FOR.add(pid)
         loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
 
     def _reap(
@@ -158,7 +159,7 @@ class PidfdChildWatcher(asyncio.AbstractChildWatcher):
             returncode = 255
         finally:
             os.close(pidfd)
-            self.pids.discard(pid)
+            WAITED_FOR.discard(pid)
         callback(pid, returncode, *args)
 
     def remove_child_handler(self, pid: int) -> bool:
@@ -232,10 +233,9 @@ class EscapedProcesses:
         self.seen: set[int] = set()
 
     def __call__(self) -> list[int]:
-        watched = _watcher.pids if _watcher is not None else set()
         stack = []
         for pid in adopted_candidates():
-            if pid in watched or pid in self.exclude:
+            if pid in WAITED_FOR or pid in self.exclude:
                 continue
             fields = _stat_fields(str(pid))
             if fields is None:

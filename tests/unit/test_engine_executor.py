@@ -298,13 +298,13 @@ async def test_output_faster_than_the_store_pauses_the_pipes_and_loses_nothing(
 
     monkeypatch.setattr(store, "_QUEUE_BYTES", 32 * 1024)
     pauses = []
-    pause = executor._StepProtocol._pause
+    pause = executor._StepProcess._pause
 
-    def counting_pause(self: executor._StepProtocol) -> None:
+    def counting_pause(self: executor._StepProcess) -> None:
         pauses.append(1)
         pause(self)
 
-    monkeypatch.setattr(executor._StepProtocol, "_pause", counting_pause)
+    monkeypatch.setattr(executor._StepProcess, "_pause", counting_pause)
     engine_world.job("flood", {"steps": [{"id": "s", "run": "seq 1 100000; seq 1 100000 >&2"}]})
     async with engine_world.open() as service:
         run = await run_job(service, "flood")
