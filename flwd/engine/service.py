@@ -104,7 +104,6 @@ class RunService:
             start=self._start,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self.store.commit_inline = lambda: self.scheduler.running_count <= 1
         self._idempotency = asyncio.Lock()
         self._cancelling: dict[str, ActiveRun] = {}  # waiting runs being cancelled
         self._cancel_calls: dict[str, asyncio.Future[Run]] = {}
