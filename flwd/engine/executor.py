@@ -33,6 +33,8 @@ _PIPE_BOUND = 2.0
 #: each read of a pipe takes at most this: one stored and published record holds at most
 #: this much of lines
 _READ_SIZE = 64 * 1024
+#: a step whose pipes are still open after this long has its exit watched (its pidfd)
+_WATCH_EXIT_AFTER = 0.05
 #: without pidfds, a step's exit is polled for: first after this, then twice as long ...
 _POLL_FIRST = 0.002
 #: ... up to this
@@ -88,7 +90,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 class _StepProcess:
     """One step's process, watched by the loop itself: a reader callback on each pipe
     feeds the run's output pipeline, and one on the process's pidfd reaps it and resolves
-    `wake` (`"exit"`). No transport, protocol, task or thread per process: asyncio's
+    `wake` (`"exit"`); a step that ends within `_WATCH_EXIT_AFTER` is reaped when
+    its pipes close, without a pidfd. No transport, protocol, task or thread per process: asyncio's
     subprocess machinery costs more of the loop's time than the rest of a no-op run.
 
     Back-pressure: while the store's queue is full, reading both pipes pauses (the job
@@ -106,6 +109,8 @@ class _StepProcess:
         self.popen: subprocess.Popen[bytes] | None = None
         self.pidfd: int | None = None
         self.poll_delay = _POLL_FIRST
+        #: until it fires, the process's exit is looked for only when its pipes close
+        self.exit_timer: asyncio.TimerHandle | None = None
         self.wake: asyncio.Future[str] = loop.create_future()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -137,7 +142,9 @@ class _StepProcess:
         os.close(err_w)
         self.pid = self.popen.pid
         WAITED_FOR.add(self.pid)
-        self._watch_exit()
+        # Most steps end with their pipes: the exit is then looked for when both are
+        # closed, and the pidfd is watched only for a step still running after a while.
+        self.exit_timer = self.loop.call_later(_WATCH_EXIT_AFTER, self._watch_exit)
         for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             self.pipes[fd] = self.output.stream(self.step_id, name)
@@ -146,7 +153,25 @@ class _StepProcess:
 
     # -- the process's exit ---------------------------------------------------------------
 
+    def _pipes_closed(self) -> None:
+        """Both pipes are closed: most likely the process has just exited."""
+        if self.exit_timer is None:
+            return  # its exit is watched already
+        self.exit_timer.cancel()
+        self.exit_timer = None
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            log.warning("process %d was reaped elsewhere: exit status 255", self.pid)
+            self._exited(255)
+            return
+        if pid == 0:  # not yet (or it closed its output and runs on)
+            self._watch_exit()
+        else:
+            self._exited(os.waitstatus_to_exitcode(status))
+
     def _watch_exit(self) -> None:
+        self.exit_timer = None
         try:
             self.pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):  # no pidfds (old kernel, not Linux): poll
@@ -218,6 +243,8 @@ class _StepProcess:
             log.exception("reading output of step %s failed", self.step_id)
         if not self.pipes and not self.closed.done():
             self.closed.set_result(None)
+            if not self.exited.done():
+                self._pipes_closed()
 
     def _pause(self) -> None:
         for fd in self.pipes:

@@ -39,7 +39,12 @@ from flwd.engine.executor import (
     step_environment,
 )
 from flwd.engine.output import Redactor, RunOutput
-from flwd.engine.processes import EscapedProcesses, group_members, terminate
+from flwd.engine.processes import (
+    EscapedProcesses,
+    group_members,
+    terminate,
+    unwaited_children,
+)
 from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
@@ -179,6 +184,11 @@ class RunExecutor:
         results: dict[str, Any],
     ) -> None:
         steps = {step.id: step for step in active.job.steps}
+        if len(steps) == 1 and not active.stop.is_set():
+            # one step: awaited here, without a task to run it beside others
+            (step,) = steps.values()
+            outcomes[step.id] = await self._run_step(active, step, workdir, output, results)
+            return
         state = dict.fromkeys(steps, StepStatus.PENDING)
         running: dict[asyncio.Task[Outcome], StepSpec] = {}
         while True:
@@ -465,6 +475,8 @@ class RunExecutor:
         # a group with a survivor (stuck in the kernel) may still be the parent of an
         # escaped process, which is then not among our children: scan everything
         if self.adopting and not any(group_members(pgid) for pgid in active.pgids):
+            if not unwaited_children():
+                return  # the common case: nothing left the groups, nothing to reap
             await terminate(None, run_id=run_id, grace=grace, find=EscapedProcesses(run_id))
         else:
             await terminate(None, run_id=run_id, grace=grace)

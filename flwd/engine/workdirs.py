@@ -190,9 +190,15 @@ def _write_args(path: str, data: bytes) -> None:
     """Write `data` over the file from its start, padded with spaces to the old length
     (JSON allows trailing whitespace): no truncation."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, _ARGS_MODE)
-    with os.fdopen(fd, "wb") as handle:
+    try:
         size = os.fstat(fd).st_size
-        handle.write(data + b" " * (size - len(data)) if size > len(data) else data)
+        if size > len(data):
+            data += b" " * (size - len(data))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _blank(path: str) -> bool:
