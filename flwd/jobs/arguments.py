@@ -3,7 +3,8 @@
 Validation is JSON Schema Draft 2020-12 (`jsonschema`) in two passes: the first fills in
 `default` values wherever the schema's `properties` are reached (nested objects and `$ref`
 included), the second collects every error of the completed arguments. Defaults are thus
-applied before `required` is checked, whatever order the schema's keywords are in.
+applied before `required` is checked, whatever order the schema's keywords are in. A
+schema with no `default` anywhere skips the first pass.
 """
 
 from __future__ import annotations
@@ -34,16 +35,20 @@ def _fill_defaults(validator: Any, properties: Any, instance: Any, schema: Any) 
 
 _Defaulting = validators.extend(Draft202012Validator, {"properties": _fill_defaults})
 # Validators are cheap to use but not to build; the API validates on every run.
-_validators: dict[tuple[str, str], tuple[Any, Draft202012Validator]] = {}
+_validators: dict[tuple[str, str], tuple[Any | None, Draft202012Validator]] = {}
 _CACHE_LIMIT = 4096
 
 
-def _validators_for(job: JobSpec) -> tuple[Any, Draft202012Validator]:
+def _validators_for(job: JobSpec) -> tuple[Any | None, Draft202012Validator]:
+    """(the defaulting validator, or None for a schema without a `default` anywhere;
+    the strict validator)"""
     key = (job.id, job.digest or json.dumps(job.args, sort_keys=True))
     pair = _validators.get(key)
     if pair is None:
         checker = Draft202012Validator.FORMAT_CHECKER
-        pair = (_Defaulting(job.args), Draft202012Validator(job.args, format_checker=checker))
+        # a property named "default" also matches: that only costs the first pass
+        defaulting = _Defaulting(job.args) if '"default"' in json.dumps(job.args) else None
+        pair = (defaulting, Draft202012Validator(job.args, format_checker=checker))
         if len(_validators) >= _CACHE_LIMIT:
             _validators.clear()
         _validators[key] = pair
@@ -55,8 +60,9 @@ def validate_args(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any
     JSON Pointer (a missing required argument points at where it should be: `/target`)."""
     instance: Any = copy.deepcopy(dict(args)) if args is not None else {}
     defaulting, strict = _validators_for(job)
-    for _ in defaulting.iter_errors(instance):
-        pass  # errors are reported by the second pass, on the completed instance
+    if defaulting is not None:
+        for _ in defaulting.iter_errors(instance):
+            pass  # errors are reported by the second pass, on the completed instance
     errors: list[FieldError] = []
     secrets = secret_values(job, instance)
     for error in sorted(strict.iter_errors(instance), key=lambda e: list(map(str, e.path))):

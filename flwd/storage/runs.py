@@ -6,6 +6,7 @@ a state change in the same transaction as the journal event that announces it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -60,12 +61,17 @@ def insert_run(run: Run, *, has_secrets: bool) -> Statement:
     )
 
 
+@functools.cache
+def _update_sql(table: str, names: tuple[str, ...], where: str) -> str:
+    """An UPDATE of `names` (a handful of combinations are used, so cached)."""
+    return f"UPDATE {table} SET {', '.join(f'{name} = ?' for name in names)} WHERE {where}"
+
+
 def update_run(run_id: str, **fields: Any) -> Statement:
-    names = sorted(fields)
-    assignments = ", ".join(f"{name} = ?" for name in names)
+    names = tuple(sorted(fields))
     return (
-        f"UPDATE runs SET {assignments} WHERE run_id = ?",
-        (*(_value(fields[n]) for n in names), run_id),
+        _update_sql("runs", names, "run_id = ?"),
+        (*[_value(fields[n]) for n in names], run_id),
     )
 
 
@@ -75,11 +81,10 @@ def insert_steps(run_id: str, steps: Iterable[StepSpec]) -> list[Statement]:
 
 
 def update_step(run_id: str, step_id: str, **fields: Any) -> Statement:
-    names = sorted(fields)
-    assignments = ", ".join(f"{name} = ?" for name in names)
+    names = tuple(sorted(fields))
     return (
-        f"UPDATE steps SET {assignments} WHERE run_id = ? AND step_id = ?",
-        (*(_value(fields[n]) for n in names), run_id, step_id),
+        _update_sql("steps", names, "run_id = ? AND step_id = ?"),
+        (*[_value(fields[n]) for n in names], run_id, step_id),
     )
 
 
