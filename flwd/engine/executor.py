@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import msgspec
 
 from flwd.engine.output import LineStream, RunOutput
 from flwd.engine.processes import WAITED_FOR, terminate
+from flwd.engine.spawn import reaped, spawn
 from flwd.models import JobSpec, Run, StepSpec
 from flwd.settings import Settings
 from flwd.states import FailureReason, StepStatus
@@ -88,11 +88,12 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _StepProcess:
-    """One step's process, watched by the loop itself: a reader callback on each pipe
-    feeds the run's output pipeline, and one on the process's pidfd reaps it and resolves
-    `wake` (`"exit"`); a step that ends within `_WATCH_EXIT_AFTER` is reaped when
-    its pipes close, without a pidfd. No transport, protocol, task or thread per process: asyncio's
-    subprocess machinery costs more of the loop's time than the rest of a no-op run.
+    """One step's process, started by `spawn` and watched by the loop itself: a reader
+    callback on each pipe feeds the run's output pipeline; the process is reaped, and
+    `wake` resolved (`"exit"`), when both pipes have closed, or through its pidfd for a
+    step still running after `_WATCH_EXIT_AFTER`. No transport, protocol, task or thread
+    per process: asyncio's subprocess machinery costs the loop more time than the rest of
+    a no-op run.
 
     Back-pressure: while the store's queue is full, reading both pipes pauses (the job
     blocks on its writes), and one task waits for room to resume them.
@@ -106,7 +107,6 @@ class _StepProcess:
         #: read end of each pipe still open -> the line stream it feeds
         self.pipes: dict[int, LineStream] = {}
         self.pid = 0
-        self.popen: subprocess.Popen[bytes] | None = None
         self.pidfd: int | None = None
         self.poll_delay = _POLL_FIRST
         #: until it fires, the process's exit is looked for only when its pipes close
@@ -117,7 +117,7 @@ class _StepProcess:
         self.resuming: asyncio.Task[None] | None = None
         self.unbounded = False  # the store's writer failed: read on, do not wait for it
 
-    def start(self, argv: list[str], cwd: str, env: dict[str, str]) -> int:
+    async def start(self, argv: list[str], cwd: str, env: dict[str, str]) -> int:
         """Spawn the process (OSError if it cannot be) and start watching it."""
         fds: list[int] = []
         try:
@@ -125,22 +125,13 @@ class _StepProcess:
             fds += (out_r, out_w)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             fds += (err_r, err_w)
-            self.popen = subprocess.Popen(
-                argv,
-                stdin=_devnull(),
-                stdout=out_w,
-                stderr=err_w,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
+            self.pid = await spawn(argv, cwd=cwd, env=env, fds=(_devnull(), out_w, err_w))
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
         os.close(out_w)
         os.close(err_w)
-        self.pid = self.popen.pid
         WAITED_FOR.add(self.pid)
         # Most steps end with their pipes: the exit is then looked for when both are
         # closed, and the pidfd is watched only for a step still running after a while.
@@ -207,8 +198,7 @@ class _StepProcess:
 
     def _exited(self, returncode: int) -> None:
         WAITED_FOR.discard(self.pid)
-        assert self.popen is not None
-        self.popen.returncode = returncode  # reaped: Popen must never wait for it itself
+        reaped(self.pid, returncode)
         self.exited.set_result(returncode)
         _resolve(self.wake, "exit")
 
@@ -298,7 +288,7 @@ async def execute_step(
     loop = asyncio.get_running_loop()
     process = _StepProcess(loop, output, ctx.step.id)
     try:
-        pgid = process.start(ctx.argv, ctx.cwd, ctx.env)
+        pgid = await process.start(ctx.argv, ctx.cwd, ctx.env)
     except OSError as exc:
         message = f"cannot start {ctx.argv[0]!r}: {exc.strerror or exc}"
         await output.note(f"[flwd: {message}]", step_id=ctx.step.id)

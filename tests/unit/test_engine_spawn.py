@@ -1,0 +1,172 @@
+"""How a step's process is started and watched: `posix_spawn` off the loop's thread (or
+`Popen` where glibc lacks what it needs), its exit seen through its pipes, its pidfd or, with
+no pidfds, by polling. Every way gives the step the same process."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from flwd.engine import spawn
+from flwd.states import RunStatus
+from tests.unit.engine_support import EngineWorld, alive, process_state, run_job, wait_for
+
+pytest_plugins = ["tests.unit.conftest_engine"]
+
+
+@pytest.fixture(params=["posix_spawn", "popen"])
+def spawn_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "popen":
+        monkeypatch.setattr(spawn._libc, "usable", False)
+    else:
+        assert spawn._libc.usable, "glibc's posix_spawn should be usable on this machine"
+    yield request.param
+
+
+async def test_the_step_process_is_the_same_either_way(
+    engine_world: EngineWorld, spawn_way: str
+) -> None:
+    # its own session, the run dir as cwd, exactly the environment flwd built, only the
+    # three standard descriptors, and the exit code
+    engine_world.job(
+        "probe",
+        {
+            "env": {"GREETING": "hello"},
+            "command": (
+                'echo "sid=$(ps -o sid= -p $$ | tr -d " ") pid=$$"; echo "cwd=$(pwd)"; '
+                'echo "greeting=$GREETING"; ls /proc/self/fd | tr "\\n" " "; echo; '
+                "echo to-stderr >&2; exit 7"
+            ),
+        },
+    )
+    async with engine_world.open() as service:
+        run = await run_job(service, "probe")
+        assert run.status is RunStatus.FAILED and run.exit_code == 7, run.error
+        logs = await service.read_logs(run.run_id)
+        out = [x.message for x in logs if x.level == "info"]
+        sid, pid = (part.split("=")[1] for part in out[0].split())
+        assert sid == pid
+        assert out[1] == f"cwd={engine_world.data_dir / 'work' / run.run_id}"
+        assert out[2] == "greeting=hello"
+        assert out[3].split() == ["0", "1", "2", "3"]  # 3 is ls's own listing of the dir
+        assert [x.message for x in logs if x.level == "error"] == ["to-stderr"]
+
+
+async def test_signals_the_server_ignores_are_default_again_in_the_step(
+    engine_world: EngineWorld, spawn_way: str
+) -> None:
+    # Python ignores SIGPIPE; a shell that inherited that could not be killed by it
+    engine_world.job("pipe", {"command": "kill -PIPE $$; echo survived"})
+    async with engine_world.open() as service:
+        run = await run_job(service, "pipe")
+        assert run.status is RunStatus.FAILED and run.signal == 13, run.error
+        assert [x.message for x in await service.read_logs(run.run_id)] == []
+
+
+async def test_a_program_name_is_looked_up_in_the_steps_path(
+    engine_world: EngineWorld, spawn_way: str
+) -> None:
+    bin_dir = engine_world.root / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "flwd-test-tool"
+    tool.write_text("#!/bin/sh\necho tool ran with $1\n")
+    tool.chmod(0o755)
+    engine_world.job(
+        "tool",
+        {"env": {"PATH": f"{bin_dir}:/usr/bin:/bin"}, "command": ["flwd-test-tool", "x y"]},
+    )
+    engine_world.job("missing", {"command": ["flwd-no-such-program", "x"]})
+    async with engine_world.open() as service:
+        run = await run_job(service, "tool")
+        assert run.status is RunStatus.SUCCESS, run.error
+        assert [x.message for x in await service.read_logs(run.run_id)] == ["tool ran with x y"]
+        run = await run_job(service, "missing")
+        assert run.status is RunStatus.FAILED
+        assert run.error is not None
+        assert "cannot start 'flwd-no-such-program': No such file or directory" in run.error
+
+
+@pytest.fixture(params=["pidfd", "polling"])
+def exit_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "polling":
+
+        def no_pidfds(pid: int, flags: int = 0) -> int:
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    yield request.param
+
+
+async def test_a_step_that_closes_its_output_and_runs_on_is_waited_for(
+    engine_world: EngineWorld, exit_watch: str
+) -> None:
+    # its pipes close at once: its exit is then watched, not assumed
+    engine_world.job("quiet", {"command": "exec >&- 2>&-; sleep 0.4; exit 4"})
+    async with engine_world.open() as service:
+        run = await run_job(service, "quiet")
+        assert run.status is RunStatus.FAILED and run.exit_code == 4, run.error
+        elapsed = (run.finished_at - run.started_at).total_seconds()  # type: ignore[operator]
+        assert elapsed >= 0.4
+
+
+async def test_the_exit_is_seen_while_a_child_holds_the_pipes(
+    engine_world: EngineWorld, exit_watch: str
+) -> None:
+    # the main process exits, its background child keeps the pipes open: the exit is seen
+    # all the same (after `_WATCH_EXIT_AFTER`, through the pidfd or by polling), and the
+    # child is stopped
+    engine_world.job("holds", {"command": "sleep 300 & echo main done; exit 5"})
+    async with engine_world.open(kill_grace=1) as service:
+        run = await run_job(service, "holds", timeout=10)
+        assert run.status is RunStatus.FAILED and run.exit_code == 5, run.error
+        elapsed = (run.finished_at - run.started_at).total_seconds()  # type: ignore[operator]
+        assert elapsed < 5
+        assert [x.message for x in await service.read_logs(run.run_id)] == ["main done"]
+    assert engine_world.processes() == []
+
+
+async def test_a_spawn_given_up_midway_leaves_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the caller is cancelled while the spawn runs on its thread: the process starts all
+    # the same, and is killed and reaped rather than left running unwatched
+    handled: list[int] = []
+    kill_orphan = spawn._kill_orphan
+
+    def recording(started: asyncio.Future[int]) -> None:
+        kill_orphan(started)
+        handled.append(started.result())
+
+    monkeypatch.setattr(spawn, "_kill_orphan", recording)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        task = asyncio.ensure_future(
+            spawn.spawn(["/bin/sleep", "300"], cwd="/", env={}, fds=(devnull, devnull, devnull))
+        )
+        await asyncio.sleep(0)  # handed to its thread, then given up
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (pid,) = await wait_for(lambda: handled, what="the orphan to be handled")
+        await wait_for(lambda: process_state(pid) is None, what="the orphan to be reaped")
+    finally:
+        os.close(devnull)
+
+
+def test_pids_the_caller_reaps_are_forgotten_by_popen(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a Popen object must not outlive its process's reaping (it would reap it itself)
+    monkeypatch.setattr(spawn._libc, "usable", False)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = asyncio.run(
+            spawn.spawn(["/bin/true"], cwd="/", env={}, fds=(devnull, devnull, devnull))
+        )
+    finally:
+        os.close(devnull)
+    assert pid in spawn._popens
+    _, status = os.waitpid(pid, 0)
+    spawn.reaped(pid, os.waitstatus_to_exitcode(status))
+    assert pid not in spawn._popens
+    assert not alive(pid)
