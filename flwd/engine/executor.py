@@ -125,7 +125,9 @@ class _StepProcess:
             fds += (out_r, out_w)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             fds += (err_r, err_w)
-            self.pid = await spawn(argv, cwd=cwd, env=env, fds=(_devnull(), out_w, err_w))
+            self.pid = await spawn(
+                argv, cwd=cwd, env=env, fds=(_devnull(), out_w, err_w), busy=bool(WAITED_FOR)
+            )
         except BaseException:
             for fd in fds:
                 os.close(fd)

@@ -4,7 +4,9 @@
 and a vfork-style spawn returns only once the child has called `execve`: for each step the
 event loop, and with it every other run, stands still for 0.1-0.3 ms. Here glibc's
 `posix_spawn` is called through `ctypes`, which lets go of the GIL for the call, from a
-small pool of threads: the loop goes on while the child starts.
+small pool of threads: the loop goes on while the child starts. (With no other step
+running, the hop to a thread costs more than it saves, and the call is made on the loop's
+thread.)
 
 What the child gets is what `Popen(..., start_new_session=True, close_fds=True)` gives it:
 its own session and process group (`POSIX_SPAWN_SETSID`), the working directory
@@ -139,16 +141,27 @@ def _executable(program: str, env: dict[str, str]) -> str:
 
 
 async def spawn(
-    argv: list[str], *, cwd: str, env: dict[str, str], fds: tuple[int, int, int]
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    fds: tuple[int, int, int],
+    busy: bool = True,
 ) -> int:
     """Start `argv` in a new session with `fds` as its stdin, stdout and stderr; its pid.
-    OSError if it cannot be started. The caller reaps it."""
+    OSError if it cannot be started. The caller reaps it.
+
+    `busy` says the loop has other work (other steps running): the spawn then runs on a
+    worker thread. Without, it is made right here, which is quicker than the hop to a
+    thread and back when nothing else is waiting for the loop."""
     global _pool
     if not _libc.usable:
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
     args = _strings([os.fsencode(arg) for arg in argv])
     envp = _strings([os.fsencode(f"{key}={value}") for key, value in env.items()])
+    if not busy:
+        return _libc(path, args, envp, os.fsencode(cwd), fds)
     if _pool is None:
         _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="flwd-spawn")
     loop = asyncio.get_running_loop()

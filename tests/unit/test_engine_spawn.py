@@ -8,22 +8,31 @@ import asyncio
 import errno
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from flwd.engine import spawn
+from flwd.engine import executor, spawn
 from flwd.states import RunStatus
 from tests.unit.engine_support import EngineWorld, alive, process_state, run_job, wait_for
 
 pytest_plugins = ["tests.unit.conftest_engine"]
 
 
-@pytest.fixture(params=["posix_spawn", "popen"])
+@pytest.fixture(params=["posix_spawn on the loop", "posix_spawn on a thread", "popen"])
 def spawn_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     if request.param == "popen":
         monkeypatch.setattr(spawn._libc, "usable", False)
     else:
         assert spawn._libc.usable, "glibc's posix_spawn should be usable on this machine"
+    if request.param == "posix_spawn on a thread":
+        # as if other steps were running (a lone step is spawned on the loop's thread)
+        real = spawn.spawn
+
+        async def busy(*args: Any, **kwargs: Any) -> int:
+            return await real(*args, **{**kwargs, "busy": True})
+
+        monkeypatch.setattr(executor, "spawn", busy)
     yield request.param
 
 
