@@ -14,7 +14,14 @@ import pytest
 
 from flwd.engine import executor, spawn
 from flwd.states import RunStatus
-from tests.unit.engine_support import EngineWorld, alive, process_state, run_job, wait_for
+from tests.unit.engine_support import (
+    EngineWorld,
+    alive,
+    process_state,
+    read_pids,
+    run_job,
+    wait_for,
+)
 
 pytest_plugins = ["tests.unit.conftest_engine"]
 
@@ -179,3 +186,25 @@ def test_pids_the_caller_reaps_are_forgotten_by_popen(monkeypatch: pytest.Monkey
     spawn.reaped(pid, os.waitstatus_to_exitcode(status))
     assert pid not in spawn._popens
     assert not alive(pid)
+
+
+async def test_processes_escaping_a_step_are_found_whichever_thread_spawned_it(
+    engine_world: EngineWorld, spawn_way: str
+) -> None:
+    # a step spawned from a worker thread is that thread's child, but what it leaves
+    # behind is re-parented to the engine's main thread, where the search looks
+    pids = engine_world.root / "escaped.pid"
+    engine_world.job(
+        "daemonizes",
+        {
+            "command": (
+                f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300' > /dev/null 2>&1 & "
+                f'while [ "$(wc -l < {pids} 2>/dev/null)" -lt 1 ]; do sleep 0.01; done'
+            )
+        },
+    )
+    async with engine_world.open(kill_grace=1) as service:
+        run = await run_job(service, "daemonizes")
+        assert run.status is RunStatus.SUCCESS, run.error
+        (escaped,) = await read_pids(pids)
+        assert process_state(escaped) is None  # stopped and reaped
