@@ -155,11 +155,14 @@ async def spawn(
     worker thread. Without, it is made right here, which is quicker than the hop to a
     thread and back when nothing else is waiting for the loop."""
     global _pool
+    arguments = [os.fsencode(arg) for arg in argv]
+    variables = [os.fsencode(f"{key}={value}") for key, value in env.items()]
+    if any(b"\0" in item for item in (*arguments, *variables)) or "\0" in cwd:
+        raise OSError(errno.EINVAL, "embedded null byte in the command or its environment")
     if not _libc.usable:
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
-    args = _strings([os.fsencode(arg) for arg in argv])
-    envp = _strings([os.fsencode(f"{key}={value}") for key, value in env.items()])
+    args, envp = _strings(arguments), _strings(variables)
     if not busy:
         return _libc(path, args, envp, os.fsencode(cwd), fds)
     if _pool is None:

@@ -208,3 +208,14 @@ async def test_processes_escaping_a_step_are_found_whichever_thread_spawned_it(
         assert run.status is RunStatus.SUCCESS, run.error
         (escaped,) = await read_pids(pids)
         assert process_state(escaped) is None  # stopped and reaped
+
+
+async def test_a_null_byte_in_the_command_fails_the_step_clearly(
+    engine_world: EngineWorld, spawn_way: str
+) -> None:
+    engine_world.job("nul", {"command": ["/bin/echo", "a\0b"]})
+    async with engine_world.open() as service:
+        run = await run_job(service, "nul")
+        assert run.status is RunStatus.FAILED and run.reason is not None
+        assert run.reason.value == "error"
+        assert run.error is not None and "embedded null byte" in run.error
