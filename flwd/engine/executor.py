@@ -323,6 +323,7 @@ async def execute_step(
                 "[flwd: output pipe still held open by an escaped process; stopped reading]",
                 step_id=ctx.step.id,
             )
+        output.flush()  # the step's last output (past the head) before its step.finished
     except asyncio.CancelledError:
         # cancelled from outside (never the normal path): leave no process behind; the
         # process is still reaped by its pidfd's reader once it is gone

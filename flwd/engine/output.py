@@ -3,12 +3,14 @@
 Order matters and is fixed here: complete lines are cut out of the stream, secret values
 are replaced by `***`, over-long lines are cut with a marker, and only then does anything
 reach the journal. Lines are stored in chunks (one row per read), and a run keeps at most
-`head_bytes` from its start and `tail_bytes` from its end, with a marker saying what was
-dropped in between — the error that explains a failure is usually at the end.
+`head_bytes` from its start and a rolling `tail_bytes` from its end, with markers saying
+where the tail begins and, at the end, what was dropped in between — the error that
+explains a failure is usually at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from typing import Any
@@ -16,6 +18,9 @@ from typing import Any
 from flwd.events.journal import Journal
 
 MASK = "***"
+#: how often output past the head is stored and published (and a step's end flushes it)
+TAIL_FLUSH_INTERVAL = 1.0
+_FLWD_LINE: dict[str, Any] = {"level": "warning", "stream": "flwd", "step_id": None}
 _MASK_B = MASK.encode()
 
 
@@ -69,7 +74,16 @@ class Redactor:
 
 
 class RunOutput:
-    """Output of one run, shared by its steps: the head/tail budget is per run."""
+    """Output of one run, shared by its steps: the head/tail budget is per run.
+
+    The first `head_bytes` are stored and published as they arrive. Past them, output
+    goes to a rolling tail: chunks wait in memory (the oldest dropped while the newer
+    ones hold `tail_bytes`) and are stored and published every `flush_interval` seconds
+    and whenever a step ends, and stored tail rows are deleted again while the newer ones
+    hold `tail_bytes`. A follower thus sees a chatty run's output live throughout, while
+    a run stores at most `head_bytes` plus `tail_bytes` plus one chunk, and writes at most
+    `tail_bytes` per `flush_interval` past its head, however fast its steps print.
+    """
 
     def __init__(
         self,
@@ -81,6 +95,7 @@ class RunOutput:
         line_limit: int,
         head_bytes: int,
         tail_bytes: int,
+        flush_interval: float | None = None,
     ) -> None:
         self.journal = journal
         self.run_id = run_id
@@ -89,12 +104,19 @@ class RunOutput:
         self.line_limit = line_limit
         self.head_bytes = head_bytes
         self.tail_bytes = tail_bytes
+        self.flush_interval = TAIL_FLUSH_INTERVAL if flush_interval is None else flush_interval
         self.head_used = 0
-        self.tail: deque[tuple[dict[str, Any], str, int, int]] = deque()
-        self.tail_used = 0
+        self.in_tail = False
+        #: tail chunks not stored yet: (data, text, lines, size)
+        self.pending: deque[tuple[dict[str, Any], str, int, int]] = deque()
+        self.pending_used = 0
+        #: tail chunks stored: (row id, lines, size)
+        self.stored: deque[tuple[int, int, int]] = deque()
+        self.stored_used = 0
         self.dropped_lines = 0
         self.dropped_bytes = 0
         self.total_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def stream(self, step_id: str, stream: str) -> LineStream:
         return LineStream(self, step_id, stream)
@@ -104,7 +126,7 @@ class RunOutput:
 
         Never waits: the reader of the pipes pauses while the store's queue is full."""
         self.total_bytes += size
-        if not self.tail:
+        if not self.in_tail:
             room = self.head_bytes - self.head_used
             if size <= room:
                 self.head_used += size
@@ -124,56 +146,66 @@ class RunOutput:
                 head = "\n".join(parts[:keep])
                 self.journal.post_output(self.run_id, self.job_id, data, head, keep)
                 text, lines, size = "\n".join(parts[keep:]), lines - keep, size - used
-        self.tail.append((data, text, lines, size))
-        self.tail_used += size
-        # whole chunks go while what remains still fills the tail; `finish` trims the
-        # oldest one line by line
-        while len(self.tail) > 1 and self.tail_used - self.tail[0][3] >= self.tail_bytes:
-            _, _, old_lines, old_size = self.tail.popleft()
+            self.in_tail = True
+            self.journal.post_output(
+                self.run_id,
+                self.job_id,
+                _FLWD_LINE,
+                f"[flwd: the run's output passed {self.head_bytes} bytes; from here on only "
+                f"its last {self.tail_bytes} bytes are kept, shown every "
+                f"{self.flush_interval:g}s]",
+                1,
+            )
+        self.pending.append((data, text, lines, size))
+        self.pending_used += size
+        # whole chunks go while the newer ones still fill the tail
+        while len(self.pending) > 1 and self.pending_used - self.pending[0][3] >= self.tail_bytes:
+            _, _, old_lines, old_size = self.pending.popleft()
+            self.pending_used -= old_size
             self._drop(old_lines, old_size)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
 
     def _drop(self, lines: int, size: int) -> None:
-        self.tail_used -= size
         self.dropped_lines += lines
         self.dropped_bytes += size
 
-    def _trim_tail(self) -> None:
-        """Cut the oldest retained lines until the tail fits its budget (one line stays)."""
-        while self.tail and self.tail_used > self.tail_bytes:
-            data, text, lines, size = self.tail[0]
-            excess = self.tail_used - self.tail_bytes
-            if size <= excess and len(self.tail) > 1:
-                self.tail.popleft()
-                self._drop(lines, size)
-                continue
-            parts = text.split("\n")
-            drop = freed = 0
-            while drop < len(parts) - 1 and freed < excess:
-                freed += len(parts[drop].encode()) + 1
-                drop += 1
-            if drop:
-                self.tail[0] = (data, "\n".join(parts[drop:]), lines - drop, size - freed)
-                self._drop(drop, freed)
-            return
+    def flush(self) -> None:
+        """Store and publish the tail chunks waiting in memory, and delete the stored ones
+        no longer needed (called every `flush_interval` and when a step's pipes close)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.pending:
+            data, text, lines, size = self.pending.popleft()
+            row = self.journal.post_output(self.run_id, self.job_id, data, text, lines)
+            self.stored.append((row, lines, size))
+            self.stored_used += size
+        self.pending_used = 0
+        doomed = []
+        while len(self.stored) > 1 and self.stored_used - self.stored[0][2] >= self.tail_bytes:
+            row, lines, size = self.stored.popleft()
+            self.stored_used -= size
+            self._drop(lines, size)
+            doomed.append(row)
+        if doomed:
+            self.journal.delete_output(doomed)
 
     async def note(self, message: str, *, step_id: str | None = None) -> None:
         """A line written by flwd itself into the run's log (level `warning`)."""
-        data = {"level": "warning", "stream": "flwd", "step_id": step_id}
+        data = {**_FLWD_LINE, "step_id": step_id}
         await self.journal.append_output(self.run_id, self.job_id, data, message, 1)
 
     async def finish(self) -> None:
-        """Flush the retained tail, preceded by a marker of what was dropped."""
-        self._trim_tail()
+        """Flush the tail, then say what was dropped, if anything."""
+        self.flush()
         if self.dropped_lines:
+            kept = self.stored_used
             await self.note(
                 f"[flwd: {self.dropped_lines} lines ({self.dropped_bytes} bytes) of output "
-                f"dropped here; the first {self.head_bytes} and last {self.tail_bytes} bytes "
-                "of the run's output are kept]"
+                f"were dropped between the first {self.head_used} and the last {kept} bytes "
+                "of the run's output, which are kept]"
             )
-        while self.tail:
-            data, text, lines, _ = self.tail.popleft()
-            await self.journal.append_output(self.run_id, self.job_id, data, text, lines)
-        self.tail_used = 0
 
 
 class LineStream:

@@ -28,6 +28,7 @@ _INSERT = (
     "INSERT INTO events (id, last_id, run_id, job_id, type, ts, data, text) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_DELETE_OUTPUT = f"DELETE FROM events WHERE id = ? AND type = '{OUTPUT}'"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -101,10 +102,18 @@ class Journal:
 
     def post_output(
         self, run_id: str, job_id: str, data: dict[str, Any], text: str, lines: int
-    ) -> None:
+    ) -> int:
         """`append_output` without waiting for room: for a producer that applies the
-        back-pressure itself (the executor pauses reading the step's pipes)."""
+        back-pressure itself (the executor pauses reading the step's pipes). The stored
+        row's id (its first line's event id)."""
+        first = self._next_id
         self._queue(OUTPUT, run_id, job_id, data, text=text, lines=lines, wait=False)
+        return first
+
+    def delete_output(self, rows: list[int]) -> None:
+        """Delete stored chunks of output (by row id), once published: what a run's
+        rolling tail no longer keeps."""
+        self.store.write([(_DELETE_OUTPUT, (row,)) for row in rows], wait=False)
 
     def _queue(
         self,
