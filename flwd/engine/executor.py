@@ -259,14 +259,11 @@ class _StepProcess:
     def abandon(self) -> bool:
         """Stop reading the pipes still open (flushing what was read); True if any was."""
         if self.resuming is not None:
-            self.resuming.cancel()
-            self.resuming = None
-            left = list(self.pipes)
-            for fd in left:  # paused: no reader to remove
-                self.loop.add_reader(fd, self._read, fd)
+            self.resuming.cancel()  # paused: `_close_pipe` has no reader to remove
         left = sorted(self.pipes)
         for fd in left:
             self._close_pipe(fd)
+        self.resuming = None
         return bool(left)
 
 
