@@ -253,6 +253,7 @@ class EscapedProcesses:
 
     def __call__(self) -> list[int]:
         stack = []
+        direct = set()
         for pid in adopted_candidates():
             if pid in WAITED_FOR or pid in self.exclude:
                 continue
@@ -260,20 +261,41 @@ class EscapedProcesses:
             if fields is None:
                 continue
             if fields[0] == "Z":
-                if asyncio.get_child_watcher() is _watcher:
-                    _reap(pid)
+                _reap_adopted(pid)
             elif pid in self.seen or _has_env(pid, self.needle):
                 stack.append(pid)
+                direct.add(pid)
         found: set[int] = set()
         while stack and len(found) < 100_000:
             pid = stack.pop()
             fields = _stat_fields(str(pid))
-            if pid in found or fields is None or fields[0] == "Z":
+            if pid in found or fields is None:
+                continue
+            if fields[0] == "Z":
+                if pid in direct:  # died since it was listed (a signal just sent)
+                    _reap_adopted(pid)
                 continue
             found.add(pid)
             stack.extend(children(pid))
         self.seen |= found
         return sorted(found)
+
+
+def reap_adopted() -> None:
+    """Reap the zombie children of this process that nothing in it waits for: adopted
+    processes that have ended (once a run's escaped processes are stopped, those whose
+    own parent was stopped with them are re-parented here as zombies)."""
+    for pid in adopted_candidates():
+        if pid not in WAITED_FOR:
+            fields = _stat_fields(str(pid))
+            if fields is not None and fields[0] == "Z":
+                _reap_adopted(pid)
+
+
+def _reap_adopted(pid: int) -> None:
+    # only with the engine's watcher, which knows every pid asyncio waits for
+    if asyncio.get_child_watcher() is _watcher:
+        _reap(pid)
 
 
 def _reap(pid: int) -> bool:

@@ -42,6 +42,7 @@ from flwd.engine.output import Redactor, RunOutput
 from flwd.engine.processes import (
     EscapedProcesses,
     group_members,
+    reap_adopted,
     terminate,
     unwaited_children,
 )
@@ -478,6 +479,7 @@ class RunExecutor:
             if not unwaited_children():
                 return  # the common case: nothing left the groups, nothing to reap
             await terminate(None, run_id=run_id, grace=grace, find=EscapedProcesses(run_id))
+            reap_adopted()
         else:
             await terminate(None, run_id=run_id, grace=grace)
 

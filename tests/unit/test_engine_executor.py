@@ -245,7 +245,7 @@ async def test_processes_that_escaped_a_finished_step_are_stopped_and_reaped(
             "command": (
                 f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300' > /dev/null 2>&1 & "
                 f"(sh -c 'echo $$ >> {pids}; exec sleep 300' > /dev/null 2>&1 &) ; "
-                f'while [ "$(wc -l < {pids} 2>/dev/null)" -lt 2 ]; do sleep 0.01; done'
+                f'while [ "$(cat {pids} 2>/dev/null | wc -l)" -lt 2 ]; do sleep 0.01; done'
             )
         },
     )

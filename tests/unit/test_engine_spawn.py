@@ -199,7 +199,7 @@ async def test_processes_escaping_a_step_are_found_whichever_thread_spawned_it(
         {
             "command": (
                 f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300' > /dev/null 2>&1 & "
-                f'while [ "$(wc -l < {pids} 2>/dev/null)" -lt 1 ]; do sleep 0.01; done'
+                f"while [ ! -s {pids} ]; do sleep 0.01; done"
             )
         },
     )
