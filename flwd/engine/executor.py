@@ -152,16 +152,8 @@ class _StepProcess:
             return  # its exit is watched already
         self.exit_timer.cancel()
         self.exit_timer = None
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            log.warning("process %d was reaped elsewhere: exit status 255", self.pid)
-            self._exited(255)
-            return
-        if pid == 0:  # not yet (or it closed its output and runs on)
+        if not self._collect(os.WNOHANG):  # not yet (or it closed its output and runs on)
             self._watch_exit()
-        else:
-            self._exited(os.waitstatus_to_exitcode(status))
 
     def _watch_exit(self) -> None:
         self.exit_timer = None
@@ -177,26 +169,25 @@ class _StepProcess:
         self.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
         self.pidfd = None
-        try:
-            _, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            log.warning("process %d was reaped elsewhere: exit status 255", self.pid)
-            self._exited(255)
-            return
-        self._exited(os.waitstatus_to_exitcode(status))
+        self._collect(0)
 
     def _poll(self) -> None:
+        if not self._collect(os.WNOHANG):
+            self.poll_delay = min(self.poll_delay * 2, _POLL_MAX)
+            self.loop.call_later(self.poll_delay, self._poll)
+
+    def _collect(self, flags: int) -> bool:
+        """Reap the process if it has exited (`waitpid` with `flags`); True if it had."""
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status = os.waitpid(self.pid, flags)
         except ChildProcessError:
             log.warning("process %d was reaped elsewhere: exit status 255", self.pid)
             self._exited(255)
-            return
+            return True
         if pid == 0:
-            self.poll_delay = min(self.poll_delay * 2, _POLL_MAX)
-            self.loop.call_later(self.poll_delay, self._poll)
-            return
+            return False
         self._exited(os.waitstatus_to_exitcode(status))
+        return True
 
     def _exited(self, returncode: int) -> None:
         WAITED_FOR.discard(self.pid)

@@ -150,7 +150,7 @@ class RunOutput:
             self.journal.post_output(
                 self.run_id,
                 self.job_id,
-                _FLWD_LINE,
+                dict(_FLWD_LINE),
                 f"[flwd: the run's output passed {self.head_bytes} bytes; from here on only "
                 f"its last {self.tail_bytes} bytes are kept, shown every "
                 f"{self.flush_interval:g}s]",
