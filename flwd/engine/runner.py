@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import stat
@@ -56,6 +57,8 @@ from flwd.storage import runs as rows
 
 log = logging.getLogger(__name__)
 _RESULT_LIMIT = 4 * 1024 * 1024
+#: a step's process group id is stored once it has run this long (see `_run_step`)
+_STORE_PGID_AFTER = 0.05
 
 
 @dataclass
@@ -281,24 +284,22 @@ class RunExecutor:
             # and its processes are killed, instead of it being queued and run again
             await started
 
-            def record_pgid(pgid: int, step_id: str = step.id) -> None:
-                # not waited for: after a crash the run's processes are found by its id
-                active.pgids.append(pgid)
-                self.journal.store.write(
-                    [rows.update_step(run.run_id, step_id, pgid=pgid)], wait=False
-                )
-
+            stored_later: list[asyncio.TimerHandle] = []
             if active.created is not None and not _committed(active.created):
                 raise StorageError("the run could not be stored; it was not started")
-            outcome = await execute_step(
-                ctx,
-                output=output,
-                stop=active.stop,
-                timeout=step.timeout,
-                grace=self.settings.kill_grace,
-                owned=self.owned,
-                on_spawn=record_pgid,
-            )
+            try:
+                outcome = await execute_step(
+                    ctx,
+                    output=output,
+                    stop=active.stop,
+                    timeout=step.timeout,
+                    grace=self.settings.kill_grace,
+                    owned=self.owned,
+                    on_spawn=functools.partial(self._record_pgid, active, step.id, stored_later),
+                )
+            finally:
+                for handle in stored_later:
+                    handle.cancel()
             if outcome.status is StepStatus.SUCCESS:
                 outcome = await self._collect_result(active, step, result_file, results, outcome)
             last = outcome.status is not StepStatus.FAILED or attempt == step.retries
@@ -314,6 +315,24 @@ class RunExecutor:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(result_file)
         return outcome
+
+    def _record_pgid(
+        self, active: ActiveRun, step_id: str, timers: list[asyncio.TimerHandle], pgid: int
+    ) -> None:
+        active.pgids.append(pgid)
+        # for crash recovery, stored once the step has run a while (not waited for): after
+        # a crash the run's processes are found by its id anyway
+        timers.append(
+            asyncio.get_running_loop().call_later(
+                _STORE_PGID_AFTER, self._store_pgid, active.run.run_id, step_id, pgid
+            )
+        )
+
+    def _store_pgid(self, run_id: str, step_id: str, pgid: int) -> None:
+        try:
+            self.journal.store.write([rows.update_step(run_id, step_id, pgid=pgid)], wait=False)
+        except StorageError:
+            log.exception("could not store the process group of run %s", run_id)
 
     async def _collect_result(
         self,

@@ -17,6 +17,8 @@ from flwd.states import RunStatus
 from tests.unit.engine_support import (
     EngineWorld,
     alive,
+    finish,
+    pgid_of,
     process_state,
     read_pids,
     run_job,
@@ -219,3 +221,20 @@ async def test_a_null_byte_in_the_command_fails_the_step_clearly(
         assert run.status is RunStatus.FAILED and run.reason is not None
         assert run.reason.value == "error"
         assert run.error is not None and "embedded null byte" in run.error
+
+
+async def test_a_running_steps_process_group_is_stored_for_crash_recovery(
+    engine_world: EngineWorld,
+) -> None:
+    # stored once the step has run a while, cleared when it ends
+    gate = engine_world.root / "gate"
+    engine_world.job("waits", {"command": f"while [ ! -e {gate} ]; do sleep 0.02; done"})
+    async with engine_world.open() as service:
+        run = await service.create_run("waits", {})
+        pgids = await wait_for(
+            lambda: service.repo.step_pgids(run.run_id), what="the process group to be stored"
+        )
+        assert {pgid_of(pid) for pid in engine_world.processes()} == set(pgids)
+        gate.touch()
+        await finish(service, run)
+        assert await service.repo.step_pgids(run.run_id) == []
