@@ -29,11 +29,12 @@ import ctypes.util
 import errno
 import os
 import platform
+import queue
 import shutil
 import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from typing import Any
 
 # glibc's values (bits/spawn.h)
@@ -123,8 +124,55 @@ def _check(code: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
+class _Spawner:
+    """Worker threads that call `posix_spawn` for the loop: a request is put on a queue,
+    its answer comes back with `call_soon_threadsafe`. A process whose caller stopped
+    waiting (cancelled) is killed and reaped here."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.requests: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.started = False
+
+    def spawn(self, future: asyncio.Future[int], *args: Any) -> None:
+        if not self.started:
+            self.started = True
+            for n in range(self.threads):
+                name = f"flwd-spawn-{n}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
+        self.requests.put((future.get_loop(), future, args))
+
+    def _work(self) -> None:
+        while True:
+            loop, future, args = self.requests.get()
+            if loop is None:  # an orphan to reap
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(args, 0)
+                continue
+            try:
+                pid = _libc(*args)
+            except BaseException as exc:  # handed to the caller
+                loop.call_soon_threadsafe(self._settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(self._settle, future, pid, None)
+
+    def _settle(
+        self, future: asyncio.Future[int], pid: int | None, error: BaseException | None
+    ) -> None:
+        if future.cancelled():
+            if pid is not None:  # the process started all the same: not left unwatched
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                self.requests.put((None, None, pid))
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            assert pid is not None
+            future.set_result(pid)
+
+
 _libc = _Libc()
-_pool: ThreadPoolExecutor | None = None
+_spawner = _Spawner(_THREADS)
 
 
 def _strings(items: list[bytes]) -> Any:
@@ -154,7 +202,6 @@ async def spawn(
     `busy` says the loop has other work (other steps running): the spawn then runs on a
     worker thread. Without, it is made right here, which is quicker than the hop to a
     thread and back when nothing else is waiting for the loop."""
-    global _pool
     arguments = [os.fsencode(arg) for arg in argv]
     variables = [os.fsencode(f"{key}={value}") for key, value in env.items()]
     if any(b"\0" in item for item in (*arguments, *variables)) or "\0" in cwd:
@@ -165,26 +212,9 @@ async def spawn(
     args, envp = _strings(arguments), _strings(variables)
     if not busy:
         return _libc(path, args, envp, os.fsencode(cwd), fds)
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="flwd-spawn")
-    loop = asyncio.get_running_loop()
-    started = loop.run_in_executor(_pool, _libc, path, args, envp, os.fsencode(cwd), fds)
-    try:
-        return await asyncio.shield(started)
-    except asyncio.CancelledError:
-        # the process may start all the same: it must not be left running unwatched
-        started.add_done_callback(_kill_orphan)
-        raise
-
-
-def _kill_orphan(started: asyncio.Future[int]) -> None:
-    if started.cancelled() or started.exception() is not None:
-        return
-    pid = started.result()
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
-    assert _pool is not None
-    _pool.submit(os.waitpid, pid, 0)
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    _spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds)
+    return await started
 
 
 #: processes started by `Popen`, until reaped: a Popen object collected while its process

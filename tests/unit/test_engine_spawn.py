@@ -151,13 +151,14 @@ async def test_a_spawn_given_up_midway_leaves_no_process(monkeypatch: pytest.Mon
     # the caller is cancelled while the spawn runs on its thread: the process starts all
     # the same, and is killed and reaped rather than left running unwatched
     handled: list[int] = []
-    kill_orphan = spawn._kill_orphan
+    settle = spawn._spawner._settle
 
-    def recording(started: asyncio.Future[int]) -> None:
-        kill_orphan(started)
-        handled.append(started.result())
+    def recording(future: asyncio.Future[int], pid: int | None, error: object) -> None:
+        settle(future, pid, error)  # type: ignore[arg-type]
+        if pid is not None:
+            handled.append(pid)
 
-    monkeypatch.setattr(spawn, "_kill_orphan", recording)
+    monkeypatch.setattr(spawn._spawner, "_settle", recording)
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         task = asyncio.ensure_future(
