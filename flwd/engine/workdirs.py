@@ -161,29 +161,24 @@ def _as_made(workdir: str, dir_mode: int) -> bool:
             "results",
         ]:
             return False
-        if not _is(workdir, stat.S_IFDIR, dir_mode) or not _is(flwd, stat.S_IFDIR, dir_mode):
+        directory = stat.S_IFDIR | dir_mode  # type and permission bits, compared at once
+        if (
+            os.lstat(workdir).st_mode != directory
+            or os.lstat(flwd).st_mode != directory
+            or os.lstat(f"{flwd}/args.json").st_mode != stat.S_IFREG | _ARGS_MODE
+            or os.lstat(f"{flwd}/artifacts").st_mode != directory
+            or os.lstat(f"{flwd}/results").st_mode != directory
+        ):
             return False
-        if not _is(f"{flwd}/args.json", stat.S_IFREG, _ARGS_MODE):
-            return False
-        for sub in _SUBDIRS:
-            if not _is(f"{flwd}/{sub}", stat.S_IFDIR, dir_mode):
-                return False
         if os.listdir(f"{flwd}/artifacts"):
             return False
         for name in os.listdir(f"{flwd}/results"):
-            if not _is(f"{flwd}/results/{name}", stat.S_IFREG, None):
+            if not stat.S_ISREG(os.lstat(f"{flwd}/results/{name}").st_mode):
                 return False
             os.unlink(f"{flwd}/results/{name}")
     except OSError:
         return False
     return True
-
-
-def _is(path: str, kind: int, mode: int | None) -> bool:
-    info = os.lstat(path)
-    if stat.S_IFMT(info.st_mode) != kind:
-        return False
-    return mode is None or stat.S_IMODE(info.st_mode) == mode
 
 
 def _write_args(path: str, data: bytes) -> None:
