@@ -17,7 +17,8 @@ ignored across `execve`). A program name without a slash is looked up in the `PA
 step's environment, as `Popen` does.
 
 Where any of this is missing (not glibc, glibc older than 2.34), `spawn` uses `Popen` on the
-loop's thread instead: slower under load, the same for the step.
+loop's thread instead: slower under load, and only SIGPIPE, SIGXFZ and SIGXFSZ are set back
+to their default dispositions; otherwise the same for the step.
 """
 
 from __future__ import annotations
