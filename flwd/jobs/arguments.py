@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -92,8 +93,9 @@ def _validate(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any]:
     instance: Any = copy.deepcopy(dict(args)) if args is not None else {}
     defaulting, strict = _validators_for(job)
     if defaulting is not None:
-        for _ in defaulting.iter_errors(instance):
-            pass  # errors are reported by the second pass, on the completed instance
+        # this pass only fills in defaults: errors are reported by the second pass, on
+        # the completed instance (the iterator is consumed and its errors dropped)
+        deque(defaulting.iter_errors(instance), maxlen=0)
     errors: list[FieldError] = []
     secrets = secret_values(job, instance)
     for error in sorted(strict.iter_errors(instance), key=lambda e: list(map(str, e.path))):
