@@ -270,7 +270,6 @@ async def execute_step(
     stop: StopSignal,
     timeout: float | None,
     grace: float,
-    owned: set[int],
     on_spawn: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Run the step once. `stop` set from outside (cancel, run timeout) ends it as
@@ -283,7 +282,6 @@ async def execute_step(
         message = f"cannot start {ctx.argv[0]!r}: {exc.strerror or exc}"
         await output.note(f"[flwd: {message}]", step_id=ctx.step.id)
         return Outcome(status=StepStatus.FAILED, reason=FailureReason.ERROR, error=message)
-    owned.add(pgid)
     wake = process.wake
 
     def stopped() -> None:
@@ -322,7 +320,6 @@ async def execute_step(
         stop.remove_callback(stopped)
         if timer is not None:
             timer.cancel()
-        owned.discard(pgid)
     return _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
 
 

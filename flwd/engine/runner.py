@@ -91,12 +91,10 @@ class RunExecutor:
         settings: Settings,
         journal: Journal,
         pm: pluggy.PluginManager,
-        owned: set[int],
     ) -> None:
         self.settings = settings
         self.journal = journal
         self.pm = pm
-        self.owned = owned
         self.work_root = settings.data_path / "work"
         self.blob_root = settings.data_path / "artifacts"
         self._base_env = inherited_environment()
@@ -294,7 +292,6 @@ class RunExecutor:
                     stop=active.stop,
                     timeout=step.timeout,
                     grace=self.settings.kill_grace,
-                    owned=self.owned,
                     on_spawn=functools.partial(self._record_pgid, active, step.id, stored_later),
                 )
             finally:

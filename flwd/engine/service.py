@@ -96,8 +96,7 @@ class RunService:
         )
         self.store.on_commit = self.journal.committed
         self.repo = RunRepository(self.store)
-        self._owned: set[int] = set()
-        self.executor = RunExecutor(settings, self.journal, pm, self._owned)
+        self.executor = RunExecutor(settings, self.journal, pm)
         self.scheduler = Scheduler(
             max_concurrency=settings.max_concurrency,
             max_queue=settings.max_queue,
