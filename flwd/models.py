@@ -66,7 +66,9 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     retries: int = 0
     security_profile: str | None = None
     result_schema: dict[str, Any] | None = None
-    secret_args: frozenset[str] = frozenset()
+    #: JSON Pointers of the secret values inside the arguments, sorted (`/password`,
+    #: `/creds/token`): see `flwd.jobs.schemas.secret_pointers`
+    secret_args: tuple[str, ...] = ()
     digest: str = ""
 
 

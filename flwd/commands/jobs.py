@@ -150,8 +150,14 @@ def _print_job(job: JobSpec) -> None:
             notes.append("required")
         if "default" in schema:
             notes.append(f"default {json.dumps(schema['default'])}")
-        if name in job.secret_args:
+        pointer = "/" + name.replace("~", "~0").replace("/", "~1")
+        if pointer in job.secret_args:
             notes.append("secret")
+        elif any(p.startswith(pointer + "/") for p in job.secret_args):
+            notes.append(
+                "secrets inside: "
+                + ", ".join(p for p in job.secret_args if p.startswith(pointer + "/"))
+            )
         description = f"  {schema['description']}" if schema.get("description") else ""
         click.echo(f"  {name}  ({', '.join(notes)}){description}")
     click.echo("steps:")

@@ -39,7 +39,7 @@ from flwd.events.bus import EventBus
 from flwd.events.feed import IDLE_RECHECK, EventFeed
 from flwd.events.journal import Journal
 from flwd.events.records import Record
-from flwd.jobs.arguments import mask_secrets, secret_values, validate_args
+from flwd.jobs.arguments import mask_secrets, secret_values, validate_args, without_secrets
 from flwd.jobs.registry import JobRegistry
 from flwd.models import Artifact, Event, JobSpec, LogLine, Run, Step, utcnow
 from flwd.settings import Settings
@@ -276,7 +276,7 @@ class RunService:
         stored, so they must be given again in `args` (which also overrides others)."""
         previous = await self.get_run(run_id)
         job = self.registry.catalog.get(previous.job_id)
-        merged = {k: v for k, v in previous.args.items() if k not in job.secret_args}
+        merged = without_secrets(job, previous.args)
         merged.update(args or {})
         return await self.create_run(
             job.id, merged, tenant=previous.tenant, idempotency_key=idempotency_key

@@ -25,7 +25,7 @@ from flwd.jobs.schemas import (
     DEFAULT_ARGS_SCHEMA,
     close_object_schemas,
     schema_issues,
-    secret_arg_names,
+    secret_pointers,
 )
 from flwd.jobs.step_builder import build_steps
 from flwd.jobs.yamlfile import ConfigUnreadable, decode_config, parse_config
@@ -122,7 +122,7 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
         retries=raw.retries,
         security_profile=raw.security_profile,
         result_schema=raw.result_schema,
-        secret_args=secret_arg_names(args),
+        secret_args=secret_pointers(args),
         digest=folder.digest,
     )
 

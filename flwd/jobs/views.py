@@ -52,7 +52,7 @@ def job_detail(job: JobSpec) -> dict[str, Any]:
         "retries": job.retries,
         "security_profile": job.security_profile,
         "result_schema": job.result_schema,
-        "secret_args": sorted(job.secret_args),
+        "secret_args": list(job.secret_args),
         "digest": job.digest,
     }
 

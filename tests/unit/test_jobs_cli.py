@@ -98,7 +98,7 @@ def test_show_json_has_contract_fields_and_extras(jobs_cli_tree: JobsTree) -> No
     assert contract <= set(detail)
     assert detail["args"]["required"] == ["target"]
     assert detail["args"]["properties"]["target"]["type"] == "string"
-    assert detail["secret_args"] == ["password"]
+    assert detail["secret_args"] == ["/password"]
     assert detail["steps"] == [
         {"id": "main", "needs": [], "script": None, "timeout": None, "retries": 0}
     ]
