@@ -24,7 +24,7 @@ from ulid import ULID
 
 from flwd.engine.output import Redactor
 from flwd.engine.processes import adopt_orphans
-from flwd.engine.recovery import clean_work_root, recover_lost_runs
+from flwd.engine.recovery import clean_work_root, recover_lost_runs, repair_unended_steps
 from flwd.engine.runner import ActiveRun, RunExecutor
 from flwd.engine.scheduler import Scheduler, concurrency_key
 from flwd.errors import (
@@ -128,6 +128,7 @@ class RunService:
             if self.pm.hook.run_event.get_hookimpls():
                 self.journal.listeners.append(self._notify_plugins)
             await recover_lost_runs(self.repo, self.journal, self.settings.kill_grace)
+            await repair_unended_steps(self.repo, self.journal, self.settings.kill_grace)
             await self._requeue_pending()
             keep = {a.run.run_id for a in self.scheduler.running() + self.scheduler.pending()}
             await asyncio.to_thread(clean_work_root, self.executor.work_root, keep)

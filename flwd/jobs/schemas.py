@@ -105,8 +105,18 @@ def _collect(
     seen: frozenset[int],
     *,
     top: bool = False,
+    probing: bool = False,
 ) -> None:
-    if not isinstance(node, Mapping) or id(node) in seen:
+    if not isinstance(node, Mapping):
+        return
+    if id(node) in seen:
+        # a recursive schema (a tree of nodes, each with a secret): the pointers would
+        # never end, so the value where the recursion starts again is secret as a whole
+        if not probing:
+            inner: set[str] = set()
+            _collect(node, pointer, root, inner, frozenset(), probing=True)
+            if inner:
+                found.add(pointer)
         return
     seen = seen | {id(node)}
     if not top and is_secret(node):
@@ -114,19 +124,19 @@ def _collect(
         return
     target = _resolve(root, node.get("$ref"))
     if target is not None:
-        _collect(target, pointer, root, found, seen, top=top)
+        _collect(target, pointer, root, found, seen, top=top, probing=probing)
     for key in _SAME_VALUE:
         branches = node.get(key)
         if isinstance(branches, list):
             for branch in branches:
-                _collect(branch, pointer, root, found, seen, top=top)
+                _collect(branch, pointer, root, found, seen, top=top, probing=probing)
     for key in _SAME_VALUE_ONE:
-        _collect(node.get(key), pointer, root, found, seen, top=top)
+        _collect(node.get(key), pointer, root, found, seen, top=top, probing=probing)
     properties = node.get("properties")
     if isinstance(properties, Mapping):
         for name, sub in properties.items():
             escaped = str(name).replace("~", "~0").replace("/", "~1")
-            _collect(sub, f"{pointer}/{escaped}", root, found, seen)
+            _collect(sub, f"{pointer}/{escaped}", root, found, seen, probing=probing)
     if top:
         return  # the arguments object as a whole is never one secret
     for key in _UNNAMED_PARTS:
@@ -135,10 +145,10 @@ def _collect(
             parts: list[Any] = list(value.values())
         else:
             parts = value if isinstance(value, list) else [value]
-        inner: set[str] = set()
+        parts_found: set[str] = set()
         for part in parts:
-            _collect(part, pointer, root, inner, seen)
-        if inner:
+            _collect(part, pointer, root, parts_found, seen, probing=probing)
+        if parts_found:
             found.add(pointer)
             return
 
