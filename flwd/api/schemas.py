@@ -86,6 +86,9 @@ class JobDetail(msgspec.Struct, frozen=True, kw_only=True):
     steps: list[StepInfo] = []
     timeout: float | None = None
     result_schema: dict[str, Any] | None = None
+    #: JSON Pointers of the secret values inside `args` (`/password`, `/creds/token`): a
+    #: form or an MCP client can mark nested secrets without reading the schema again
+    secret_args: tuple[str, ...] = ()
     digest: str = ""
 
     @classmethod
@@ -105,6 +108,7 @@ class JobDetail(msgspec.Struct, frozen=True, kw_only=True):
             ],
             timeout=job.timeout,
             result_schema=job.result_schema,
+            secret_args=job.secret_args,
             digest=job.digest,
         )
 

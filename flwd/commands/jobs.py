@@ -20,8 +20,15 @@ from flwd.hookspecs import hookimpl
 from flwd.jobs.catalog import Catalog
 from flwd.jobs.registry import JobRegistry
 from flwd.jobs.scanner import FolderScanner
-from flwd.jobs.views import format_diagnostic, invalid_job_dict, job_detail, job_summary
-from flwd.models import InvalidJob, JobSpec
+from flwd.jobs.schemas import MIN_MASKED_LENGTH, short_secrets
+from flwd.jobs.views import (
+    diagnostic_dict,
+    format_diagnostic,
+    invalid_job_dict,
+    job_detail,
+    job_summary,
+)
+from flwd.models import Diagnostic, InvalidJob, JobSpec
 from flwd.plugins import make_plugin_manager
 from flwd.settings import SettingsError, load_settings
 
@@ -184,15 +191,22 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         result = FolderScanner("validate", path, single_job=single).scan()
         valid.extend(result.jobs)
         invalid.extend(result.invalid)
+    warnings = [warning for job in valid for warning in _secret_warnings(job)]
     if as_json:
         _echo_json(
-            {"valid": [job.id for job in valid], "invalid": [invalid_job_dict(b) for b in invalid]}
+            {
+                "valid": [job.id for job in valid],
+                "invalid": [invalid_job_dict(b) for b in invalid],
+                "warnings": [diagnostic_dict(w) for w in warnings],
+            }
         )
     else:
         cwd = os.getcwd()
         for bad in invalid:
             for diagnostic in bad.diagnostics:
                 click.echo(format_diagnostic(diagnostic, relative_to=cwd))
+        for warning in warnings:
+            click.echo(format_diagnostic(warning, relative_to=cwd), err=True)
         total = len(valid) + len(invalid)
         click.echo(
             f"{total} job folder{'s' if total != 1 else ''} checked: "
@@ -200,6 +214,19 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
             err=True,
         )
     sys.exit(1 if invalid else 0)
+
+
+def _secret_warnings(job: JobSpec) -> list[Diagnostic]:
+    """Secrets whose schema allows values too short to be masked in log lines."""
+    return [
+        Diagnostic(
+            file=os.path.join(job.path, "config.yaml"),
+            reason=f"warning: secret argument {pointer} may be shorter than "
+            f"{MIN_MASKED_LENGTH} characters, and so short a value is not masked in log "
+            f"lines (only where it stands alone); give it minLength: {MIN_MASKED_LENGTH}",
+        )
+        for pointer in short_secrets(job.args)
+    ]
 
 
 @hookimpl

@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any
 
 from flwd.events.journal import Journal
+from flwd.jobs.schemas import MIN_MASKED_LENGTH
 
 MASK = "***"
 #: how often output past the head is stored and published (and a step's end flushes it)
@@ -24,10 +25,10 @@ _FLWD_LINE: dict[str, Any] = {"level": "warning", "stream": "flwd", "step_id": N
 _MASK_B = MASK.encode()
 
 
-#: a secret shorter than this is not masked inside free text (log lines, error messages,
-#: strings of a result), where masking every "ab" or "12" would ruin the text and hide
-#: nothing; it is still masked wherever it stands alone (`flwd validate` warns about it)
-MIN_MASKED_LENGTH = 4
+# A secret shorter than MIN_MASKED_LENGTH is not masked inside free text (log lines,
+# error messages, strings of a result), where masking every "ab" or "12" would ruin the
+# text and hide nothing; it is still masked wherever it stands alone (`flwd validate`
+# warns about a secret whose schema allows it).
 
 
 class Redactor:

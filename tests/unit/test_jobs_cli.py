@@ -142,12 +142,19 @@ def test_validate_reports_every_problem(jobs_cli_tree: JobsTree) -> None:
         "remove one of these 'needs'",
     ]
     assert "4 job folders checked: 2 valid, 2 invalid" in result.stderr
+    # a secret with no minLength may be too short to be masked in log lines
+    assert (
+        f"{jobs_cli_tree.root}/backup/daily/config.yaml: warning: secret argument /password "
+        "may be shorter than 4 characters"
+    ) in result.stderr
 
 
 def test_validate_json(jobs_cli_tree: JobsTree) -> None:
     result = run("validate", "--json", str(jobs_cli_tree.root))
     body = json.loads(result.stdout)
     assert body["valid"] == ["backup/daily", "hello"]
+    (warning,) = body["warnings"]
+    assert "secret argument /password" in warning["reason"]
     (bad,) = body["invalid"]
     assert bad["id"] == "broken"
     assert bad["diagnostics"][0]["line"] == 2

@@ -16,7 +16,7 @@ from flwd.jobs.arguments import (
     validate_args,
     without_secrets,
 )
-from flwd.jobs.schemas import close_object_schemas, secret_pointers
+from flwd.jobs.schemas import close_object_schemas, secret_pointers, short_secrets
 from flwd.models import JobSpec
 
 
@@ -195,3 +195,21 @@ def test_result_masking_works_on_parsed_values_and_keeps_them_valid_json() -> No
 def test_the_issue_case_masks_without_breaking_json() -> None:
     redactor = Redactor(["12345"])
     assert redactor.value(msgspec.json.decode(b'{"n": 12345}')) == {"n": "***"}
+
+
+def test_validate_knows_which_secrets_may_be_too_short_to_mask_in_text() -> None:
+    schema = {
+        "type": "object",
+        "$defs": {"key": {"type": "string", "format": "secret", "minLength": 8}},
+        "properties": {
+            "bare": {"type": "string", "format": "secret"},
+            "short": {"type": "string", "format": "secret", "minLength": 3},
+            "by_ref": {"$ref": "#/$defs/key"},
+            "items": {"type": "array", "items": {"writeOnly": True, "minLength": 5}},
+            "pin": {"type": "integer", "format": "secret", "minimum": 1000},
+            "both": {"allOf": [{"minLength": 4}, {"writeOnly": True}]},
+            "choice": {"format": "secret", "enum": ["alpha-1", "beta-22"]},
+            "nested": {"properties": {"token": {"format": "secret"}}},
+        },
+    }
+    assert short_secrets(schema) == ["/bare", "/nested/token", "/short"]
