@@ -36,9 +36,12 @@ class Redactor:
     forms of at least `MIN_MASKED_LENGTH` characters; in a parsed JSON value, every scalar
     equal to a secret whatever its length (`value`)."""
 
-    def __init__(self, secrets: list[str]) -> None:
-        #: every text form of every secret (see `flwd.jobs.arguments.secret_values`)
+    def __init__(self, secrets: list[str], *, has_secrets: bool = False) -> None:
+        """`secrets`: every text form of every secret (see
+        `flwd.jobs.arguments.secret_values`); `has_secrets`: the run has secret arguments
+        even if none has text to mask (a boolean), so its arguments file is blanked."""
         self.exact = frozenset(s for s in secrets if s)
+        self.has_secrets = has_secrets or bool(self.exact)
         values: set[str] = set()
         for secret in self.exact:
             # the forms a secret takes inside a JSON string (results, args echoed as JSON),
@@ -58,7 +61,7 @@ class Redactor:
         self.longest = max((len(v) for v in self.values_b), default=0)
 
     def __bool__(self) -> bool:
-        return bool(self.exact)
+        return self.has_secrets
 
     def mask_bytes(self, data: bytes) -> bytes:
         for value in self.values_b:

@@ -39,7 +39,13 @@ from flwd.events.bus import EventBus
 from flwd.events.feed import IDLE_RECHECK, EventFeed
 from flwd.events.journal import Journal
 from flwd.events.records import Record
-from flwd.jobs.arguments import mask_secrets, secret_values, validate_args, without_secrets
+from flwd.jobs.arguments import (
+    mask_secrets,
+    secret_items,
+    secret_values,
+    validate_args,
+    without_secrets,
+)
 from flwd.jobs.registry import JobRegistry
 from flwd.models import Artifact, Event, JobSpec, LogLine, Run, Step, utcnow
 from flwd.settings import Settings
@@ -206,6 +212,8 @@ class RunService:
     ) -> Run:
         self.scheduler.check_capacity()
         secrets = secret_values(job, validated)
+        # a secret with no text to mask (a boolean) still must not be stored or resumed
+        has_secrets = bool(secrets) or next(secret_items(job, validated), None) is not None
         run = Run(
             run_id=f"run_{ULID()}",
             job_id=job.id,
@@ -215,7 +223,7 @@ class RunService:
             args=masked,
             job_digest=job.digest,
         )
-        statements = [rows.insert_run(run, has_secrets=bool(secrets))]
+        statements = [rows.insert_run(run, has_secrets=has_secrets)]
         statements += rows.insert_steps(run.run_id, job.steps)
         statements += [
             rows.insert_idempotency_key(tenant, key, fp, run.run_id, run.created_at)
@@ -233,7 +241,7 @@ class RunService:
             run=run,
             job=job,
             args=validated,
-            redactor=Redactor(secrets),
+            redactor=Redactor(secrets, has_secrets=has_secrets),
             concurrency_key=concurrency_key(
                 job.concurrency.key if job.concurrency else None, validated
             ),
