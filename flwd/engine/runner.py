@@ -362,10 +362,14 @@ class RunExecutor:
             if raw is None:
                 return outcome
             value = msgspec.json.decode(raw)
+            # kept as parsed, for the run's result_schema; only masked copies leave
+            masked = active.redactor.value(value)
         except _ResultProblem as exc:
             problem = str(exc)
         except msgspec.DecodeError as exc:
             problem = f"result file is not valid JSON: {exc}"
+        except RecursionError:
+            problem = "result file is nested too deeply (arrays or objects within each other)"
         if problem is not None:
             return Outcome(
                 status=StepStatus.FAILED,
@@ -373,9 +377,7 @@ class RunExecutor:
                 exit_code=0,
                 error=active.redactor.mask_text(problem),
             )
-        # kept as parsed, for the run's result_schema; only masked copies leave
         results[step.id] = value
-        masked = active.redactor.value(value)
         self.journal.post(
             "step.output",
             active.run.run_id,

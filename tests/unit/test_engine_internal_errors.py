@@ -145,3 +145,22 @@ async def test_start_up_ends_the_steps_left_unended_in_an_ended_run(
             repaired = [e.data for e in events if e.data.get("error") == REPAIRED_MESSAGE]
             assert sorted(d["step_id"] for d in repaired) == ["one", "two"]
             assert (await service.get_run(run.run_id)).status is RunStatus.FAILED
+
+
+async def test_a_result_nested_too_deeply_fails_its_step_not_flwd(
+    engine_world: EngineWorld,
+) -> None:
+    engine_world.job(
+        "deep",
+        {
+            "args": SECRET_ARGS,
+            "command": 'python3 -c "import os; '
+            "open(os.environ['FLWD_RESULT_FILE'], 'w').write('[' * 5000 + ']' * 5000)\"",
+        },
+    )
+    async with engine_world.open() as service:
+        run = await run_job(service, "deep", {"password": SECRET})
+        assert run.status is RunStatus.FAILED and run.reason is FailureReason.ERROR
+        assert "nested too deeply" in (run.error or "")
+        (step,) = await service.list_steps(run.run_id)
+        assert step.status is StepStatus.FAILED and step.reason is FailureReason.ERROR
