@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
 from flwd.engine.artifacts import blob_path
-from flwd.errors import StorageError
-from flwd.models import RetentionSpec, Run, utcnow
+from flwd.errors import FlwdError, JobNotRunnable, StorageError
+from flwd.models import JobSpec, RetentionSpec, Run, utcnow
 from flwd.settings import Settings
 from flwd.storage import retention as sql
 from flwd.storage.retention import Candidate, Policy
@@ -72,6 +73,28 @@ def effective_policy(spec: RetentionSpec | None, *, max_age: float, max_runs: in
         max_age=max_age if spec.max_age is None else spec.max_age,
         max_runs=max_runs if spec.max_runs is None else spec.max_runs,
     )
+
+
+class _Catalog(Protocol):
+    def get(self, job_id: str) -> JobSpec: ...
+
+
+#: what a job whose `retention:` cannot be read gets: nothing is pruned
+KEEP_EVERYTHING = RetentionSpec(max_age=0, max_runs=0)
+
+
+def job_retention(catalog: _Catalog | None, job_id: str) -> RetentionSpec | None:
+    """The `retention:` block of `job_id` in `catalog`. A job listed as invalid keeps
+    everything, since its block cannot be read; a job that is gone (or no catalog) has
+    none, so the defaults apply."""
+    if catalog is None:
+        return None
+    try:
+        return catalog.get(job_id).retention
+    except JobNotRunnable:
+        return KEEP_EVERYTHING
+    except FlwdError:
+        return None
 
 
 class Pruner:

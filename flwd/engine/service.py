@@ -25,7 +25,7 @@ from ulid import ULID
 from flwd.engine.output import Redactor
 from flwd.engine.processes import adopt_orphans
 from flwd.engine.recovery import clean_work_root, recover_lost_runs
-from flwd.engine.retention import Pruner, PruneReport
+from flwd.engine.retention import Pruner, PruneReport, job_retention
 from flwd.engine.runner import ActiveRun, RunExecutor
 from flwd.engine.scheduler import Scheduler, concurrency_key
 from flwd.errors import (
@@ -421,12 +421,9 @@ class RunService:
     # -- retention ------------------------------------------------------------------------
 
     def _job_retention(self, job_id: str) -> RetentionSpec | None:
-        if self._registry is None:
-            return None
-        try:
-            return self.registry.catalog.get(job_id).retention
-        except FlwdError:  # the job is gone (or invalid): the server's defaults apply
-            return None
+        """The job's `retention:`; a job whose config is invalid keeps everything (its
+        block cannot be read); a job that is gone follows the defaults."""
+        return job_retention(self._registry.catalog if self._registry else None, job_id)
 
     def _active_runs(self) -> list[Run]:
         actives = self.scheduler.running() + self.scheduler.pending()

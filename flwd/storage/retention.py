@@ -146,18 +146,16 @@ def delete_statements(candidates: Sequence[Candidate]) -> list[Statement]:
     for table in ("events", "steps", "artifacts", "idempotency_keys"):
         sql = f"DELETE FROM {table} WHERE run_id IN ({_TERMINAL_RUN})"
         statements += [(sql, (c.run_id,)) for c in candidates]
-    marks: dict[str, int] = {}
-    for c in candidates:
-        marks[c.job_id] = max(marks.get(c.job_id, 0), c.last_event)
     statements += [
         (
-            "INSERT INTO pruned_events (job_id, pruned_through) VALUES (?, ?) "
+            "INSERT INTO pruned_events (job_id, pruned_through) "
+            f"SELECT job_id, ? FROM runs WHERE run_id = ? AND {_IS_TERMINAL} "
             "ON CONFLICT (job_id) DO UPDATE SET "
             "pruned_through = MAX(pruned_through, excluded.pruned_through)",
-            (job_id, last),
+            (c.last_event, c.run_id),
         )
-        for job_id, last in sorted(marks.items())
-        if last
+        for c in candidates
+        if c.last_event
     ]
     # the runs last: the statements above find them by their (terminal) row
     statements += [
