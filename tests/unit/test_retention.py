@@ -15,12 +15,14 @@ from datetime import timedelta
 
 import pytest
 
+from flwd.engine.retention import effective_policy
 from flwd.engine.service import RunService
 from flwd.errors import EventsPruned, RunNotFound
-from flwd.models import utcnow
+from flwd.models import RetentionSpec, utcnow
 from flwd.states import RunStatus
 from flwd.storage import retention as sql
-from flwd.storage.retention import Candidate
+from flwd.storage.retention import Candidate, Policy
+from tests.unit.conftest import JobsTree
 from tests.unit.engine_support import EngineWorld, events_of, finish, run_job, wait_for
 
 pytest_plugins = ["tests.unit.conftest_engine"]
@@ -272,3 +274,28 @@ async def test_the_background_pass_prunes_on_its_own(engine_world: EngineWorld) 
         await wait_for(one_left, timeout=10, what="the background pass")
     # closing the service stops the task (nothing left running in this loop)
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "flwd-pruner" and not t.done()]
+
+
+def test_the_retention_block_of_config_yaml(jobs_tree: JobsTree) -> None:
+    jobs_tree.add("both", "command: x\nretention: {max_age: 90d, max_runs: 50}\n")
+    jobs_tree.add("age", "command: x\nretention: {max_age: 0}\n")
+    jobs_tree.add("bad-age", "command: x\nretention: {max_age: soon}\n")
+    jobs_tree.add("bad-runs", "command: x\nretention: {max_runs: -1}\n")
+    jobs_tree.add("typo", "command: x\nretention: {keep: 3}\n")
+    assert jobs_tree.job("both").retention == RetentionSpec(max_age=90 * DAY, max_runs=50)
+    assert jobs_tree.job("age").retention == RetentionSpec(max_age=0)
+    assert jobs_tree.reasons("bad-age") == [
+        "retention.max_age: 'soon' is not a duration; use forms like '90s', '15m', '1h30m'"
+    ]
+    assert jobs_tree.reasons("bad-runs") == ["retention.max_runs: expected `int` >= 0"]
+    (typo,) = jobs_tree.reasons("typo")
+    assert "keep" in typo
+
+
+def test_a_jobs_block_replaces_only_the_limits_it_names() -> None:
+    defaults = {"max_age": 30 * DAY, "max_runs": 1000}
+    assert effective_policy(None, **defaults) == Policy(max_age=30 * DAY, max_runs=1000)
+    assert effective_policy(RetentionSpec(max_runs=5), **defaults) == Policy(
+        max_age=30 * DAY, max_runs=5
+    )
+    assert effective_policy(RetentionSpec(max_age=0, max_runs=0), **defaults).keeps_everything
