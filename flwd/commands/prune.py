@@ -52,6 +52,17 @@ async def _prune(
     database = settings.data_path / "flwd.db"
     if not database.exists():
         raise CliError(f"nothing to prune: there is no flwd database in {settings.data_dir}")
+    missing = [s for s in settings.sources if not os.path.isdir(s.path)]
+    if missing:
+        # without the job folders, every job's own retention: block would be ignored
+        where = ", ".join(f"{s.name}={s.path}" for s in missing)
+        message = (
+            f"job source {where} is not a directory: name the server's job sources with "
+            "--jobs (or FLWD_JOBS) so that each job's retention: block applies"
+        )
+        if not dry_run:
+            raise CliError(message)
+        click.echo(f"warning: {message}", err=True)
     lock: int | None = None
     if not dry_run:
         try:

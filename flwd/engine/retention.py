@@ -42,9 +42,11 @@ from flwd.storage.store import Store
 
 log = logging.getLogger(__name__)
 
+#: runs read per selection query
+PAGE_RUNS = 200
 #: runs, and stored event rows (about), deleted per transaction
-BATCH_RUNS = 100
-BATCH_ROWS = 5000
+BATCH_RUNS = 20
+BATCH_ROWS = 1000
 #: what one deleted row counts for against the store's queue (as a small write does)
 _ROW_BYTES = 256
 #: file times may lag the clock by a tick; a blob this close to the cut-off is kept
@@ -133,20 +135,23 @@ class Pruner:
         now: datetime | None = None,
         max_age: float | None = None,
         max_runs: int | None = None,
+        paced: bool = False,
     ) -> PruneReport:
         """One pass over every job with stored runs. `max_age`/`max_runs` replace the
         server's defaults for this pass (a job's own `retention:` still wins); `now` is
-        the time ages are measured from."""
+        the time ages are measured from. `paced`: after each batch, pause as long as it
+        took, so that a pass never holds the writer more than half the time."""
         async with self._lock:  # the background task and a manual pass never overlap
             return await self._prune(
                 dry_run=dry_run,
                 now=now or utcnow(),
                 max_age=self.settings.retention_max_age if max_age is None else max_age,
                 max_runs=self.settings.retention_max_runs if max_runs is None else max_runs,
+                paced=paced,
             )
 
     async def _prune(
-        self, *, dry_run: bool, now: datetime, max_age: float, max_runs: int
+        self, *, dry_run: bool, now: datetime, max_age: float, max_runs: int, paced: bool
     ) -> PruneReport:
         if not dry_run and self.store.readonly:
             raise StorageError("this data dir is open read-only: pruning needs its lock")
@@ -170,7 +175,7 @@ class Pruner:
                     now=now,
                     boundary=boundary,
                     before=before,
-                    limit=BATCH_RUNS,
+                    limit=PAGE_RUNS,
                 )
                 if not page:
                     break
@@ -187,7 +192,10 @@ class Pruner:
                             1 for c in batch if os.path.lexists(self.work_root / c.run_id)
                         )
                     else:
+                        started = time.monotonic()
                         await self._delete(batch, report)
+                        if paced:
+                            await asyncio.sleep(time.monotonic() - started)
         if dry_run:
             await self._count_doomed_blobs(doomed_blobs, report)
         elif self._recheck and not self._stopping:
@@ -259,7 +267,7 @@ class Pruner:
         while not self._stopping:
             await asyncio.sleep(interval)  # `stop` is followed by a cancel: it ends here
             try:
-                report = await self.prune()
+                report = await self.prune(paced=True)
             except Exception:
                 log.exception("pruning failed; the next pass retries")
                 continue
@@ -275,11 +283,12 @@ class Pruner:
 
 
 def _batches(page: list[Candidate]) -> Iterable[list[Candidate]]:
-    """The page cut into batches of about `BATCH_ROWS` event rows (at least one run)."""
+    """The page cut into batches of at most `BATCH_RUNS` runs and about `BATCH_ROWS` event
+    rows (at least one run)."""
     batch: list[Candidate] = []
     rows = 0
     for candidate in page:
-        if batch and rows + candidate.events > BATCH_ROWS:
+        if batch and (len(batch) == BATCH_RUNS or rows + candidate.events > BATCH_ROWS):
             yield batch
             batch, rows = [], 0
         batch.append(candidate)

@@ -104,6 +104,10 @@ def test_pruning_is_refused_while_another_process_holds_the_data_dir(
 def test_bad_input_is_one_error_line(prune_env: dict[str, str], tmp_path: Path) -> None:
     bad = flwd(prune_env, "prune", "--older-than", "soon")
     assert bad.returncode == 2 and bad.stderr.startswith("error: 'soon' is not a duration")
+    # without the job folders, jobs' own retention: blocks would be ignored: refused
+    nowhere = flwd(prune_env, "prune", "--jobs", str(tmp_path / "nowhere"))
+    assert nowhere.returncode == 2 and "is not a directory" in nowhere.stderr
+    assert _runs(prune_env) == {"hello": 3, "kept": 2}
     env = {**prune_env, "FLWD_DATA_DIR": str(tmp_path / "empty")}
     empty = flwd(env, "prune")
     assert empty.returncode == 2 and "no flwd database" in empty.stderr
