@@ -19,6 +19,7 @@ from flwd.engine.retention import effective_policy
 from flwd.engine.service import RunService
 from flwd.errors import EventsPruned, RunNotFound
 from flwd.models import RetentionSpec, utcnow
+from flwd.settings import SettingsError, load_settings
 from flwd.states import RunStatus
 from flwd.storage import retention as sql
 from flwd.storage.retention import Candidate, Policy
@@ -299,3 +300,22 @@ def test_a_jobs_block_replaces_only_the_limits_it_names() -> None:
         max_age=30 * DAY, max_runs=5
     )
     assert effective_policy(RetentionSpec(max_age=0, max_runs=0), **defaults).keeps_everything
+
+
+def test_retention_settings_from_the_environment_and_their_defaults() -> None:
+    defaults = load_settings({})
+    assert (defaults.retention_max_age, defaults.retention_max_runs) == (30 * DAY, 1000)
+    assert defaults.prune_interval == 600
+    env = {
+        "FLWD_RETENTION_MAX_AGE": "7d",
+        "FLWD_RETENTION_MAX_RUNS": "0",
+        "FLWD_PRUNE_INTERVAL": "1h",
+    }
+    settings = load_settings(env)
+    assert (settings.retention_max_age, settings.retention_max_runs) == (7 * DAY, 0)
+    assert settings.prune_interval == 3600
+    assert load_settings(env, retention_max_runs=5).retention_max_runs == 5
+    with pytest.raises(SettingsError, match="FLWD_RETENTION_MAX_AGE"):
+        load_settings({"FLWD_RETENTION_MAX_AGE": "soon"})
+    with pytest.raises(SettingsError, match="retention_max_runs"):
+        load_settings({"FLWD_RETENTION_MAX_RUNS": "-1"})
