@@ -123,7 +123,7 @@ class Pruner:
         self.work_root = work_root
         self.job_retention = job_retention
         self.active = active
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         #: unreferenced blobs kept because they looked freshly written: tried again
         self._recheck: set[str] = set()
@@ -158,7 +158,7 @@ class Pruner:
         report = PruneReport(dry_run=dry_run)
         doomed_blobs: dict[str, int] = {}  # dry run: sha256 -> references in the plan
         for job_id in await sql.job_ids(self.store):
-            if self._stopping:
+            if self._stop.is_set():
                 break
             policy = effective_policy(
                 self.job_retention(job_id), max_age=max_age, max_runs=max_runs
@@ -167,7 +167,7 @@ class Pruner:
                 continue
             boundary = await sql.count_boundary(self.store, job_id, policy.max_runs)
             before: str | None = None
-            while not self._stopping:
+            while not self._stop.is_set():
                 page = await sql.expired(
                     self.store,
                     job_id,
@@ -183,6 +183,8 @@ class Pruner:
                 busy = {run.run_id for run in self.active()}
                 page = [c for c in page if c.run_id not in busy]
                 for batch in _batches(page):
+                    if self._stop.is_set():
+                        break
                     _count(report, batch)
                     if dry_run:
                         for c in batch:
@@ -198,7 +200,7 @@ class Pruner:
                             await asyncio.sleep(time.monotonic() - started)
         if dry_run:
             await self._count_doomed_blobs(doomed_blobs, report)
-        elif self._recheck and not self._stopping:
+        elif self._recheck and not self._stop.is_set():
             await self._remove_blobs(set(), [], report)
         return report
 
@@ -259,12 +261,12 @@ class Pruner:
 
     def stop(self) -> None:
         """Make a running pass end after its current batch."""
-        self._stopping = True
+        self._stop.set()
 
     async def run_every(self, interval: float) -> None:
         """Prune every `interval` seconds until `stop` (the first pass one interval after
         the start). A failed pass is logged; the next one tries again."""
-        while not self._stopping:
+        while not self._stop.is_set():
             await asyncio.sleep(interval)  # `stop` is followed by a cancel: it ends here
             try:
                 report = await self.prune(paced=True)

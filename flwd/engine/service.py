@@ -178,7 +178,7 @@ class RunService:
         if self._pruning is not None:
             task, self._pruning = self._pruning, None
             if self.pruner.busy:  # mid-pass: let its current batch finish
-                await asyncio.wait({task}, timeout=30)
+                await asyncio.wait({task}, timeout=10)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
