@@ -100,6 +100,7 @@ def problem_to_error(problem: dict[str, Any], status: int, **context: str) -> er
         "queue-full": lambda: errors.QueueFull(0, int(problem.get("retry_after") or 1)),
         "permission-denied": lambda: errors.PermissionDenied(detail),
         "storage-error": lambda: errors.StorageError(detail),
+        "events-pruned": lambda: _with_detail(errors.EventsPruned(0, 0), detail),
     }
     factory = factories.get(slug)
     if factory is None:

@@ -13,6 +13,7 @@ FlwdError
 │   ├── RunNotCancellable         (already terminal)
 │   └── IdempotencyKeyReused      (same key, different request)
 ├── QueueFull                     (backpressure; carries retry_after)
+├── EventsPruned                  (a resume point older than what retention kept)
 ├── PermissionDenied
 └── StorageError
 """
@@ -104,6 +105,20 @@ class QueueFull(FlwdError):
         super().__init__(f"{depth} runs are already waiting; try again in {retry_after}s")
         self.depth = depth
         self.retry_after = retry_after
+
+
+class EventsPruned(FlwdError):
+    """A stream asked to resume after `since`, but retention deleted events after it (up
+    to `pruned_through`): resuming would silently skip them."""
+
+    def __init__(self, since: int, pruned_through: int) -> None:
+        super().__init__(
+            f"Events after {since} up to {pruned_through} were pruned by the retention "
+            f"policy; resume from {pruned_through} or later (or reconnect without "
+            "Last-Event-ID) and re-read the state of runs from /api/v1/runs"
+        )
+        self.since = since
+        self.pruned_through = pruned_through
 
 
 class PermissionDenied(FlwdError):

@@ -46,6 +46,17 @@ class ConcurrencySpec(msgspec.Struct, frozen=True, kw_only=True):
     key: str | None = None
 
 
+class RetentionSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How long a job's finished runs are kept (`retention:` in config.yaml).
+
+    `max_age` in seconds, `max_runs` a count; `None` takes the server's default and `0`
+    means no limit of that kind. See docs/operations.md ("Retention").
+    """
+
+    max_age: float | None = None
+    max_runs: int | None = None
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A valid, runnable job as discovered from `config.yaml` and its scripts."""
 
@@ -70,6 +81,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: `/creds/token`): see `flwd.jobs.schemas.secret_pointers`
     secret_args: tuple[str, ...] = ()
     digest: str = ""
+    retention: RetentionSpec | None = None
 
 
 class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):

@@ -44,6 +44,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat: float = 15.0
     access_log: bool = False
     watch: bool = True
+    # Retention (docs/operations.md): 0 turns a limit, or background pruning, off
+    retention_max_age: float = 30 * 24 * 3600.0
+    retention_max_runs: int = 1000
+    prune_interval: float = 600.0
 
     @property
     def data_path(self) -> Path:
@@ -106,6 +110,9 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_MAX_BODY_BYTES": ("max_body_bytes", int),
     "FLWD_HEARTBEAT": ("heartbeat", parse_duration),
     "FLWD_ACCESS_LOG": ("access_log", lambda v: v.lower() in {"1", "true", "yes", "on"}),
+    "FLWD_RETENTION_MAX_AGE": ("retention_max_age", parse_duration),
+    "FLWD_RETENTION_MAX_RUNS": ("retention_max_runs", int),
+    "FLWD_PRUNE_INTERVAL": ("prune_interval", parse_duration),
 }
 
 
@@ -136,4 +143,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError("max_concurrency must be at least 1")
     if settings.max_queue < 0:
         raise SettingsError("max_queue must not be negative")
+    if settings.retention_max_runs < 0:
+        raise SettingsError("retention_max_runs must not be negative (0: no count limit)")
     return settings

@@ -249,6 +249,11 @@ class FakeRunService:
     async def healthy(self) -> bool:
         return self.is_healthy
 
+    async def check_resume(
+        self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
+    ) -> None:
+        """Nothing is ever pruned here (retention is tested against the real engine)."""
+
 
 def fake_backend_factory(runs: FakeRunService) -> Any:
     @contextlib.asynccontextmanager

@@ -109,6 +109,12 @@ class RunServiceView(Protocol):
 
     async def healthy(self) -> bool: ...
 
+    async def check_resume(
+        self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
+    ) -> None:
+        """Raise `flwd.errors.EventsPruned` if resuming after `since` would skip events
+        retention deleted."""
+
 
 class EventFeedView(Protocol):
     """What the SSE endpoints read: `flwd.events.feed.EventFeed`. Events come in batches

@@ -145,6 +145,21 @@ def resume_id(last_event_id: str | None, since: str | None) -> int | None:
         ) from None
 
 
+async def resume_point(
+    runs: RunServiceView,
+    last_event_id: str | None,
+    since: str | None,
+    *,
+    run_id: str | None = None,
+    job_id: str | None = None,
+) -> int | None:
+    """`resume_id`, refused with `events-pruned` (410) when retention deleted events the
+    stream would have replayed after it (see docs/events.md, "Resuming after pruning")."""
+    after = resume_id(last_event_id, since)
+    await runs.check_resume(after, run_id=run_id, job_id=job_id)
+    return after
+
+
 def parse_since(since: str | None) -> tuple[int | None, datetime | None]:
     """`since` for the JSON logs endpoint: an event id (integer) or an RFC 3339 timestamp."""
     if since is None or since == "":

@@ -50,6 +50,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "idempotency-conflict": ProblemType(409, "Idempotency Key Conflict"),
     "conflict": ProblemType(409, "Conflict"),
     "queue-full": ProblemType(429, "Queue Full"),
+    "events-pruned": ProblemType(410, "Events Pruned"),
     "too-many-requests": ProblemType(429, "Too Many Requests"),
     "unauthorized": ProblemType(401, "Unauthorized"),
     "not-found": ProblemType(404, "Not Found"),
@@ -185,6 +186,8 @@ def _domain_problem(exc: errors.FlwdError) -> tuple[str, dict[str, Any]]:
                 "retry_after": exc.retry_after,
                 "headers": {"Retry-After": str(exc.retry_after)},
             }
+        case errors.EventsPruned():
+            return "events-pruned", {}
         case errors.PermissionDenied():
             return "permission-denied", {}
         case errors.StorageError():
@@ -302,6 +305,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
         404: "Not found (job-not-found, run-not-found, artifact-not-found)",
         409: "Conflict (run-not-cancellable, idempotency-conflict)",
         413: "Body larger than the configured limit (payload-too-large)",
+        410: "The resume point's events were pruned by retention (events-pruned)",
         415: "Body is not JSON (unsupported-media-type)",
         422: "The job's definition is invalid (job-invalid)",
         429: "Run queue full; retry after Retry-After seconds (queue-full)",

@@ -16,7 +16,7 @@ import uvicorn
 from flwd import __version__
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
-from flwd.settings import Settings, SettingsError, load_settings
+from flwd.settings import Settings, SettingsError, load_settings, parse_duration
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -71,6 +71,15 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     )
 
 
+def _duration(flag: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except SettingsError as exc:
+        raise click.UsageError(f"{flag}: {exc}") from exc
+
+
 def _settings(**flags: Any) -> Settings:
     try:
         return load_settings(**flags)
@@ -95,6 +104,27 @@ def _settings(**flags: Any) -> Settings:
     default=None,
     help="Log every request (costs ~38% of small-request throughput) [off; FLWD_ACCESS_LOG].",
 )
+@click.option(
+    "--retention-max-age",
+    metavar="DURATION",
+    default=None,
+    help="Prune finished runs older than this, unless their job says otherwise (0: never) "
+    "[30d; FLWD_RETENTION_MAX_AGE].",
+)
+@click.option(
+    "--retention-max-runs",
+    type=click.IntRange(0),
+    default=None,
+    metavar="N",
+    help="Keep at most the newest N runs per job, unless the job says otherwise (0: no "
+    "limit) [1000; FLWD_RETENTION_MAX_RUNS].",
+)
+@click.option(
+    "--prune-interval",
+    metavar="DURATION",
+    default=None,
+    help="How often the background pruning pass runs (0: never) [10m; FLWD_PRUNE_INTERVAL].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -102,6 +132,9 @@ def serve(
     data_dir: str | None,
     profile: str | None,
     access_log: bool | None,
+    retention_max_age: str | None,
+    retention_max_runs: int | None,
+    prune_interval: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -114,6 +147,9 @@ def serve(
         data_dir=data_dir,
         profile=profile,
         access_log=access_log,
+        retention_max_age=_duration("--retention-max-age", retention_max_age),
+        retention_max_runs=retention_max_runs,
+        prune_interval=_duration("--prune-interval", prune_interval),
     )
     _check_data_dir_free(settings)
     _configure_logging(settings.access_log)

@@ -25,10 +25,12 @@ from ulid import ULID
 from flwd.engine.output import Redactor
 from flwd.engine.processes import adopt_orphans
 from flwd.engine.recovery import clean_work_root, recover_lost_runs, repair_unended_steps
+from flwd.engine.retention import Pruner, PruneReport, job_retention
 from flwd.engine.runner import ActiveRun, RunExecutor
 from flwd.engine.scheduler import Scheduler, concurrency_key
 from flwd.errors import (
     ArtifactNotFound,
+    EventsPruned,
     FlwdError,
     IdempotencyKeyReused,
     JobNotFound,
@@ -47,9 +49,10 @@ from flwd.jobs.arguments import (
     without_secrets,
 )
 from flwd.jobs.registry import JobRegistry
-from flwd.models import Artifact, Event, JobSpec, LogLine, Run, Step, utcnow
+from flwd.models import Artifact, Event, JobSpec, LogLine, RetentionSpec, Run, Step, utcnow
 from flwd.settings import Settings
 from flwd.states import TERMINAL_RUN, FailureReason, RunStatus
+from flwd.storage import retention
 from flwd.storage import runs as rows
 from flwd.storage.runs import RunRepository
 from flwd.storage.store import Store
@@ -113,6 +116,15 @@ class RunService:
         self._cancelling: dict[str, ActiveRun] = {}  # waiting runs being cancelled
         self._cancel_calls: dict[str, asyncio.Future[Run]] = {}
         self._lock_fd: int | None = None
+        self.pruner = Pruner(
+            self.store,
+            settings,
+            blob_root=self.executor.blob_root,
+            work_root=self.executor.work_root,
+            job_retention=self._job_retention,
+            active=self._active_runs,
+        )
+        self._pruning: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -138,6 +150,10 @@ class RunService:
             await self._requeue_pending()
             keep = {a.run.run_id for a in self.scheduler.running() + self.scheduler.pending()}
             await asyncio.to_thread(clean_work_root, self.executor.work_root, keep)
+            if self.settings.prune_interval > 0:
+                self._pruning = asyncio.create_task(
+                    self.pruner.run_every(self.settings.prune_interval), name="flwd-pruner"
+                )
         except BaseException:
             await self.store.__aexit__(None, None, None)
             self._unlock_data_dir()
@@ -151,6 +167,7 @@ class RunService:
         if self.readonly:
             await self.store.__aexit__(None, None, None)
             return
+        await self._stop_pruning()
         self.scheduler.close()
         for active in self.scheduler.running():
             active.shutting_down = True
@@ -160,6 +177,18 @@ class RunService:
         await self.executor.aclose()
         await self.store.__aexit__(None, None, None)
         self._unlock_data_dir()
+
+    async def _stop_pruning(self) -> None:
+        """A pass in progress ends after its current batch (bounded), so that what it
+        deleted from the store is deleted from the disk too."""
+        self.pruner.stop()
+        if self._pruning is not None:
+            task, self._pruning = self._pruning, None
+            if self.pruner.busy:  # mid-pass: let its current batch finish
+                await asyncio.wait({task}, timeout=10)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _lock_data_dir(self) -> None:
         self._lock_fd = lock_data_dir(self.settings)
@@ -397,6 +426,41 @@ class RunService:
     async def list_steps(self, run_id: str) -> list[Step]:
         await self.get_run(run_id)
         return await self.repo.steps(run_id)
+
+    # -- retention ------------------------------------------------------------------------
+
+    def _job_retention(self, job_id: str) -> RetentionSpec | None:
+        """The job's `retention:`; a job whose config is invalid keeps everything (its
+        block cannot be read); a job that is gone follows the defaults."""
+        return job_retention(self._registry.catalog if self._registry else None, job_id)
+
+    def _active_runs(self) -> list[Run]:
+        actives = self.scheduler.running() + self.scheduler.pending()
+        return [a.run for a in actives] + [a.run for a in self._cancelling.values()]
+
+    async def prune(
+        self,
+        *,
+        dry_run: bool = False,
+        now: datetime | None = None,
+        max_age: float | None = None,
+        max_runs: int | None = None,
+    ) -> PruneReport:
+        """One retention pass now (see `flwd.engine.retention`)."""
+        return await self.pruner.prune(dry_run=dry_run, now=now, max_age=max_age, max_runs=max_runs)
+
+    async def check_resume(
+        self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
+    ) -> None:
+        """Raise `EventsPruned` when a stream resuming after `since` would miss events
+        that retention deleted: some pruned event of the stream (any run's, or `job_id`'s
+        runs') has an id above `since`. A stream of one run needs no check: a run that
+        still exists has all its events (a pruned one answers `RunNotFound`)."""
+        if since is None or run_id is not None:
+            return
+        through = await retention.pruned_through(self.store, job_id)
+        if since < through:
+            raise EventsPruned(since, through)
 
     # -- artifacts, logs, events ----------------------------------------------------------
 

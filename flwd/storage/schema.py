@@ -91,6 +91,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX steps_unended ON steps(run_id) WHERE status IN ('pending', 'running');
     """,
+    # 3: retention — finding a blob's last reference and a run's idempotency keys by
+    # index, and per job the highest event id ever pruned (see flwd/storage/retention.py)
+    """
+    CREATE INDEX artifacts_sha256 ON artifacts(sha256);
+    CREATE INDEX idempotency_keys_run ON idempotency_keys(run_id);
+    CREATE TABLE pruned_events (
+        job_id         TEXT PRIMARY KEY,
+        pruned_through INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
