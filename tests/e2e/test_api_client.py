@@ -26,14 +26,14 @@ async def test_client_drives_a_run_end_to_end(
             "tick 2",
             "tick 3",
         ]
-        logs = await client.logs(run.run_id, since_id=events[0].id)
+        logs = await client.logs(run.run_id, since=events[0].id)
         assert [line.message for line in logs] == ["tick 1", "tick 2", "tick 3"]
         assert (await client.get_run(run.run_id)).status == RunStatus.SUCCESS
-        runs, total = await client.list_runs(job_id="demo/ticker", limit=1)
-        assert total >= 1 and runs[0].job_id == "demo/ticker"
+        page = await client.list_runs(job_id="demo/ticker", limit=1)
+        assert page.total >= 1 and page.runs[0].job_id == "demo/ticker"
 
         report = await client.create_run("report", wait=True)
-        [artifact] = await client.list_artifacts(run_id=report.run_id)
+        [artifact] = (await client.list_artifacts(run_id=report.run_id)).artifacts
         path = await client.download_artifact(artifact.id, tmp_path)
         assert path.name == "report.csv" and path.read_bytes() == b"a,b\n1,2\n"
 
