@@ -51,8 +51,8 @@ from flwd.models import (
     SystemInfo,
 )
 
-T = TypeVar("T")
-Item = TypeVar("Item")
+_T = TypeVar("_T")
+_Item = TypeVar("_Item")
 
 __all__ = [
     "ClientError",
@@ -169,11 +169,11 @@ class FlwdClient:
         self,
         method: str,
         path: str,
-        type_: type[T],
+        type_: type[_T],
         *,
         context: Mapping[str, str] | None = None,
         **kwargs: Any,
-    ) -> T:
+    ) -> _T:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -409,9 +409,9 @@ class FlwdClient:
             except (httpx.HTTPError, SSEError) as exc:
                 failures += 1
                 if failures > self.max_reconnects:
-                    if isinstance(exc, httpx.HTTPError):
-                        raise self._unreachable(exc) from exc
-                    raise ClientError(f"{path} is not an event stream: {exc}") from exc
+                    if isinstance(exc, SSEError):  # (an httpx.TransportError too)
+                        raise ClientError(f"{path} is not an event stream: {exc}") from exc
+                    raise self._unreachable(exc) from exc
             except ClientError as exc:
                 # 5xx while a server restarts is worth waiting for; 4xx is not.
                 failures += 1
@@ -496,8 +496,8 @@ class FlwdClient:
 
 
 async def _all_pages(
-    fetch: Callable[[int], Awaitable[tuple[list[Item], int]]],
-) -> AsyncIterator[Item]:
+    fetch: Callable[[int], Awaitable[tuple[list[_Item], int]]],
+) -> AsyncIterator[_Item]:
     """Items of every page from `fetch(offset) -> (items, total)`, until a short page or
     the total is reached (bounded: a page adds at least one item or the walk stops)."""
     offset = 0
