@@ -32,6 +32,16 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     process_start: int | None = None
     token_file: str | None = None
 
+    def read_token(self) -> str | None:
+        """The token in `token_file`, for a client of this server; None when the server
+        names no token file or it cannot be read."""
+        if not self.token_file:
+            return None
+        try:
+            return Path(self.token_file).read_text().strip() or None
+        except OSError:
+            return None
+
 
 def process_start_ticks(pid: int) -> int | None:
     """When process `pid` started, in clock ticks since boot (Linux `/proc`), else None."""

@@ -152,22 +152,21 @@ class RemoteBackend:
         return await self.client.download_artifact(artifact_id, dest)
 
 
-def server_url(settings: Settings) -> tuple[str, str | None] | None:
+def server_url(settings: Settings, *, own_jobs: bool = False) -> tuple[str, str | None] | None:
     """The server a command talks to, with the token to send: `--server` / FLWD_SERVER
     when set, else the live server whose `server.json` is in the data dir, else None
-    (local mode)."""
+    (local mode). `own_jobs` (the command was given `--jobs`) skips the search: those job
+    folders are the command's own, not the server's."""
     from flwd.client import find_local_server
 
     if settings.server:
         return settings.server, None
+    if own_jobs:
+        return None
     info = find_local_server(settings.data_path)
     if info is None:
         return None
-    token = None
-    if info.token_file:
-        with contextlib.suppress(OSError):
-            token = Path(info.token_file).read_text().strip() or None
-    return info.url, token
+    return info.url, info.read_token()
 
 
 @contextlib.asynccontextmanager

@@ -68,8 +68,7 @@ def _settings(sources: Sequence[str], server: str | None, data_dir: str | None) 
 
 
 def _remote(settings: Settings, sources: Sequence[str]) -> tuple[str, str | None] | None:
-    # `--jobs` names folders to read: it asks for local mode.
-    return None if sources else server_url(settings)
+    return server_url(settings, own_jobs=bool(sources))
 
 
 def _ask(remote: tuple[str, str | None], call: Callable[[FlwdClient], Awaitable[T]]) -> T:

@@ -218,8 +218,7 @@ def run_command(
     summary line follow. Ctrl-C cancels the run and every process it started.
     """
     settings = _settings(server=server, data_dir=data_dir, jobs=jobs or None)
-    # `--jobs` names job sources of this process: it asks for local mode.
-    remote = None if jobs else server_url(settings)
+    remote = server_url(settings, own_jobs=bool(jobs))
 
     async def start(backend: Backend) -> Run:
         schema = (await backend.get_job(job_id)).args

@@ -3,8 +3,11 @@
 The runs are made through a real `flwd serve`; each read command is run against it with
 `--server`, then the server is stopped and the same command runs locally on the data dir
 it left. Commands that create runs are run both ways and compared with the new run ids
-replaced by a placeholder (the only thing that must differ). The test also covers how a
-command finds the running server (`server.json`) and the exit codes of `flwd logs -f`.
+replaced by a placeholder (the only thing that must differ). `flwd cancel` is compared on
+a finished run: an active local run lives inside its own `flwd run` process, which no
+other local command can reach. `validate`, `serve`, `openapi` and `plugins` have no
+server mode. The test also covers how a command finds the running server (`server.json`)
+and the exit codes of `flwd logs -f`.
 """
 
 from __future__ import annotations

@@ -63,3 +63,11 @@ def test_an_unreadable_file_is_no_server(tmp_path: Path, content: bytes) -> None
     (tmp_path / SERVER_FILE).write_bytes(content)
     assert find_local_server(tmp_path) is None
     assert find_local_server(tmp_path / "missing") is None
+
+
+def test_the_token_file_is_read_when_named(tmp_path: Path) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("s3cr3t\n")
+    assert info(os.getpid(), token_file=str(token)).read_token() == "s3cr3t"
+    assert info(os.getpid(), token_file=str(tmp_path / "gone")).read_token() is None
+    assert info(os.getpid()).read_token() is None
