@@ -239,7 +239,9 @@ def _start_and_follow(
     and summary, and exit with its status; Ctrl-C cancels it."""
     if detach and remote is None:
         # A local run lives in this process: returning at once would cancel it.
-        raise click.UsageError("--detach needs a server (--server URL or FLWD_SERVER)")
+        raise click.UsageError(
+            "--detach needs a server (--server URL, FLWD_SERVER, or flwd serve on the data dir)"
+        )
 
     async def main() -> tuple[Run, bool]:
         async with open_backend(settings, execute=True, server=remote) as backend:
