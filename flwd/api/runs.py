@@ -9,6 +9,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from flwd import API_PREFIX
 from flwd.api.deps import MAX_PAGE, AppSettings, Feed, Runs, paginated, parse_since, resume_id
 from flwd.api.openapi import EventStreamOperation, LogsOperation
 from flwd.api.problems import problem_responses
@@ -23,7 +24,7 @@ from flwd.events.sse import (
     no_events,
     sse_response,
 )
-from flwd.models import Event, Run
+from flwd.models import Event, Run, RunDetail
 from flwd.states import TERMINAL_RUN, RunStatus
 
 IdempotencyKey = Annotated[
@@ -48,7 +49,7 @@ PAGE_HEADERS = [
 
 
 def _created(run: Run) -> Response[Run]:
-    return Response(run, status_code=201, headers={"Location": f"/api/v1/runs/{run.run_id}"})
+    return Response(run, status_code=201, headers={"Location": f"{API_PREFIX}/runs/{run.run_id}"})
 
 
 class RunController(Controller):
@@ -93,9 +94,10 @@ class RunController(Controller):
         return paginated(request, body, total=total, limit=limit, offset=offset)
 
     @get("/{run_id:str}", operation_id="getRun", responses=problem_responses(400, 404, 500))
-    async def get_run(self, runs: Runs, run_id: FromPath[str]) -> Run:
-        """One run with its (secret-masked) `args` and its `result` once finished."""
-        return await runs.get_run(run_id)
+    async def get_run(self, runs: Runs, run_id: FromPath[str]) -> RunDetail:
+        """One run with its (secret-masked) `args`, its `steps` and its `result` once
+        finished."""
+        return RunDetail.of(await runs.get_run(run_id), await runs.list_steps(run_id))
 
     @post(
         "/{run_id:str}/cancel",

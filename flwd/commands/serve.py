@@ -7,15 +7,22 @@ import logging
 import os
 import signal
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 import msgspec
 import uvicorn
 
-from flwd import __version__
+from flwd import API_PREFIX, __version__
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
+from flwd.local_server import (
+    ServerInfo,
+    process_start_ticks,
+    remove_server_file,
+    write_server_file,
+)
 from flwd.settings import Settings, SettingsError, load_settings, parse_duration
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -37,10 +44,30 @@ class _Server(uvicorn.Server):
             gc.collect()
             gc.freeze()
             base = f"http://{_url_host(self.settings.host)}:{self.settings.port}"
+            self.announce()
             click.echo(
-                f"flwd {__version__} serving {base}/api/v1 (docs {base}/api/docs, "
+                f"flwd {__version__} serving {base}{API_PREFIX} (docs {base}/api/docs, "
                 f"data {self.settings.data_path.resolve()})",
             )
+
+    def announce(self) -> None:
+        """Write `server.json` into the data dir, so local commands find this server."""
+        port = self.settings.port
+        for server in self.servers:  # the bound port (the setting may be 0)
+            for sock in server.sockets:
+                port = sock.getsockname()[1]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            self.settings.host, self.settings.host
+        )
+        pid = os.getpid()
+        info = ServerInfo(
+            url=f"http://{_url_host(host)}:{port}",
+            pid=pid,
+            started_at=datetime.now(UTC),
+            version=__version__,
+            process_start=process_start_ticks(pid),
+        )
+        write_server_file(self.settings.data_path, info)
 
 
 def _url_host(host: str) -> str:
@@ -160,7 +187,10 @@ def serve(
     # uvicorn re-raises the signal it caught once it has shut down; a SIGTERM that led to a
     # clean shutdown should end the process with status 0, not as if killed.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run()
+    try:
+        server.run()
+    finally:
+        remove_server_file(settings.data_path, os.getpid())
     if not server.started:
         raise CliError(f"could not start on {settings.host}:{settings.port}", exit_code=1)
 

@@ -37,10 +37,13 @@ def jobs_cli_tree(jobs_tree: JobsTree, monkeypatch: pytest.MonkeyPatch) -> JobsT
     return jobs_tree
 
 
-def test_jobs_json_is_the_contract_body(jobs_cli_tree: JobsTree) -> None:
+def test_jobs_json_is_the_api_body(jobs_cli_tree: JobsTree) -> None:
     result = run("jobs", "--json", "--jobs", f"local-fs={jobs_cli_tree.root}")
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {
+    body = json.loads(result.stdout)
+    (invalid,) = body.pop("invalid")
+    assert invalid["id"] == "broken" and invalid["diagnostics"][0]["line"] == 2
+    assert body == {
         "jobs": [
             {
                 "id": "backup/daily",
@@ -49,6 +52,7 @@ def test_jobs_json_is_the_contract_body(jobs_cli_tree: JobsTree) -> None:
                 "version": "1.0.0",
                 "description": "Daily backup job",
                 "source": "local-fs",
+                "tags": [],
             },
             {
                 "id": "hello",
@@ -57,6 +61,7 @@ def test_jobs_json_is_the_contract_body(jobs_cli_tree: JobsTree) -> None:
                 "version": None,
                 "description": "Say hello",
                 "source": "local-fs",
+                "tags": [],
             },
         ]
     }
