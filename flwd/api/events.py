@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from litestar import Controller, get
@@ -39,5 +40,8 @@ class EventController(Controller):
         if run_id is not None:
             await runs.get_run(run_id)
         after = resume_id(last_event_id, None if since is None else str(since))
-        batches = feed.follow(since=after, run_id=run_id, job_id=job_id)
-        return sse_response(batches, heartbeat=settings.heartbeat)
+        cut = asyncio.Event()
+        batches = feed.follow(since=after, run_id=run_id, job_id=job_id, on_overflow=cut.set)
+        return sse_response(
+            batches, heartbeat=settings.heartbeat, send_timeout=settings.send_timeout, cut=cut
+        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwd.events.records import Record
 
@@ -31,9 +31,18 @@ def _size(record: Record) -> int:
 
 class Subscription:
     def __init__(
-        self, bus: EventBus, run_id: str | None, job_id: str | None, maxsize: int, maxbytes: int
+        self,
+        bus: EventBus,
+        run_id: str | None,
+        job_id: str | None,
+        maxsize: int,
+        maxbytes: int,
+        on_overflow: Callable[[], None] | None = None,
     ) -> None:
         self._bus = bus
+        #: Called once when the subscriber is cut off, so a stream blocked on a client
+        #: that does not read can be ended at once rather than at its next `take`.
+        self.on_overflow = on_overflow
         self.run_id = run_id
         self.job_id = job_id
         self.maxsize = maxsize
@@ -61,6 +70,8 @@ class Subscription:
                 queue.clear()
                 self._bytes = 0
                 self._bus.unsubscribe(self)
+                if self.on_overflow is not None:
+                    self.on_overflow()
                 break
             queue.append(record)
             self._bytes += size
@@ -142,8 +153,11 @@ class EventBus:
         job_id: str | None = None,
         maxsize: int | None = None,
         maxbytes: int | None = None,
+        on_overflow: Callable[[], None] | None = None,
     ) -> Subscription:
-        sub = Subscription(self, run_id, job_id, maxsize or self.maxsize, maxbytes or self.maxbytes)
+        sub = Subscription(
+            self, run_id, job_id, maxsize or self.maxsize, maxbytes or self.maxbytes, on_overflow
+        )
         if run_id is None:
             self._unfiltered.add(sub)
         else:

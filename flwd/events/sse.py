@@ -14,6 +14,7 @@ one line of msgspec-encoded JSON. Three stream shapes exist:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
@@ -24,7 +25,8 @@ import msgspec
 from litestar import Request, Response
 from litestar.response.base import ASGIResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Message, Send
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from flwd.events.bus import SlowConsumer
 from flwd.models import Event, LogLine
@@ -38,6 +40,8 @@ _encoder = msgspec.json.Encoder()
 
 #: How long (ms) a client should wait before reconnecting after the stream drops.
 RETRY_MS = 1000
+#: Seconds an overflowed stream gets to end cleanly before it is cut off mid-send.
+CUT_GRACE = 1.0
 
 __all__ = [
     "SSEStream",
@@ -156,8 +160,10 @@ def parse_resume_id(last_event_id: str | None, since: str | int | None) -> int |
     return None
 
 
-#: A batch is written in one send, split only past this size (a long replay).
-MAX_CHUNK = 256 * 1024
+#: A batch is written in one send, split only past this size (a long replay). Small
+#: enough that a stream blocked on a client that does not read holds little: the chunk
+#: being sent sits in the server's write buffer until the client takes it.
+MAX_CHUNK = 64 * 1024
 
 Render = Callable[[Event], bytes | ServerSentEvent | None]
 
@@ -177,8 +183,18 @@ def _chunk_frames(frames: Iterable[bytes | ServerSentEvent]) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
+class _Ended:
+    """How `event_chunks` ended: `quietly` when its batches simply ran out."""
+
+    quietly = False
+
+
 async def event_chunks(
-    batches: AsyncIterator[list[Event]], render: Render, stop: Callable[[Event], bool]
+    batches: AsyncIterator[list[Event]],
+    render: Render,
+    stop: Callable[[Event], bool],
+    ended: _Ended | None = None,
+    cut: asyncio.Event | None = None,
 ) -> AsyncIterator[bytes]:
     """The response body: one chunk per batch of events (split only past `MAX_CHUNK`, at a
     frame boundary), so a follower that fell behind catches up with one send, not one per
@@ -191,8 +207,13 @@ async def event_chunks(
             frames = (frame for frame in map(render, batch[:end]) if frame is not None)
             for chunk in _chunk_frames(frames):
                 yield chunk
+                if cut is not None and cut.is_set():  # overflowed: the rest is not sent
+                    raise SlowConsumer("subscriber fell too far behind")
             if end is not None:
                 break
+        else:
+            if ended is not None:
+                ended.quietly = True
     except SlowConsumer:
         # A subscriber that fell too far behind is cut off rather than buffered without
         # bound; it reconnects with its Last-Event-ID and loses nothing.
@@ -208,30 +229,78 @@ async def event_chunks(
                 await aclose()
 
 
-class _EventSource(EventSourceResponse):
-    """`EventSourceResponse` without a cancel scope around every send when no send timeout
-    is set (ours): anyio's scope cost as much as the socket write itself with hundreds of
-    followers. A client that stops reading is still cut off: the subscription overflows."""
+class _CutOff:
+    """The ASGI app of one stream: sse-starlette's `EventSourceResponse` (heartbeats,
+    disconnect detection, drain on shutdown, `send_timeout`), cut off when a send does not
+    finish within the send timeout (`SendTimeoutError`) or when `cut` is set (the stream's
+    subscription overflowed) and the stream has not ended by itself `CUT_GRACE` seconds
+    later (its send is blocked on a client that does not read).
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        if self.send_timeout is None:
-            await send(message)
+    A cut stream stops at once and lets go of what it held; the socket is then given
+    up to `linger` seconds to be aborted by the kernel (`flwd serve` sets
+    `TCP_USER_TIMEOUT` to the send timeout, which resets a connection whose peer has not
+    taken data for that long, freeing its socket buffers) before the response ends
+    anyway. The client resumes from its last id."""
+
+    def __init__(
+        self, response: EventSourceResponse, cut: asyncio.Event | None, send_timeout: float
+    ) -> None:
+        self.response = response
+        self.cut = cut
+        self.grace = min(CUT_GRACE, send_timeout)
+        self.linger = send_timeout + 1.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.ensure_future(self.response(scope, receive, send))
+        cut_off = asyncio.ensure_future(self.cut.wait()) if self.cut is not None else None
+        try:
+            await asyncio.wait(
+                [streaming] if cut_off is None else [streaming, cut_off],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not streaming.done():
+                # Overflowed: a stream whose client still reads ends by itself as soon as
+                # its send returns (the feed raises SlowConsumer, the body ends cleanly).
+                await asyncio.wait([streaming], timeout=self.grace)
+        finally:
+            if cut_off is not None:
+                cut_off.cancel()
+            if not streaming.done():
+                streaming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await streaming
+        if not streaming.cancelled():
+            error = streaming.exception()
+            if error is None:
+                return
+            if not isinstance(error, SendTimeoutError):
+                raise error
+            log.info("cut off an event stream client that stopped reading; it will resume")
         else:
-            await super()._send_with_timeout(send, message)
+            log.info("cut off a slow event stream subscriber; it will resume")
+        await _until_disconnected(receive, self.linger)
+
+
+async def _until_disconnected(receive: Receive, linger: float) -> None:
+    """Wait (at most `linger` seconds) for the server to report the connection gone."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(linger):
+            while (await receive())["type"] != "http.disconnect":
+                pass
 
 
 class SSEStream(Response[None]):
     """A Litestar response that hands the connection to sse-starlette's
-    `EventSourceResponse` (heartbeats, disconnect detection, graceful drain on shutdown)."""
+    `EventSourceResponse` (through `_CutOff`)."""
 
-    def __init__(self, stream: EventSourceResponse) -> None:
+    def __init__(self, stream: _CutOff) -> None:
         super().__init__(content=None, media_type="text/event-stream")
         self.stream = stream
 
     def to_asgi_response(
         self, app: Any, request: Request[Any, Any, Any], **kwargs: Any
     ) -> ASGIResponse:
-        # Litestar only needs an ASGI callable here; the Starlette response is one.
+        # Litestar only needs an ASGI callable here.
         return cast(ASGIResponse, self.stream)
 
 
@@ -243,29 +312,38 @@ def sse_response(
     batches: AsyncIterator[list[Event]],
     *,
     heartbeat: float,
+    send_timeout: float,
     render: Render = event_bytes,
     stop: Callable[[Event], bool] = lambda event: False,
     prelude: list[ServerSentEvent] | None = None,
+    epilogue: list[ServerSentEvent] | None = None,
     headers: Mapping[str, str] | None = None,
+    cut: asyncio.Event | None = None,
 ) -> SSEStream:
     """An SSE response streaming batches of events as rendered frames until `stop(event)`;
-    `prelude` frames go first."""
+    `prelude` frames go first, `epilogue` frames last when the batches ran out without a
+    `stop` event. A send (of data or of a heartbeat) that does not finish within
+    `send_timeout` seconds, or `cut` being set, ends the stream at once (see `_CutOff`)."""
 
     async def content() -> AsyncIterator[bytes]:
         yield _RETRY
         for chunk in _chunk_frames(prelude or ()):
             yield chunk
-        async for chunk in event_chunks(batches, render, stop):
+        ended = _Ended()
+        async for chunk in event_chunks(batches, render, stop, ended, cut):
             yield chunk
+        if epilogue and ended.quietly:
+            for chunk in _chunk_frames(epilogue):
+                yield chunk
 
-    return SSEStream(
-        _EventSource(
-            content(),
-            ping=heartbeat,
-            sep="\n",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
-        )
+    response = EventSourceResponse(
+        content(),
+        ping=heartbeat,
+        sep="\n",
+        send_timeout=send_timeout,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
     )
+    return SSEStream(_CutOff(response, cut, send_timeout))
 
 
 async def no_events() -> AsyncIterator[list[Event]]:
