@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     send_timeout: float = 5.0
     #: Kernel send buffer of each connection, in bytes (0: the kernel's autotuning, up to
     #: several MiB per connection that stops reading).
-    send_buffer: int = 256 * 1024
+    send_buffer: int = 128 * 1024
     access_log: bool = False
     watch: bool = True
 

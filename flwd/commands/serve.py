@@ -123,7 +123,7 @@ def _settings(**flags: Any) -> Settings:
     "--send-buffer",
     type=int,
     default=None,
-    help="Kernel send buffer per connection in bytes, 0 = autotuning [262144; FLWD_SEND_BUFFER].",
+    help="Kernel send buffer per connection in bytes, 0 = autotuning [131072; FLWD_SEND_BUFFER].",
 )
 @click.option(
     "--access-log/--no-access-log",

@@ -122,6 +122,11 @@ class Subscription:
         return records
 
     @property
+    def first_id(self) -> int | None:
+        """The id of the oldest record queued (None when none is)."""
+        return self._queue[0].id if self._queue else None
+
+    @property
     def pending(self) -> int:
         """Records queued and not yet taken."""
         return len(self._queue)
@@ -140,7 +145,7 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, maxsize: int = 4096, maxbytes: int = 16 * 2**20) -> None:
+    def __init__(self, maxsize: int = 4096, maxbytes: int = 4 * 2**20) -> None:
         self.maxsize = maxsize
         self.maxbytes = maxbytes
         self._by_run: dict[str, set[Subscription]] = {}

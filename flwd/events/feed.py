@@ -11,6 +11,7 @@ two cores do) catches up with one wake-up and one socket write instead of one pe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Protocol
 
@@ -91,10 +92,18 @@ class EventFeed:
             while True:
                 if catch_up:
                     ended = stops and run_id is not None and await self.run_ended(run_id)
-                    while records := await self.journal.read_records(
-                        since=last, run_id=run_id, job_id=job_id
-                    ):
-                        for batch, finished in _replay(last, records, stops):
+                    while ended or (first := sub.first_id) is None or first > last + 1:
+                        # The store only for what the subscription does not hold (all of
+                        # it once the run has ended): a follower that keeps up shares the
+                        # bus's records with the others instead of private copies.
+                        records = await self.journal.read_records(
+                            since=last, run_id=run_id, job_id=job_id
+                        )
+                        if not records:
+                            break
+                        for i, (batch, finished) in enumerate(_replay(last, records, stops)):
+                            if i:
+                                await asyncio.sleep(0)  # fair to other requests (see sse)
                             last = batch[-1].id
                             yield batch
                             if finished:

@@ -34,7 +34,7 @@ _encode = msgspec.json.Encoder().encode
 #: A page of stored events holds at most this many rows ...
 PAGE_ROWS = 500
 #: ... and about this many bytes: a replay or a page of logs holds one page at a time.
-PAGE_BYTES = 512 * 1024
+PAGE_BYTES = 256 * 1024
 #: What a chunk of output may hold at most (one 64 KiB read of a pipe plus a partial
 #: line), and a line (the default line limit): sizes are estimated from line counts.
 _CHUNK_BYTES = 80 * 1024

@@ -122,11 +122,14 @@ class _FrameCache:
         self.bytes = 0
         self._frames: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
-    def get(self, kind: str, event: Event, encode: Callable[[Event], ServerSentEvent]) -> bytes:
+    def get(
+        self, kind: str, event: Event, encode: Callable[[Event], bytes | ServerSentEvent]
+    ) -> bytes:
         key = (kind, event.id)
         frame = self._frames.get(key)
         if frame is None:
-            frame = encode(event).encode()
+            encoded = encode(event)
+            frame = encoded if isinstance(encoded, bytes) else encoded.encode()
             self._frames[key] = frame
             self.bytes += len(frame)
             while len(self._frames) > self.size or self.bytes > self.max_bytes:
@@ -137,14 +140,22 @@ class _FrameCache:
 _cache = _FrameCache()
 
 
+def _frame_bytes(event: bytes, data: Any, event_id: int) -> bytes:
+    """What `_frame(...).encode()` gives, about five times faster (what a replay of a
+    long log spends its time on): `data` is one line of JSON, `event` a plain name."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, event, _encoder.encode(data))
+
+
 def event_bytes(event: Event) -> bytes:
     """`event_frame(event)`, encoded (and shared between subscribers)."""
-    return _cache.get("event", event, event_frame)
+    return _cache.get(
+        "event", event, lambda e: _frame_bytes(e.type.encode(), event_payload(e), e.id)
+    )
 
 
 def log_bytes(event: Event) -> bytes:
     """The `event: log` frame of a `run.output` event, encoded (and shared)."""
-    return _cache.get("log", event, lambda e: log_frame(log_line(e)))
+    return _cache.get("log", event, lambda e: _frame_bytes(b"log", log_line(e), e.id))
 
 
 def parse_resume_id(last_event_id: str | None, since: str | int | None) -> int | None:
@@ -205,7 +216,11 @@ async def event_chunks(
             end = next((i + 1 for i, event in enumerate(batch) if stop(event)), None)
             # Rendered lazily: at most one chunk of a long batch is held in memory.
             frames = (frame for frame in map(render, batch[:end]) if frame is not None)
-            for chunk in _chunk_frames(frames):
+            for i, chunk in enumerate(_chunk_frames(frames)):
+                if i:
+                    # A send that fits in the socket's buffers does not wait: let other
+                    # requests run between the chunks of a long batch.
+                    await asyncio.sleep(0)
                 yield chunk
                 if cut is not None and cut.is_set():  # overflowed: the rest is not sent
                     raise SlowConsumer("subscriber fell too far behind")
@@ -269,15 +284,19 @@ class _CutOff:
                 streaming.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await streaming
-        if not streaming.cancelled():
+        if streaming.cancelled():
+            log.info("cut off a slow event stream subscriber; it will resume")
+        else:
             error = streaming.exception()
             if error is None:
                 return
             if not isinstance(error, SendTimeoutError):
                 raise error
             log.info("cut off an event stream client that stopped reading; it will resume")
-        else:
-            log.info("cut off a slow event stream subscriber; it will resume")
+            del error
+        # The task's exception holds the frames of the stream (and what they held):
+        # let them go before lingering.
+        del streaming
         await _until_disconnected(receive, self.linger)
 
 
