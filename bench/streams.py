@@ -93,12 +93,17 @@ class Server:
     def rss_mb(self) -> float:
         return float(self.ps.memory_info().rss) / 2**20
 
-    def held(self) -> int:
-        """Connections the server holds open on its port, other than listening."""
+    def held(self, socks: list[socket.socket]) -> int:
+        """How many of these client sockets the server still holds connected."""
+        ports = {sock.getsockname()[1] for sock in socks}
         return sum(
             1
             for c in self.ps.net_connections("tcp")
-            if c.laddr and c.laddr.port == self.port and c.status == psutil.CONN_ESTABLISHED
+            if c.laddr
+            and c.laddr.port == self.port
+            and c.raddr
+            and c.raddr.port in ports
+            and c.status == psutil.CONN_ESTABLISHED
         )
 
     def run(self, job_id: str) -> str:
@@ -201,7 +206,7 @@ def drill_replay(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         start = time.monotonic()
         held_at: list[tuple[float, int]] = []
         while time.monotonic() - start < args.hold:
-            held_at.append((time.monotonic() - start, server.held()))
+            held_at.append((time.monotonic() - start, server.held(socks)))
             time.sleep(0.5)
         sampler.done.set()
         sampler.join()
@@ -269,8 +274,8 @@ def drill_subscribers(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         start = time.monotonic()
         server.wait([server.run("flood") for _ in range(args.runs)])
         watched = time.monotonic() - start
-        held_after_runs = server.held()
-        while server.held() > 0 and time.monotonic() - start < watched + 60:
+        held_after_runs = server.held(socks)
+        while server.held(socks) > 0 and time.monotonic() - start < watched + 60:
             time.sleep(0.1)
         all_gone = time.monotonic() - start
         sampler.done.set()

@@ -30,6 +30,8 @@ from flwd.models import Artifact, Event, LogLine, Run
 T = TypeVar("T")
 API_PREFIX = "/api/v1"
 PROBLEM_BASE = "https://flowd.org/problems/"
+#: Lines asked for per page of logs (the server's maximum page).
+_LOG_PAGE = 5000
 
 
 class ClientError(errors.FlwdError):
@@ -247,16 +249,24 @@ class FlwdClient:
         )
 
     async def logs(self, run_id: str, *, since_id: int | None = None) -> list[LogLine]:
-        """Stored log lines after event id `since_id` (all when None)."""
-        params = {} if since_id is None else {"since": str(since_id)}
-        page = await self._request(
-            "GET",
-            f"/runs/{quote(run_id)}/logs",
-            _LogList,
-            params=params,
-            context={"run_id": run_id},
-        )
-        return page.logs
+        """Stored log lines after event id `since_id` (all when None), read page by page
+        (the server answers at most `_LOG_PAGE` lines at a time)."""
+        lines: list[LogLine] = []
+        while True:
+            params = {"limit": str(_LOG_PAGE)}
+            if since_id is not None:
+                params["since"] = str(since_id)
+            page = await self._request(
+                "GET",
+                f"/runs/{quote(run_id)}/logs",
+                _LogList,
+                params=params,
+                context={"run_id": run_id},
+            )
+            lines.extend(page.logs)
+            if len(page.logs) < _LOG_PAGE:
+                return lines
+            since_id = page.logs[-1].id
 
     # -- events -----------------------------------------------------------------------
 
