@@ -61,6 +61,8 @@ __all__ = [
     "find_local_server",
     "problem_to_error",
 ]
+#: Lines asked for per page of logs (the server's maximum page).
+_LOG_PAGE = 5000
 
 
 class ClientError(errors.FlwdError):
@@ -321,14 +323,30 @@ class FlwdClient:
         *,
         since: int | datetime | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogLine]:
-        """Stored log lines after event id (or time) `since`; all when None."""
-        after = since.isoformat() if isinstance(since, datetime) else since
+        """Stored log lines after event id (or time) `since`, or the last `tail` lines.
+        With `limit`, one page of at most that many lines; without, every line, read page
+        by page (the server answers at most `_LOG_PAGE` lines at a time)."""
+        after: int | str | None = since.isoformat() if isinstance(since, datetime) else since
+        if tail is not None or limit is not None:
+            return await self._log_page(run_id, after, limit, tail)
+        lines: list[LogLine] = []
+        while True:
+            page = await self._log_page(run_id, after, _LOG_PAGE, None)
+            lines.extend(page)
+            if len(page) < _LOG_PAGE:
+                return lines
+            after = page[-1].id
+
+    async def _log_page(
+        self, run_id: str, since: int | str | None, limit: int | None, tail: int | None
+    ) -> list[LogLine]:
         body = await self._call(
             "GET",
             f"/runs/{quote(run_id)}/logs",
             LogList,
-            params=self._params(since=after, limit=limit),
+            params=self._params(since=since, limit=limit, tail=tail),
             context={"run_id": run_id},
         )
         return body.logs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from litestar import Controller, get
@@ -45,5 +46,8 @@ class EventController(Controller):
             run_id=run_id,
             job_id=job_id,
         )
-        batches = feed.follow(since=after, run_id=run_id, job_id=job_id)
-        return sse_response(batches, heartbeat=settings.heartbeat)
+        cut = asyncio.Event()
+        batches = feed.follow(since=after, run_id=run_id, job_id=job_id, on_overflow=cut.set)
+        return sse_response(
+            batches, heartbeat=settings.heartbeat, send_timeout=settings.send_timeout, cut=cut
+        )

@@ -38,6 +38,9 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            for server in self.servers:
+                for listener in server.sockets:
+                    bound_sends(listener, self.settings)
             # Everything built so far (modules, the app, the catalog) lives as long as the
             # process: keep it out of the cyclic collector's full passes, which otherwise
             # walked it all and paused the event loop for ~50 ms under load.
@@ -68,6 +71,20 @@ class _Server(uvicorn.Server):
             process_start=process_start_ticks(pid),
         )
         write_server_file(self.settings.data_path, info)
+
+
+def bound_sends(listener: Any, settings: Settings) -> None:
+    """Options on a listening socket that its accepted connections inherit (Linux):
+    `SO_SNDBUF` caps the kernel memory a client that stops reading can pin (autotuning
+    lets it grow to 4 MiB each), and `TCP_USER_TIMEOUT` makes the kernel reset a
+    connection whose client has taken nothing for `send_timeout` seconds, which frees
+    its buffers even while the server still holds unsent data for it (asyncio's `close`
+    would wait for that data to be taken, that is, for ever)."""
+    if settings.send_buffer:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None and listener.family in (socket.AF_INET, socket.AF_INET6):
+        listener.setsockopt(socket.IPPROTO_TCP, user_timeout, int(settings.send_timeout * 1000))
 
 
 def _url_host(host: str) -> str:
@@ -127,6 +144,17 @@ def _settings(**flags: Any) -> Settings:
 @click.option("--data-dir", default=None, help="Database and artifacts [.flwd; FLWD_DATA_DIR].")
 @click.option("--profile", default=None, help="Security profile [secure; FLWD_PROFILE].")
 @click.option(
+    "--send-timeout",
+    default=None,
+    help="Cut a client that takes no data for this long, e.g. 5s [5s; FLWD_SEND_TIMEOUT].",
+)
+@click.option(
+    "--send-buffer",
+    type=int,
+    default=None,
+    help="Kernel send buffer per connection in bytes, 0 = autotuning [131072; FLWD_SEND_BUFFER].",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=None,
     help="Log every request (costs ~38% of small-request throughput) [off; FLWD_ACCESS_LOG].",
@@ -158,6 +186,8 @@ def serve(
     jobs: tuple[str, ...],
     data_dir: str | None,
     profile: str | None,
+    send_timeout: str | None,
+    send_buffer: int | None,
     access_log: bool | None,
     retention_max_age: str | None,
     retention_max_runs: int | None,
@@ -173,6 +203,8 @@ def serve(
         jobs=jobs or None,
         data_dir=data_dir,
         profile=profile,
+        send_timeout=_duration("--send-timeout", send_timeout),
+        send_buffer=send_buffer,
         access_log=access_log,
         retention_max_age=_duration("--retention-max-age", retention_max_age),
         retention_max_runs=retention_max_runs,

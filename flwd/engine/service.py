@@ -485,11 +485,27 @@ class RunService:
         since_id: int | None = None,
         since_time: datetime | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogLine]:
+        """The run's log lines after event id `since_id` (or stamped after `since_time`),
+        the first `limit` of them; or, with `tail`, its last `tail` lines. Read a few
+        chunks at a time, never the whole log at once unless all of it is asked for."""
         await self.get_run(run_id)
-        return await self.journal.read_logs(
-            run_id, since_id=since_id or 0, since_time=since_time, limit=limit
-        )
+        after = since_id or 0
+        if tail is not None:
+            after = await self.journal.tail_position(run_id, tail)
+            limit = tail if limit is None else min(limit, tail)
+        elif since_time is not None:
+            after = max(after, await self.journal.time_position(run_id, since_time))
+        return await self.journal.read_logs(run_id, since_id=after, limit=limit)
+
+    async def count_logs(self, run_id: str) -> int:
+        """How many log lines of the run are stored."""
+        return await self.journal.count_logs(run_id)
+
+    async def log_position(self, run_id: str, moment: datetime) -> int:
+        """The event id after which the run's events stamped after `moment` start."""
+        return await self.journal.time_position(run_id, moment)
 
     async def run_ended(self, run_id: str) -> bool:
         run = await self.repo.get(run_id)
