@@ -58,6 +58,10 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "malformed-request": ProblemType(400, "Malformed Request"),
     "unsupported-media-type": ProblemType(415, "Unsupported Media Type"),
     "payload-too-large": ProblemType(413, "Payload Too Large"),
+    "host-not-allowed": ProblemType(400, "Host Not Allowed"),
+    "request-timeout": ProblemType(408, "Request Timeout"),
+    "too-many-connections": ProblemType(503, "Too Many Connections"),
+    "too-many-streams": ProblemType(503, "Too Many Streams"),
     "not-ready": ProblemType(503, "Not Ready"),
     "storage-error": ProblemType(503, "Storage Unavailable"),
     "internal-error": ProblemType(500, "Internal Server Error"),
@@ -146,6 +150,21 @@ def problem_response(
         request_id=request_id(request.scope),
     )
     return Response(body, status_code=body.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_body(slug: str, detail: str, *, instance: str, retry_after: int | None = None) -> bytes:
+    """The encoded document for `slug`, for answers written below the application (a
+    refused connection has no request object)."""
+    kind = PROBLEM_TYPES[slug]
+    body = Problem(
+        type=PROBLEM_BASE + slug,
+        title=kind.title,
+        status=kind.status,
+        detail=detail,
+        instance=instance,
+        retry_after=retry_after,
+    )
+    return msgspec.json.encode(body)
 
 
 def args_errors(field_errors: list[errors.FieldError]) -> list[InvalidField]:
@@ -326,6 +345,7 @@ __all__ = [
     "InvalidField",
     "Problem",
     "ProblemError",
+    "problem_body",
     "problem_response",
     "problem_responses",
 ]

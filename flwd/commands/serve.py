@@ -13,10 +13,10 @@ import click
 import msgspec
 import uvicorn
 
-from flwd import __version__
+from flwd import __version__, logthrottle
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
-from flwd.settings import Settings, SettingsError, load_settings
+from flwd.settings import Settings, SettingsError, load_settings, parse_duration
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -48,7 +48,8 @@ def _url_host(host: str) -> str:
 
 
 def _configure_logging(access_log: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # Each kind of line at most once per 10 s, the rest counted (flwd.logthrottle).
+    logthrottle.install(logging.INFO, LOG_FORMAT)
     # uvicorn's own start-up chatter would repeat our one line; keep its warnings.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if access_log else logging.WARNING)
@@ -56,10 +57,17 @@ def _configure_logging(access_log: bool) -> None:
 
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     """The uvicorn configuration flwd runs with (see docs/operations.md for why)."""
+    from flwd.api.connections import ConnectionBook, guarded_protocol
+
+    book = ConnectionBook(
+        max_connections=settings.max_connections, header_timeout=settings.header_timeout
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        # uvicorn's HTTP protocol inside flwd's connection cap and request-head timeout.
+        http=guarded_protocol(book),
         # The standard asyncio loop: uvloop spawns processes 3.5-7x slower (DESIGN §12).
         loop="asyncio",
         lifespan="on",
@@ -69,6 +77,13 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         # SSE streams are closed by sse-starlette on shutdown; this bounds anything else.
         timeout_graceful_shutdown=10,
     )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _settings(**flags: Any) -> Settings:
@@ -95,6 +110,38 @@ def _settings(**flags: Any) -> Settings:
     default=None,
     help="Log every request (costs ~38% of small-request throughput) [off; FLWD_ACCESS_LOG].",
 )
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help="Open connections besides event streams; more are 503 [256; FLWD_MAX_CONNECTIONS].",
+)
+@click.option(
+    "--max-streams",
+    type=int,
+    default=None,
+    help="Open event streams; more are 503 [512; FLWD_MAX_STREAMS].",
+)
+@click.option(
+    "--header-timeout",
+    default=None,
+    metavar="DURATION",
+    help="Time a client has to send a request's head [10s; FLWD_HEADER_TIMEOUT].",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Also answer requests for this Host (repeatable) [FLWD_ALLOWED_HOSTS].",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Grant CORS to this origin, e.g. https://ui.example (repeatable) [FLWD_CORS_ORIGINS].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -102,6 +149,11 @@ def serve(
     data_dir: str | None,
     profile: str | None,
     access_log: bool | None,
+    max_connections: int | None,
+    max_streams: int | None,
+    header_timeout: str | None,
+    allowed_hosts: tuple[str, ...],
+    cors_origins: tuple[str, ...],
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -114,6 +166,11 @@ def serve(
         data_dir=data_dir,
         profile=profile,
         access_log=access_log,
+        max_connections=max_connections,
+        max_streams=max_streams,
+        header_timeout=None if header_timeout is None else _duration(header_timeout),
+        allowed_hosts=allowed_hosts,
+        cors_origins=cors_origins,
     )
     _check_data_dir_free(settings)
     _configure_logging(settings.access_log)

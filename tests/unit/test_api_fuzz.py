@@ -50,7 +50,9 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
         watch=False,
     )
     app = create_app(app_settings, make_plugin_manager(load_entrypoints=False))
-    with TestClient(app=app, raise_server_exceptions=False, timeout=10) as client:
+    with TestClient(
+        app=app, base_url="http://127.0.0.1", raise_server_exceptions=False, timeout=10
+    ) as client:
         yield client
 
 
