@@ -9,10 +9,27 @@ from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from flwd.api.deps import MAX_PAGE, AppSettings, Feed, Runs, paginated, parse_since, resume_id
+from flwd.api.deps import (
+    INT64_MAX,
+    MAX_PAGE,
+    AppSettings,
+    Feed,
+    Runs,
+    paginated,
+    parse_since,
+    resume_id,
+)
 from flwd.api.openapi import EventStreamOperation, LogsOperation
 from flwd.api.problems import problem_responses
-from flwd.api.schemas import CreateRun, LogList, RestartRun, RunList, StepList
+from flwd.api.schemas import (
+    TENANT_MAX,
+    TENANT_PATTERN,
+    CreateRun,
+    LogList,
+    RestartRun,
+    RunList,
+    StepList,
+)
 from flwd.events.sse import (
     RUN_FINISHED,
     RUN_OUTPUT,
@@ -81,9 +98,11 @@ class RunController(Controller):
         runs: Runs,
         job_id: FromQuery[str | None] = None,
         status: FromQuery[RunStatus | None] = None,
-        tenant: FromQuery[str | None] = None,
+        tenant: Annotated[
+            str | None, QueryParameter(max_length=TENANT_MAX, pattern=TENANT_PATTERN)
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
     ) -> Response[RunList]:
         """Runs, newest first, with the `total` matching the filters."""
         items, total = await runs.list_runs(
@@ -154,7 +173,7 @@ class RunController(Controller):
             str | None,
             QueryParameter(description="Event id (integer) or RFC 3339 timestamp; exclusive"),
         ] = None,
-        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1, le=INT64_MAX)] = None,
         last_event_id: LastEventId = None,
     ) -> Response[LogList] | SSEStream:
         """The run's output lines. `follow=true` streams them as Server-Sent Events
@@ -194,7 +213,7 @@ class RunController(Controller):
         feed: Feed,
         settings: AppSettings,
         run_id: FromPath[str],
-        since: Annotated[int | None, QueryParameter(ge=0)] = None,
+        since: Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX)] = None,
         last_event_id: LastEventId = None,
     ) -> SSEStream:
         """Server-Sent Events of one run from its first event (or after `Last-Event-ID` /

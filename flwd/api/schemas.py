@@ -3,11 +3,24 @@ the OpenAPI document come from the same definitions. Field names follow the cont
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from flwd.models import Artifact, Diagnostic, JobSpec, LogLine, Run, Step
+
+#: A tenant name: 1-64 letters, digits, `.`, `_` or `-` (docs/api.md).
+TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+TENANT_MAX = 64
+Tenant = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=TENANT_MAX,
+        pattern=TENANT_PATTERN,
+        description="1-64 letters, digits, '.', '_' or '-'",
+    ),
+]
 
 
 class CreateRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -15,7 +28,7 @@ class CreateRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     job_id: str
     args: dict[str, Any] | None = None
-    tenant: str = "default"
+    tenant: Tenant = "default"
     async_: bool = msgspec.field(default=True, name="async")
 
 
