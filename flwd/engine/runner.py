@@ -52,7 +52,7 @@ from flwd.errors import StorageError
 from flwd.events.journal import Journal
 from flwd.models import JobSpec, Result, Run, StepSpec, utcnow
 from flwd.settings import Settings
-from flwd.states import FailureReason, RunStatus, StepStatus
+from flwd.states import FailureReason, RunStatus, StepStatus, failure_reason_of
 from flwd.storage import runs as rows
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ class RunExecutor:
         results: dict[str, Any] = {}
         timer: asyncio.TimerHandle | None = None
         error: str | None = None
+        error_reason = FailureReason.ERROR
         failures = self.journal.store.failures
         try:
             if active.started_at is None:
@@ -169,13 +170,17 @@ class RunExecutor:
             await self._run_dag(active, workdir, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
             log.exception("run %s failed inside flwd", run.run_id)
-            error = active.redactor.mask_text(f"internal error: {exc}")
+            error_reason = failure_reason_of(exc)
+            what = "internal error"
+            if error_reason is FailureReason.RESOURCES_EXHAUSTED:
+                what = "the server is out of file descriptors, processes or memory"
+            error = active.redactor.mask_text(f"{what}: {exc}")
         finally:
             if timer is not None:
                 timer.cancel()
             if error is None and self.journal.store.failures != failures:
                 error = "internal error: a storage write failed while the run was active"
-            await self._finish(active, workdir, output, outcomes, results, error)
+            await self._finish(active, workdir, output, outcomes, results, error, error_reason)
 
     async def _run_dag(
         self,
@@ -418,6 +423,7 @@ class RunExecutor:
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
         error: str | None,
+        error_reason: FailureReason = FailureReason.ERROR,
     ) -> None:
         run, job = active.run, active.job
         try:
@@ -434,7 +440,7 @@ class RunExecutor:
             log.exception("finishing run %s failed", run.run_id)
             error = error or active.redactor.mask_text(f"internal error: {exc}")
         result = _run_result(job, results)
-        fields = _terminal_fields(active, outcomes, error)
+        fields = _terminal_fields(active, outcomes, error, error_reason)
         if fields["status"] == RunStatus.SUCCESS.value and result is not None and job.result_schema:
             problems = _schema_problems(job.result_schema, result.value)
             if problems:
@@ -570,12 +576,15 @@ def _schema_problems(schema: dict[str, Any], value: Any) -> list[str]:
 
 
 def _terminal_fields(
-    active: ActiveRun, outcomes: dict[str, Outcome], error: str | None
+    active: ActiveRun,
+    outcomes: dict[str, Outcome],
+    error: str | None,
+    error_reason: FailureReason = FailureReason.ERROR,
 ) -> dict[str, Any]:
     if error is not None:
         return {
             "status": RunStatus.FAILED.value,
-            "reason": FailureReason.ERROR.value,
+            "reason": error_reason.value,
             "error": error,
         }
     if active.cancel_requested or active.shutting_down:
