@@ -8,10 +8,15 @@ setting, so `guarded_protocol()` builds one that wraps uvicorn's own protocol by
 composition: it forwards the public `asyncio.Protocol` calls and overrides nothing of
 uvicorn's.
 
-- **Connection cap.** A new connection while `max_connections` others are open (not
-  counting those carrying an event stream: streams have their own cap, in
-  `flwd.api.guards`) is answered `503 too-many-connections` with `Retry-After`, once its
-  request head has arrived, and closed. It never reaches the application.
+- **Connection caps.** A request that is not an event stream, arriving while more than
+  `max_connections` connections are open that do not carry a stream, is answered
+  `503 too-many-connections` (by `flwd.api.guards`, which knows a stream when it sees
+  one; streams have their own cap there). Here, below the application, the total is
+  bounded: a connection accepted while `max_connections + max_streams` are open is
+  answered the same way once its request head has arrived, and closed; it never reaches
+  the application. So a burst of followers connecting at once is not refused for the
+  moment they are not yet known to be streams, and a flood of connections cannot take
+  every descriptor.
 - **Head timeout.** From the moment a connection is accepted, and from the first byte of
   each later request on it, the request head (request line and headers, up to the empty
   line) must arrive within `header_timeout` seconds; otherwise the client gets
@@ -45,14 +50,20 @@ _LINGER = 2.0
 class ConnectionBook:
     """The open connections of one server and how many of them carry a stream."""
 
-    def __init__(self, *, max_connections: int, header_timeout: float) -> None:
+    def __init__(self, *, max_connections: int, max_streams: int, header_timeout: float) -> None:
         self.max_connections = max_connections
+        self.max_total = max_connections + max_streams
         self.header_timeout = header_timeout
         self.open: set[GuardedConnection] = set()
         self.streaming = 0
 
     def full(self) -> bool:
-        return len(self.open) - self.streaming >= self.max_connections
+        """No room for one more connection of any kind."""
+        return len(self.open) >= self.max_total
+
+    def over_request_cap(self) -> bool:
+        """More connections without a stream are open than `max_connections`."""
+        return len(self.open) - self.streaming > self.max_connections
 
 
 #: The connection the current request arrived on (None outside `flwd serve`, e.g. tests
@@ -206,13 +217,11 @@ class GuardedConnection(asyncio.Protocol):
         self.answered = True
         path = _request_path(self.head)
         log.warning(
-            "refused a connection from %s: %d connections are open (max_connections)",
+            "refused a connection from %s: %d connections are open (max_connections + max_streams)",
             self.peer,
-            self.book.max_connections,
+            self.book.max_total,
         )
-        detail = (
-            f"The server has {self.book.max_connections} connections open, its limit; retry later"
-        )
+        detail = f"The server has {self.book.max_total} connections open, its limit; retry later"
         self.transport.write(_response(503, "too-many-connections", detail, path, 1))
         if self.transport.can_write_eof():
             self.transport.write_eof()

@@ -14,9 +14,11 @@ In the order they apply:
    `+json`): a page can send a body without Content-Type, or as text/plain, to any
    address without a preflight; both are `415 unsupported-media-type`. A JSON body nested
    deeper than `MAX_JSON_DEPTH` is `400 malformed-request`, before anything decodes it.
-4. **Streams.** Event streams (`Accept: text/event-stream`, or a stream route) are counted
-   apart from connections (`flwd.api.connections`); past `max_streams` a new one is
-   `503 too-many-streams` with `Retry-After`.
+4. **Caps.** Event streams (`Accept: text/event-stream`, or a stream route) are counted
+   apart from other connections (`flwd.api.connections`); past `max_streams` a new one is
+   `503 too-many-streams`, and a plain request while more than `max_connections`
+   connections without a stream are open is `503 too-many-connections` (and its
+   connection closed), both with `Retry-After`.
 
 A refusal is one short warning line in the log (`flwd.guards`), rate-limited like every
 repeated line (`flwd.logthrottle`).
@@ -184,8 +186,16 @@ class RequestGuards(ASGIMiddleware):
                 receive = await self._checked_body(headers, receive)
             if is_stream(scope, headers):
                 await self._stream(scope, receive, send, next_app)
-            else:
-                await next_app(scope, receive, send)
+                return
+            connection = connections.CURRENT.get()
+            if connection is not None and connection.book.over_request_cap():
+                raise Refused(
+                    "too-many-connections",
+                    f"The server has {connection.book.max_connections} connections open, "
+                    "its limit; retry later",
+                    {"Retry-After": "1", "Connection": "close"},
+                )
+            await next_app(scope, receive, send)
         except Refused as exc:
             # Answered here rather than raised on, so that the refusal of an allowed
             # origin's request carries its CORS headers too.

@@ -60,7 +60,9 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     from flwd.api.connections import ConnectionBook, guarded_protocol
 
     book = ConnectionBook(
-        max_connections=settings.max_connections, header_timeout=settings.header_timeout
+        max_connections=settings.max_connections,
+        max_streams=settings.max_streams,
+        header_timeout=settings.header_timeout,
     )
     return uvicorn.Config(
         app,

@@ -197,21 +197,34 @@ def test_cors_for_a_configured_origin_only(guarded_server: ServerProcess) -> Non
 # --- Point 3: connections are bounded --------------------------------------------------
 
 
-def test_the_connection_cap_is_answered_with_a_problem(guarded_server: ServerProcess) -> None:
+def test_the_connection_caps_are_answered_with_a_problem(guarded_server: ServerProcess) -> None:
     port = guarded_server.port
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
-    try:
-        answer = raw_exchange(port, b"GET /api/v1/runs HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    finally:
-        for sock in idle:
-            sock.close()
-    status, headers, problem = split_answer(answer)
-    assert status == "HTTP/1.1 503 Service Unavailable"
-    assert headers["content-type"] == "application/problem+json"
-    assert headers["retry-after"] == "1"
-    assert problem["type"] == "https://flowd.org/problems/too-many-connections"
-    assert problem["instance"] == "/api/v1/runs"
-    assert problem["retry_after"] == 1
+    request = b"GET /api/v1/runs HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with contextlib.ExitStack() as stack:
+        # max_connections (4) idle connections: a request on a fifth is refused.
+        idle = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+            for _ in range(4)
+        ]
+        status, headers, problem = split_answer(raw_exchange(port, request))
+        assert status == "HTTP/1.1 503 Service Unavailable"
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["retry-after"] == "1"
+        assert headers["connection"] == "close"
+        assert problem["type"] == "https://flowd.org/problems/too-many-connections"
+        assert problem["instance"] == "/api/v1/runs"
+        assert problem["retry_after"] == 1
+        # max_connections + max_streams (6) open: a seventh is answered below the app.
+        idle += [
+            stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+            for _ in range(2)
+        ]
+        status, headers, problem = split_answer(raw_exchange(port, request))
+        assert status == "HTTP/1.1 503 Service Unavailable"
+        assert headers["retry-after"] == "1"
+        assert problem["type"] == "https://flowd.org/problems/too-many-connections"
+        assert "6 connections" in str(problem["detail"])
+        assert len(idle) == 6
     wait_healthy(guarded_server)  # the idle ones closed: served again
 
 
@@ -301,6 +314,30 @@ def test_a_prompt_client_is_not_cut(guarded_server: ServerProcess) -> None:
             text = "".join(stream.iter_text())
         assert time.monotonic() - started > HEADER_TIMEOUT
         assert "tick 4" in text and "event: end" in text
+
+
+def test_three_hundred_followers_are_not_refused(api_server: ServerProcess) -> None:
+    """Streams are counted apart: 300 followers connecting at once (more than the default
+    256 max_connections) are all served, and plain requests still are."""
+    head = b"GET /api/v1/events/runs HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with contextlib.ExitStack() as stack:
+        followers = [
+            stack.enter_context(
+                socket.create_connection(("127.0.0.1", api_server.port), timeout=20)
+            )
+            for _ in range(300)
+        ]
+        for sock in followers:
+            sock.sendall(head)
+        for sock in followers:
+            answer = b""
+            for _ in range(100):  # until the status line is in
+                answer += sock.recv(4096)
+                if b"\r\n" in answer:
+                    break
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        with api_server.client() as http:
+            assert http.get("/health").status_code == 200
 
 
 # --- Point 10: malformed input is a 400 and leaves the log short -----------------------
