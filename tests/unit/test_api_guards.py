@@ -12,11 +12,18 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from litestar import asgi
+from litestar.testing import AsyncTestClient
+from litestar.types import Receive, Scope, Send
 
 from flwd.api.guards import MAX_JSON_DEPTH, HostPolicy, host_name, json_too_deep
+from flwd.app import create_app
+from flwd.hookspecs import hookimpl
 from flwd.logthrottle import ThrottledHandler
-from flwd.settings import SettingsError, load_settings
+from flwd.plugins import make_plugin_manager
+from flwd.settings import Settings, SettingsError, load_settings
 from flwd.states import FailureReason, failure_reason_of
+from tests.api_support import FakeRunService, fake_backend_factory
 
 
 def depth(value: Any) -> int:
@@ -173,3 +180,41 @@ def test_guard_settings_from_environment_and_flags() -> None:
         load_settings({"FLWD_CORS_ORIGINS": "https://ui.example/path"})
     with pytest.raises(SettingsError):
         load_settings({"FLWD_HEADER_TIMEOUT": "0"})
+
+
+class MountPlugin:
+    """An extension mounting a plain ASGI app, as the MCP extension mounts `/mcp`."""
+
+    @hookimpl
+    def register_routes(self, settings: Settings) -> list[Any]:
+        @asgi("/mcp", is_mount=True, copy_scope=True)
+        async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"mounted", "more_body": False})
+
+        return [mcp]
+
+
+async def test_the_guards_cover_a_mounted_asgi_app(api_service: FakeRunService) -> None:
+    app = create_app(
+        Settings(watch=False),
+        make_plugin_manager(load_entrypoints=False, extra=[MountPlugin()]),
+        backend_factory=fake_backend_factory(api_service),
+    )
+    async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:
+        ok = await client.post("/api/v1/mcp", json={"jsonrpc": "2.0"})
+        assert ok.status_code == 200 and ok.text == "mounted"
+        evil = await client.post(
+            "/api/v1/mcp", json={"jsonrpc": "2.0"}, headers={"Host": "evil.example"}
+        )
+        assert evil.status_code == 400
+        assert evil.json()["type"].endswith("/host-not-allowed")
+        blob = await client.post("/api/v1/mcp", content=b"{}", headers={"Content-Type": ""})
+        assert blob.status_code == 415
+        deep = await client.post(
+            "/api/v1/mcp",
+            content=b"[" * 65 + b"]" * 65,
+            headers={"Content-Type": "application/json"},
+        )
+        assert deep.status_code == 400
+        assert deep.json()["type"].endswith("/malformed-request")
