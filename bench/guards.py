@@ -2,6 +2,7 @@
 checkouts of flwd, alternating, on the same machine.
 
     .venv/bin/python bench/guards.py --baseline /work/main [--rounds 4] [--requests 4000]
+    .venv/bin/python bench/guards.py --micro     # CPU per request of the guards, in-process
 
 Each checkout's own `.venv/bin/python -m flwd serve` is started on a free loopback port
 with a temp data dir and no jobs; 16 keep-alive connections (raw sockets, one request in
@@ -21,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -99,12 +101,89 @@ POST = (
 )
 
 
+def micro(count: int = 20000) -> None:
+    """CPU per request of the guards alone, in-process: the ASGI middleware around an app
+    that answers at once, and the protocol wrapper around a protocol that does nothing."""
+    from flwd.api.connections import ConnectionBook, GuardedConnection
+    from flwd.api.guards import RequestGuards
+    from flwd.settings import Settings
+
+    guards = RequestGuards(Settings())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+
+    async def send(message: Any) -> None:
+        return None
+
+    def scope_of(method: str, body: bool) -> Any:
+        headers = [(b"host", b"localhost:8080"), (b"accept", b"*/*")]
+        if body:
+            headers += [(b"content-type", b"application/json"), (b"content-length", b"60")]
+        return {
+            "type": "http",
+            "method": method,
+            "path": "/api/v1/runs",
+            "headers": headers,
+            "query_string": b"",
+            "client": ("127.0.0.1", 1),
+        }
+
+    async def guarded(method: str, body: bool) -> float:
+        async def receive() -> Any:
+            return {"type": "http.request", "body": BODY, "more_body": False}
+
+        started = time.perf_counter()
+        for _ in range(count):
+            await guards.handle(scope_of(method, body), receive, send, app)
+        return (time.perf_counter() - started) / count * 1e6
+
+    async def bare(method: str, body: bool) -> float:
+        async def receive() -> Any:
+            return {"type": "http.request", "body": BODY, "more_body": False}
+
+        started = time.perf_counter()
+        for _ in range(count):
+            scope_of(method, body)
+            await app(None, receive, send)
+        return (time.perf_counter() - started) / count * 1e6
+
+    for method, body in (("GET", False), ("POST", True)):
+        cost = min(
+            asyncio.run(guarded(method, body)) - asyncio.run(bare(method, body)) for _ in range(3)
+        )
+        print(f"ASGI guards, {method}: {cost:.1f} µs per request")
+
+    class Nothing(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            return None
+
+    async def wrapped() -> float:
+        book = ConnectionBook(max_connections=256, max_streams=512, header_timeout=10)
+        connection = GuardedConnection(book, Nothing())
+        transport = asyncio.Transport()
+        connection.connection_made(transport)
+        started = time.perf_counter()
+        for _ in range(count):
+            connection.data_received(GET)
+            connection.request_finished()
+        elapsed = (time.perf_counter() - started) / count * 1e6
+        connection.connection_lost(None)
+        return elapsed
+
+    print(f"protocol wrapper: {min(asyncio.run(wrapped()) for _ in range(3)):.1f} µs per request")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--baseline", type=Path, required=True, help="checkout to compare with")
+    parser.add_argument("--baseline", type=Path, help="checkout to compare with")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--micro", action="store_true", help="in-process cost of the guards")
     args = parser.parse_args()
+    if args.micro or args.baseline is None:
+        micro()
+        return
     sides = {"baseline": args.baseline.resolve(), "this": HERE}
     results: dict[str, dict[str, list[float]]] = {s: {"GET": [], "POST": []} for s in sides}
     print(f"load average before: {os.getloadavg()}")

@@ -106,7 +106,7 @@ class GuardedConnection(asyncio.Protocol):
         self.answered = False
         self.streaming = False
         self.awaiting_head = True
-        self.head = b""  # the bytes of the current head so far (only its tail when long)
+        self.head = b""  # the last bytes of an unfinished head (a refused one: all of it)
         self.timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
@@ -173,15 +173,15 @@ class GuardedConnection(asyncio.Protocol):
 
     # The head timeout
     def _watch_head(self, data: bytes) -> None:
-        if self.timer is None:
-            self._arm()
-        seen = self.head[-3:] + data
+        seen = self.head + data  # `head` holds at most the 3 bytes before `data`
         if _HEAD_END in seen:
             self.awaiting_head = False
             self.head = b""
             self._disarm()
-        else:
-            self.head = seen[-3:]
+            return
+        self.head = seen[-3:]
+        if self.timer is None:  # the first bytes of a head that did not come whole
+            self._arm()
 
     def _arm(self) -> None:
         self._disarm()

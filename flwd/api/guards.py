@@ -117,7 +117,9 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
         brackets = shorter
         if slow:
             break
-    depth = passes
+    depth = passes  # what the passes took off the deepest point
+    if depth > limit:
+        return True
     for run in _BRACKET_RUN.finditer(brackets):
         if brackets[run.start()] == _OPEN:
             depth += run.end() - run.start()
