@@ -1,5 +1,6 @@
 """A log handler that lets a repeated line through once per interval and counts the rest.
 
+Warnings and errors only: informational lines (the access log, when on) are all written.
 Under a flood (a burst of refused requests, the accept loop failing once the process has
 no file descriptor left) the same line would otherwise be written thousands of times a
 second. Records are "the same" when they come from the same logger at the same level with
@@ -40,21 +41,26 @@ def out_of_descriptors(exc: BaseException | None) -> bool:
 
 
 class ThrottledHandler(logging.StreamHandler[TextIO]):
-    """A stream handler writing each kind of line at most once per `interval` seconds."""
+    """A stream handler writing each kind of line at `floor` level or above (warnings and
+    errors) at most once per `interval` seconds; lower levels pass as they are."""
 
     def __init__(
         self,
         stream: TextIO | None = None,
         *,
         interval: float = INTERVAL,
+        floor: int = logging.WARNING,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(stream)
         self.interval = interval
+        self.floor = floor
         self.clock = clock
         self.windows: dict[Key, _Window] = {}
 
     def handle(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.floor:  # e.g. the access log: every line is wanted
+            return super().handle(record)
         now = self.clock()
         self._summarise(now)
         key = (record.name, record.levelno, str(record.msg).split("\n", 1)[0])

@@ -116,13 +116,19 @@ def test_repeated_lines_are_written_once_per_interval_and_counted() -> None:
         for n in range(1000):
             log.warning("refused %s from %s", f"/runs/{n}", "127.0.0.1")
         log.warning("another kind of line")
+        log.setLevel(logging.INFO)
+        for n in range(3):  # informational lines (the access log) are not throttled
+            log.info("GET /runs/%s", n)
         assert stream.getvalue().splitlines() == [
             "test.throttle: refused /runs/0 from 127.0.0.1",
             "test.throttle: another kind of line",
+            "test.throttle: GET /runs/0",
+            "test.throttle: GET /runs/1",
+            "test.throttle: GET /runs/2",
         ]
         clock.now = 10.5
         log.warning("refused %s from %s", "/runs/x", "127.0.0.1")
-        assert stream.getvalue().splitlines()[2:] == [
+        assert stream.getvalue().splitlines()[5:] == [
             "test.throttle: suppressed 999 similar lines in the last 10s: refused %s from %s",
             "test.throttle: refused /runs/x from 127.0.0.1",
         ]
