@@ -71,7 +71,9 @@ class Server:
         self.api = f"http://127.0.0.1:{self.port}/api/v1"
         argv = [sys.executable, "-m", "flwd", "serve", "--port", str(self.port)]
         argv += ["--jobs", f"local-fs={tmp / 'jobs'}", "--data-dir", str(tmp / "data")]
+        # --followers may pass the default stream cap (512); the caps are not measured here.
         env = {**os.environ, "FLWD_MAX_QUEUE": "100000", "FLWD_KILL_GRACE": "1s"}
+        env["FLWD_MAX_STREAMS"] = "100000"
         self.log = (tmp / "server.log").open("wb")
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=self.log, cwd=tmp)
         deadline = time.monotonic() + 20

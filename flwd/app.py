@@ -22,8 +22,9 @@ from litestar.openapi.spec import Server, Tag
 from flwd import API_PREFIX, __version__
 from flwd.api.artifacts import ArtifactController
 from flwd.api.backend import BackendFactory, default_backend
-from flwd.api.deps import dependencies, require_json_body
+from flwd.api.deps import dependencies
 from flwd.api.events import EventController
+from flwd.api.guards import RequestGuards, track_response
 from flwd.api.jobs import JobController
 from flwd.api.problems import EXCEPTION_HANDLERS
 from flwd.api.request_id import add_request_id
@@ -101,8 +102,12 @@ def create_app(
         lifespan=[lifespan],
         dependencies=dependencies(state),
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=require_json_body,
-        before_send=[add_request_id],
+        # Host, CORS, body media type and depth, stream cap: around every route and mount.
+        middleware=[RequestGuards(settings)],
+        before_send=[add_request_id, track_response],
+        # flwd configures logging itself (`flwd serve`); Litestar's own set-up would
+        # replace its format and its rate limit on repeated lines.
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(),
         state=state,

@@ -54,6 +54,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_max_age: float = 30 * 24 * 3600.0
     retention_max_runs: int = 1000
     prune_interval: float = 600.0
+    # Connection guards (docs/operations.md#connection-limits)
+    max_connections: int = 256
+    max_streams: int = 512
+    header_timeout: float = 10.0
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def data_path(self) -> Path:
@@ -121,7 +127,17 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_RETENTION_MAX_AGE": ("retention_max_age", parse_duration),
     "FLWD_RETENTION_MAX_RUNS": ("retention_max_runs", int),
     "FLWD_PRUNE_INTERVAL": ("prune_interval", parse_duration),
+    "FLWD_MAX_CONNECTIONS": ("max_connections", int),
+    "FLWD_MAX_STREAMS": ("max_streams", int),
+    "FLWD_HEADER_TIMEOUT": ("header_timeout", parse_duration),
+    "FLWD_ALLOWED_HOSTS": ("allowed_hosts", lambda v: _word_list(v)),
+    "FLWD_CORS_ORIGINS": ("cors_origins", lambda v: _word_list(v)),
 }
+
+
+def _word_list(text: str) -> tuple[str, ...]:
+    """`a.example, b.example` or `a.example b.example` as a tuple of words."""
+    return tuple(word for word in text.replace(",", " ").split() if word)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -145,6 +161,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             if value:
                 values["sources"] = parse_sources(list(value))
             continue
+        if field in ("allowed_hosts", "cors_origins"):
+            if value:
+                values[field] = tuple(value)
+            continue
         values[field] = value
     settings = Settings(**values)
     if settings.max_concurrency < 1:
@@ -157,4 +177,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError("send_timeout must be more than 0 seconds")
     if settings.send_buffer < 0:
         raise SettingsError("send_buffer must not be negative")
+    if settings.max_connections < 1 or settings.max_streams < 0:
+        raise SettingsError("max_connections must be at least 1, max_streams at least 0")
+    if settings.header_timeout <= 0:
+        raise SettingsError("header_timeout must be positive")
+    for origin in settings.cors_origins:
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise SettingsError(f"CORS origin '{origin}' must look like https://host[:port]")
     return settings

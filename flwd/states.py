@@ -5,6 +5,7 @@ Transitions are enforced here and nowhere else: a terminal status never changes.
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 
 
@@ -35,6 +36,19 @@ class FailureReason(StrEnum):
     ERROR = "error"
     #: flwd itself failed (a bug, a storage failure): the run and its unfinished steps end
     INTERNAL = "internal"
+    RESOURCES_EXHAUSTED = "resources_exhausted"
+
+
+#: What the OS says when a process or the system is out of descriptors, processes or
+#: memory: a condition of the machine, reported as `resources_exhausted`, not a bug.
+_EXHAUSTED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+def failure_reason_of(exc: BaseException) -> FailureReason:
+    """`resources_exhausted` for an OSError saying the machine ran out, else `error`."""
+    if isinstance(exc, OSError) and exc.errno in _EXHAUSTED_ERRNOS:
+        return FailureReason.RESOURCES_EXHAUSTED
+    return FailureReason.ERROR
 
 
 ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.RUNNING})

@@ -50,5 +50,9 @@ def api_app(api_service: FakeRunService) -> Litestar:
 
 @pytest.fixture
 async def api_client(api_app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=api_app, raise_server_exceptions=False) as client:
+    # A loopback Host: the app answers only those (flwd.api.guards), unlike the test
+    # client's default `testserver.local`.
+    async with AsyncTestClient(
+        app=api_app, base_url="http://127.0.0.1", raise_server_exceptions=False
+    ) as client:
         yield client

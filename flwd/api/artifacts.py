@@ -8,7 +8,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import File
 
-from flwd.api.deps import MAX_PAGE, Runs, paginated
+from flwd.api.deps import INT64_MAX, MAX_PAGE, Runs, paginated
 from flwd.api.openapi import DownloadOperation
 from flwd.api.problems import problem_responses
 from flwd.api.runs import PAGE_HEADERS
@@ -30,7 +30,7 @@ class ArtifactController(Controller):
         runs: Runs,
         run_id: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
     ) -> Response[ArtifactList]:
         """Artifacts, newest first, optionally of one run."""
         items, total = await runs.list_artifacts(run_id=run_id, limit=limit, offset=offset)

@@ -3,6 +3,7 @@ body guard, pagination headers and parsing of `since`/`Last-Event-ID`."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -16,7 +17,6 @@ from litestar.params import SkipValidationMarker
 from flwd.api.backend import Backend, EventFeedView, JobRegistryView, RunServiceView
 from flwd.api.problems import InvalidField, ProblemError
 from flwd.api.schemas import LogList
-from flwd.events.sse import parse_resume_id
 from flwd.settings import Settings
 
 T = TypeVar("T")
@@ -29,11 +29,15 @@ Services = Annotated[Backend, SkipValidationMarker(), Dependency(kind="named")]
 AppSettings = Annotated[Settings, SkipValidationMarker(), Dependency(kind="named")]
 Plugins = Annotated[pluggy.PluginManager, SkipValidationMarker(), Dependency(kind="named")]
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_PAGE = 1000
 #: Lines in a page of `GET /runs/{id}/logs`: the default, and the most one may ask for.
 LOG_PAGE = 1000
 MAX_LOG_PAGE = 5000
+
+#: Integers a client may send (offsets, event ids) are stored in SQLite, whose integers
+#: are signed 64-bit: anything larger is refused as a validation error, not an overflow.
+INT64_MAX = 2**63 - 1
+_EVENT_ID = re.compile(r"^[0-9]{1,19}$")
 
 
 def backend_of(state: State) -> Backend:
@@ -80,32 +84,6 @@ def dependencies(state: State) -> dict[str, Provide]:
         "backend": Provide(provide_backend, sync_to_thread=False),
         "settings": Provide(provide_settings, sync_to_thread=False),
     }
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
-async def require_json_body(request: Request[Any, Any, Any]) -> None:
-    """`before_request` hook: a request body, when there is one, must be JSON (415 otherwise).
-
-    A missing Content-Type is tolerated (taken as JSON) so `curl -d '{...}'` without `-H`
-    still works; a form or text body is refused with a hint instead of a confusing error.
-    """
-    if request.method not in _BODY_METHODS:
-        return
-    headers = request.headers
-    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-    content_type = headers.get("content-type")
-    if has_body and content_type and not _is_json(content_type):
-        raise ProblemError(
-            "unsupported-media-type",
-            f"Content-Type '{content_type}' is not accepted; send 'application/json'",
-            headers={"Accept-Post": "application/json"},
-        )
 
 
 def paginated(
@@ -156,18 +134,38 @@ def log_page(
     return Response(body, headers={"X-Total-Count": str(total), "Link": ", ".join(links)})
 
 
+def event_id(text: str) -> int | None:
+    """An event id from a query or header: ASCII digits within SQLite's integer range
+    (`str.isdigit` and `int()` also accept digits like `²` or `٣`), else None."""
+    if not _EVENT_ID.match(text):
+        return None
+    number = int(text)
+    return number if number <= INT64_MAX else None
+
+
 def resume_id(last_event_id: str | None, since: str | None) -> int | None:
-    """The event id a stream resumes after, from `Last-Event-ID` or `?since=`."""
-    try:
-        return parse_resume_id(last_event_id, since)
-    except ValueError:
-        where = "header" if last_event_id else "query"
-        name = "/Last-Event-ID" if last_event_id else "/since"
-        raise ProblemError(
-            "validation-error",
-            "The resume point must be a non-negative integer event id",
-            errors=[InvalidField(path=name, message="must be a non-negative integer", in_=where)],
-        ) from None
+    """The event id a stream resumes after, from `Last-Event-ID` (wins) or `?since=`."""
+    for value, name, where in (
+        (last_event_id, "/Last-Event-ID", "header"),
+        (since, "/since", "query"),
+    ):
+        if value is None or value == "":
+            continue
+        number = event_id(value)
+        if number is None:
+            raise ProblemError(
+                "validation-error",
+                f"The resume point must be an integer event id from 0 to {INT64_MAX}",
+                errors=[
+                    InvalidField(
+                        path=name,
+                        message="must be a non-negative integer",
+                        in_=where,
+                    )
+                ],
+            )
+        return number
+    return None
 
 
 async def resume_point(
@@ -189,9 +187,13 @@ def parse_since(since: str | None) -> tuple[int | None, datetime | None]:
     """`since` for the JSON logs endpoint: an event id (integer) or an RFC 3339 timestamp."""
     if since is None or since == "":
         return None, None
-    if since.isdigit():
-        return int(since), None
+    if since.isascii() and since.isdigit():
+        number = event_id(since)
+        if number is not None:
+            return number, None
     try:
+        if not since.isascii():
+            raise ValueError(since)
         moment = datetime.fromisoformat(since.replace("z", "Z"))
     except ValueError:
         raise ProblemError(

@@ -8,7 +8,7 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 
-from flwd.api.deps import AppSettings, Feed, Runs, resume_point
+from flwd.api.deps import INT64_MAX, AppSettings, Feed, Runs, resume_point
 from flwd.api.openapi import EventStreamOperation
 from flwd.api.problems import problem_responses
 from flwd.events.sse import SSEStream, sse_response
@@ -32,7 +32,7 @@ class EventController(Controller):
         settings: AppSettings,
         run_id: FromQuery[str | None] = None,
         job_id: FromQuery[str | None] = None,
-        since: Annotated[int | None, QueryParameter(ge=0)] = None,
+        since: Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX)] = None,
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> SSEStream:
         """Every run event as it happens; never ends by itself. Unfiltered it starts live;

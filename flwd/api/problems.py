@@ -47,6 +47,10 @@ HTTP_PROBLEMS: dict[str, ProblemType] = {
     "malformed-request": ProblemType(400, "Malformed Request"),
     "unsupported-media-type": ProblemType(415, "Unsupported Media Type"),
     "payload-too-large": ProblemType(413, "Payload Too Large"),
+    "host-not-allowed": ProblemType(400, "Host Not Allowed"),
+    "request-timeout": ProblemType(408, "Request Timeout"),
+    "too-many-connections": ProblemType(503, "Too Many Connections"),
+    "too-many-streams": ProblemType(503, "Too Many Streams"),
     "not-ready": ProblemType(503, "Not Ready"),
     "http-error": ProblemType(400, "HTTP Error"),
 }
@@ -144,6 +148,21 @@ def problem_response(
 
 def _invalid_fields(items: list[errors.FieldError]) -> list[InvalidField]:
     return [InvalidField(path=e.path, message=e.message) for e in items]
+
+
+def problem_body(slug: str, detail: str, *, instance: str, retry_after: int | None = None) -> bytes:
+    """The encoded document for `slug`, for answers written below the application (a
+    refused connection has no request object)."""
+    kind = PROBLEM_TYPES[slug]
+    body = Problem(
+        type=PROBLEM_BASE + slug,
+        title=kind.title,
+        status=kind.status,
+        detail=detail,
+        instance=instance,
+        retry_after=retry_after,
+    )
+    return msgspec.json.encode(body)
 
 
 def handle_domain_error(
@@ -291,6 +310,7 @@ __all__ = [
     "InvalidField",
     "Problem",
     "ProblemError",
+    "problem_body",
     "problem_response",
     "problem_responses",
 ]

@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 
 from flwd import API_PREFIX
 from flwd.api.deps import (
+    INT64_MAX,
     LOG_PAGE,
     MAX_LOG_PAGE,
     MAX_PAGE,
@@ -25,7 +26,15 @@ from flwd.api.deps import (
 )
 from flwd.api.openapi import EventStreamOperation, LogsOperation
 from flwd.api.problems import InvalidField, ProblemError, problem_responses
-from flwd.api.schemas import CreateRun, LogList, RestartRun, RunList, StepList
+from flwd.api.schemas import (
+    TENANT_MAX,
+    TENANT_PATTERN,
+    CreateRun,
+    LogList,
+    RestartRun,
+    RunList,
+    StepList,
+)
 from flwd.events.sse import (
     RUN_FINISHED,
     RUN_OUTPUT,
@@ -92,9 +101,11 @@ class RunController(Controller):
         runs: Runs,
         job_id: FromQuery[str | None] = None,
         status: FromQuery[RunStatus | None] = None,
-        tenant: FromQuery[str | None] = None,
+        tenant: Annotated[
+            str | None, QueryParameter(max_length=TENANT_MAX, pattern=TENANT_PATTERN)
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
     ) -> Response[RunList]:
         """Runs, newest first, with the `total` matching the filters."""
         items, total = await runs.list_runs(
@@ -237,7 +248,7 @@ class RunController(Controller):
         feed: Feed,
         settings: AppSettings,
         run_id: FromPath[str],
-        since: Annotated[int | None, QueryParameter(ge=0)] = None,
+        since: Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX)] = None,
         last_event_id: LastEventId = None,
     ) -> SSEStream:
         """Server-Sent Events of one run from its first event (or after `Last-Event-ID` /

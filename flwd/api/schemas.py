@@ -6,7 +6,7 @@ the client decodes the same classes the server encodes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -22,13 +22,26 @@ from flwd.models import (
     SystemInfo,
 )
 
+#: A tenant name: 1-64 letters, digits, `.`, `_` or `-` (docs/api.md).
+TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+TENANT_MAX = 64
+Tenant = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=TENANT_MAX,
+        pattern=TENANT_PATTERN,
+        description="1-64 letters, digits, '.', '_' or '-'",
+    ),
+]
+
 
 class CreateRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Body of `POST /api/v1/runs`. `async: false` waits for the run to end."""
 
     job_id: str
     args: dict[str, Any] | None = None
-    tenant: str = "default"
+    tenant: Tenant = "default"
     async_: bool = msgspec.field(default=True, name="async")
 
 

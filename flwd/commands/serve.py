@@ -14,7 +14,7 @@ import click
 import msgspec
 import uvicorn
 
-from flwd import API_PREFIX, __version__
+from flwd import API_PREFIX, __version__, logthrottle
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
 from flwd.local_server import (
@@ -92,7 +92,8 @@ def _url_host(host: str) -> str:
 
 
 def _configure_logging(access_log: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # Each kind of line at most once per 10 s, the rest counted (flwd.logthrottle).
+    logthrottle.install(logging.INFO, LOG_FORMAT)
     # uvicorn's own start-up chatter would repeat our one line; keep its warnings.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if access_log else logging.WARNING)
@@ -100,10 +101,19 @@ def _configure_logging(access_log: bool) -> None:
 
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     """The uvicorn configuration flwd runs with (see docs/operations.md for why)."""
+    from flwd.api.connections import ConnectionBook, guarded_protocol
+
+    book = ConnectionBook(
+        max_connections=settings.max_connections,
+        max_streams=settings.max_streams,
+        header_timeout=settings.header_timeout,
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        # uvicorn's HTTP protocol inside flwd's connection cap and request-head timeout.
+        http=guarded_protocol(book),
         # The standard asyncio loop: uvloop spawns processes 3.5-7x slower (DESIGN §12).
         loop="asyncio",
         lifespan="on",
@@ -180,6 +190,38 @@ def _settings(**flags: Any) -> Settings:
     default=None,
     help="How often the background pruning pass runs (0: never) [10m; FLWD_PRUNE_INTERVAL].",
 )
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help="Open connections besides event streams; more are 503 [256; FLWD_MAX_CONNECTIONS].",
+)
+@click.option(
+    "--max-streams",
+    type=int,
+    default=None,
+    help="Open event streams; more are 503 [512; FLWD_MAX_STREAMS].",
+)
+@click.option(
+    "--header-timeout",
+    default=None,
+    metavar="DURATION",
+    help="Time a client has to send a request's head [10s; FLWD_HEADER_TIMEOUT].",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Also answer requests for this Host (repeatable) [FLWD_ALLOWED_HOSTS].",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Grant CORS to this origin, e.g. https://ui.example (repeatable) [FLWD_CORS_ORIGINS].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -192,6 +234,11 @@ def serve(
     retention_max_age: str | None,
     retention_max_runs: int | None,
     prune_interval: str | None,
+    max_connections: int | None,
+    max_streams: int | None,
+    header_timeout: str | None,
+    allowed_hosts: tuple[str, ...],
+    cors_origins: tuple[str, ...],
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -209,6 +256,11 @@ def serve(
         retention_max_age=_duration("--retention-max-age", retention_max_age),
         retention_max_runs=retention_max_runs,
         prune_interval=_duration("--prune-interval", prune_interval),
+        max_connections=max_connections,
+        max_streams=max_streams,
+        header_timeout=_duration("--header-timeout", header_timeout),
+        allowed_hosts=allowed_hosts,
+        cors_origins=cors_origins,
     )
     _check_data_dir_free(settings)
     _configure_logging(settings.access_log)

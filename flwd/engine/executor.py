@@ -25,7 +25,7 @@ from flwd.engine.spawn import reaped, spawn
 from flwd.jobs.arguments import env_text
 from flwd.models import JobSpec, Run, StepSpec
 from flwd.settings import Settings
-from flwd.states import FailureReason, StepStatus
+from flwd.states import FailureReason, StepStatus, failure_reason_of
 
 log = logging.getLogger(__name__)
 #: how long output is still read once a step's processes are gone: a process that escaped
@@ -281,8 +281,11 @@ async def execute_step(
         pgid = await process.start(ctx.argv, ctx.cwd, ctx.env)
     except OSError as exc:
         message = f"cannot start {ctx.argv[0]!r}: {exc.strerror or exc}"
+        reason = failure_reason_of(exc)
+        if reason is FailureReason.RESOURCES_EXHAUSTED:
+            message += " (the server is out of file descriptors, processes or memory)"
         await output.note(f"[flwd: {message}]", step_id=ctx.step.id)
-        return Outcome(status=StepStatus.FAILED, reason=FailureReason.ERROR, error=message)
+        return Outcome(status=StepStatus.FAILED, reason=reason, error=message)
     wake = process.wake
 
     def stopped() -> None:

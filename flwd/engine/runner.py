@@ -53,7 +53,7 @@ from flwd.errors import StorageError
 from flwd.events.journal import Journal
 from flwd.models import JobSpec, Result, Run, StepSpec, utcnow
 from flwd.settings import Settings
-from flwd.states import FailureReason, RunStatus, StepStatus
+from flwd.states import FailureReason, RunStatus, StepStatus, failure_reason_of
 from flwd.storage import runs as rows
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class RunExecutor:
         results: dict[str, Any] = {}
         timer: asyncio.TimerHandle | None = None
         error: str | None = None
+        error_reason = FailureReason.INTERNAL
         failures = self.journal.store.failures
         try:
             if active.started_at is None:
@@ -173,13 +174,20 @@ class RunExecutor:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, workdir, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
-            error = _internal_error(active, exc, "failed inside flwd")
+            if failure_reason_of(exc) is FailureReason.RESOURCES_EXHAUSTED:
+                log.error("run %s: %s", run.run_id, exc)
+                error_reason = FailureReason.RESOURCES_EXHAUSTED
+                error = active.redactor.mask_text(
+                    f"the server is out of file descriptors, processes or memory: {exc}"
+                )
+            else:
+                error = _internal_error(active, exc, "failed inside flwd")
         finally:
             if timer is not None:
                 timer.cancel()
             if error is None and self.journal.store.failures != failures:
                 error = "internal error: a storage write failed while the run was active"
-            await self._finish(active, workdir, output, outcomes, results, error)
+            await self._finish(active, workdir, output, outcomes, results, error, error_reason)
 
     async def _run_dag(
         self,
@@ -447,6 +455,7 @@ class RunExecutor:
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
         error: str | None,
+        error_reason: FailureReason = FailureReason.INTERNAL,
     ) -> None:
         run, job = active.run, active.job
         try:
@@ -464,13 +473,13 @@ class RunExecutor:
         try:
             if error is None and not active.ended_steps.issuperset(s.id for s in job.steps):
                 error = "internal error: a step of the run was never reported finished"
-            fields, result = _terminal_fields(active, outcomes, error), None
+            fields, result = _terminal_fields(active, outcomes, error, error_reason), None
             if results:
                 fields, result = self._checked_result(active, fields, results)
         except Exception as exc:
             error = error or _internal_error(active, exc, "could not be finished")
-            fields, result = _terminal_fields(active, outcomes, error), None
-        if fields.get("reason") == FailureReason.INTERNAL.value:
+            fields, result = _terminal_fields(active, outcomes, error, error_reason), None
+        if fields.get("reason") in _ENDS_EVERY_STEP:
             self._end_remaining_steps(active)
         fields["finished_at"] = utcnow()
         if result is not None:
@@ -615,6 +624,11 @@ def _read_result(path: str) -> bytes | None:
     return data
 
 
+#: Reasons a run ends with before all its steps did: each step not ended yet ends too.
+_ENDS_EVERY_STEP = frozenset(
+    {FailureReason.INTERNAL.value, FailureReason.RESOURCES_EXHAUSTED.value}
+)
+
 _STOPPED_BY_INTERNAL = "stopped: flwd failed internally while running this run (see its error)"
 
 
@@ -644,12 +658,15 @@ def _schema_problems(schema: dict[str, Any], value: Any, redactor: Redactor) -> 
 
 
 def _terminal_fields(
-    active: ActiveRun, outcomes: dict[str, Outcome], error: str | None
+    active: ActiveRun,
+    outcomes: dict[str, Outcome],
+    error: str | None,
+    error_reason: FailureReason = FailureReason.INTERNAL,
 ) -> dict[str, Any]:
     if error is not None:
         return {
             "status": RunStatus.FAILED.value,
-            "reason": FailureReason.INTERNAL.value,
+            "reason": error_reason.value,
             "error": error,
         }
     if active.cancel_requested or active.shutting_down:

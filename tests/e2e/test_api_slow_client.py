@@ -42,7 +42,7 @@ class RawFollower:
     def __init__(self, port: int, path: str, last_id: str | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         resume = "" if last_id is None else f"Last-Event-ID: {last_id}\r\n"
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{resume}\r\n".encode())
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{resume}\r\n".encode())
         self.raw = b""
 
     def read_until(self, needle: bytes, deadline: float) -> None:

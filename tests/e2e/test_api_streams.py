@@ -39,7 +39,7 @@ def _finish(http: httpx.Client, run_id: str, timeout: float = 60) -> None:
 def _stalled(port: int, path: str, headers: str = "") -> socket.socket:
     """A client that sends its request and reads nothing."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(f"GET /api/v1{path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n".encode())
+    sock.sendall(f"GET /api/v1{path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n".encode())
     return sock
 
 

@@ -50,7 +50,9 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
         watch=False,
     )
     app = create_app(app_settings, make_plugin_manager(load_entrypoints=False))
-    with TestClient(app=app, raise_server_exceptions=False, timeout=10) as client:
+    with TestClient(
+        app=app, base_url="http://127.0.0.1", raise_server_exceptions=False, timeout=10
+    ) as client:
         yield client
 
 
@@ -68,9 +70,26 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 OPERATIONS = _operations()
 
 
+#: Values that once reached SQLite or int() unchecked: past int64, non-ASCII digits.
+HOSTILE_NUMBERS = st.sampled_from(
+    ["9223372036854775808", "99999999999999999999999", "12345678901234567890123", "²", "٣", "1e3"]
+) | st.integers(min_value=2**63 - 3, max_value=10**30)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+#: Nesting from just inside the limit (64) to far past Python's recursion limit.
+deep_json = st.integers(min_value=60, max_value=1200).map(_nested)
+
+
 def _value_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     kinds = [s.get("type") for s in schema.get("oneOf", [schema])]
-    options: list[st.SearchStrategy[Any]] = [st.text(max_size=12)]
+    options: list[st.SearchStrategy[Any]] = [st.text(max_size=12), HOSTILE_NUMBERS]
     if "integer" in kinds:
         options.append(st.integers(min_value=-5, max_value=2000))
     if "boolean" in kinds:
@@ -102,12 +121,12 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], dict[str, str],
         shaped = st.fixed_dictionaries(
             {"job_id": st.sampled_from(JOB_IDS) | st.text(max_size=8)},
             optional={
-                "args": json_values,
+                "args": json_values | st.dictionaries(st.just("deep"), deep_json, max_size=1),
                 "async": st.booleans() | json_values,
-                "tenant": st.text(max_size=8),
+                "tenant": st.text(max_size=8) | st.text(min_size=60, max_size=200),
             },
         )
-        document = draw(shaped | json_values)
+        document = draw(shaped | json_values | deep_json)
         body = json.dumps(document).encode()
         if draw(st.integers(0, 9)) == 0:
             body = draw(st.binary(max_size=64))
@@ -144,3 +163,44 @@ def test_the_fuzzed_operations_cover_the_api() -> None:
     assert ("post", "/api/v1/runs") in covered
     assert ("get", "/api/v1/artifacts/{artifact_id}") in covered
     assert pathlib.PurePosixPath("/api/v1").name == "v1"
+
+
+#: The inputs issue 9 found answered with a 500 (and a 138 KB traceback in the log).
+REPORTED = [
+    (
+        "POST",
+        "/api/v1/runs",
+        {},
+        {},
+        b'{"job_id": "noop", "args": {"a": ' + b"[" * 600 + b"]" * 600 + b"}}",
+    ),
+    ("GET", "/api/v1/runs", {"offset": "9223372036854775808"}, {}, None),
+    ("GET", "/api/v1/runs", {"tenant": "x" * 65}, {}, None),
+    ("GET", "/api/v1/runs", {"tenant": "a/b"}, {}, None),
+    ("POST", "/api/v1/runs", {}, {}, b'{"job_id": "noop", "tenant": "bad tenant!"}'),
+    ("GET", "/api/v1/runs/{run}/logs", {"since": "99999999999999999999999"}, {}, None),
+    ("GET", "/api/v1/runs/{run}/logs", {"since": "\u00b2"}, {}, None),
+    ("GET", "/api/v1/runs/{run}/events", {}, {"Last-Event-ID": "1" * 23}, None),
+    ("GET", "/api/v1/runs/{run}/logs", {"follow": "true"}, {"Last-Event-ID": "1" * 23}, None),
+    ("GET", "/api/v1/events/runs", {"since": "99999999999999999999999"}, {}, None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "params", "headers", "body"), REPORTED)
+def test_reported_malformed_inputs_are_400_problems(
+    fuzz_client: TestClient[Litestar],
+    method: str,
+    path: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    body: bytes | None,
+) -> None:
+    created = fuzz_client.post("/api/v1/runs", json={"job_id": "noop", "async": False})
+    assert created.status_code == 201, created.text
+    path = path.replace("{run}", created.json()["run_id"])
+    if body is not None:
+        headers = {**headers, "Content-Type": "application/json"}
+    response = fuzz_client.request(method, path, params=params, headers=headers, content=body)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].rsplit("/", 1)[1] in ("validation-error", "malformed-request")

@@ -116,10 +116,15 @@ def _scalars(value: Any) -> list[Any]:
 
 
 def needles(value: Any) -> set[bytes]:
-    """Every form of 4 characters or more in which this secret value must never appear."""
+    """Every form of 4 characters or more in which this secret value must never appear.
+    A scalar shorter than that is not masked in free text, so it may stand in a log line,
+    and that line quoted as JSON holds its escaped form (`Ħ"=` as `Ħ\\"=`): only the forms
+    of scalars of 4 characters or more are looked for."""
     forms: set[str] = set()
     for scalar in _scalars(value):
         text = scalar if isinstance(scalar, str) else json.dumps(scalar)
+        if len(text) < 4:
+            continue
         forms |= {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
     if isinstance(value, list | dict):
         for ascii_only in (True, False):

@@ -235,7 +235,8 @@ async def test_a_running_steps_process_group_is_stored_for_crash_recovery(
         pgids = await wait_for(
             lambda: service.repo.step_pgids(run.run_id), what="the process group to be stored"
         )
-        assert {pgid_of(pid) for pid in engine_world.processes()} == set(pgids)
+        # a `sleep 0.02` child may end between being listed and being looked at (None)
+        assert {pgid_of(pid) for pid in engine_world.processes()} - {None} == set(pgids)
         gate.touch()
         await finish(service, run)
         assert await service.repo.step_pgids(run.run_id) == []
