@@ -1,216 +1,328 @@
-"""Work directories of runs: `<data dir>/work/<run_id>/` with `.flwd/args.json`,
-`.flwd/results/` and `.flwd/artifacts/`.
+"""Rooms: each run's own directory under `<data dir>/work/`, made new for the run and
+deleted when it ends.
 
-Creating directories and files is the slowest thing a no-op run does on some disks
-(ext4 on a virtual disk: 0.2-0.6 ms per `mkdir` or new file, more than spawning the
-process; truncating a file is slow too), so directories are recycled: a finished run's
-work dir that the job left as it found it (only the files flwd made, no links, same
-modes) becomes a spare, and the next run renames a spare into place and writes its
-arguments over the previous ones (padded with spaces, which JSON allows, rather than
-truncated). Spares are made ahead and anything else a run left behind is deleted in a
-worker thread; the rest is a handful of metadata operations, cheaper inline than a hop to
-a thread and back. A run with secret arguments has them blanked out before it is reported
-over; other arguments are stored in the database anyway.
+    work/<run_id>/        the room (0700), made by the server
+    ├── args.json         $FLWD_ARGS_FILE (0600)
+    ├── results/          $FLWD_RESULT_FILE is results/<step id>.json
+    ├── artifacts/        $FLWD_ARTIFACTS_DIR
+    └── run/              $FLWD_RUN_DIR, the working directory of every step
+
+A step runs as the server's user today, so it can change anything in its room: put a
+symbolic link where `results/` was, rename the room, hard-link `args.json` elsewhere. The
+server therefore never resolves a path through a room. It keeps a descriptor of `work/`
+and of every room it made, and reaches what is inside relative to them, one component
+at a time, with `O_NOFOLLOW`: a planted link is refused, never followed (`open_dir`,
+`open_file`). It deletes only by name under `work/`, without following links.
+
+Nothing a step has seen is ever used again: a recycled directory or file is exactly what a
+job can keep a hard link or a descriptor into, and read the next run's arguments through.
+Every run gets a new room and a new `args.json` (`O_EXCL`). The arguments of a run with
+secret ones are overwritten through the descriptor they were written with before the run
+is reported finished, so wherever the step moved or linked that file, the secrets are
+gone from it.
+
+The layout is ready for a user per run (docs/storage.md): a room the server keeps, only
+searchable by the step's user, with `run/`, `results/` and `artifacts/` given to that
+user, is one whose entries the step cannot replace at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import errno
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-_ARGS_MODE = 0o600
-_SUBDIRS = ("results", "artifacts")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+#: what the server makes in a room besides `args.json`
+_SUBDIRS = ("results", "artifacts", "run")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: O_NONBLOCK: opening a FIFO nobody writes to must not wait for a writer
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class UnsafeEntry(Exception):
+    """Something in a room the server will not open: a symbolic link, or an entry of
+    another kind than expected. The message says what, for the run's log."""
+
+
+def _kind(dir_fd: int, name: str) -> str:
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError:
+        return "something else"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return "a special file"
+
+
+def open_dir(dir_fd: int, name: str) -> int:
+    """A descriptor of the directory `name` in `dir_fd`, never through a link.
+    FileNotFoundError if there is none; UnsafeEntry if `name` is anything else."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise UnsafeEntry(f"'{name}' is {_kind(dir_fd, name)}, not a directory") from None
+        raise
+
+
+def open_file(dir_fd: int, name: str) -> int:
+    """A read descriptor of the regular file `name` in `dir_fd` that has no other hard
+    link. FileNotFoundError if there is none; UnsafeEntry for a symbolic link, a file of
+    another kind, or one linked elsewhere (its content may not be the step's to publish)."""
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeEntry("it is a symbolic link; write a regular file") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeEntry("it is not a regular file")
+        if info.st_nlink != 1:
+            raise UnsafeEntry("it has other hard links; copy the file instead of linking it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Room:
+    """One run's room, reached through the descriptor of the directory the server made.
+    The paths are for the step's environment only; the server uses `fd`."""
+
+    def __init__(self, path: str, fd: int, args: tuple[int, int] | None) -> None:
+        self.path = path
+        self.fd = fd
+        #: the descriptor of `args.json` and how many bytes were written to it, kept
+        #: until the run ends only when the arguments hold secrets
+        self._args = args
+        self.run_dir = f"{path}/run"
+        self.args_file = f"{path}/args.json"
+        self.artifacts_dir = f"{path}/artifacts"
+
+    def result_file(self, step_id: str) -> str:
+        return f"{self.path}/results/{step_id}.json"
+
+    def result_written(self, step_id: str) -> bool:
+        """False when the step left nothing at its result file's name (the common case,
+        answered without reading); True otherwise, also when `read_result` will refuse."""
+        try:
+            results = open_dir(self.fd, "results")
+        except FileNotFoundError:
+            return False
+        except (UnsafeEntry, OSError):
+            return True
+        try:
+            os.stat(f"{step_id}.json", dir_fd=results, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except (UnsafeEntry, OSError):
+            return True
+        finally:
+            os.close(results)
+        return True
+
+    def read_result(self, step_id: str, limit: int) -> bytes | None:
+        """The bytes of the step's result file, None if it wrote none; UnsafeEntry (with
+        a message for the run) if it is not a regular file of at most `limit` bytes
+        reached without following a link."""
+        try:
+            results = open_dir(self.fd, "results")
+        except FileNotFoundError:
+            return None
+        except UnsafeEntry as exc:
+            raise UnsafeEntry(f"result file cannot be read: {exc}") from None
+        try:
+            fd = open_file(results, f"{step_id}.json")
+        except FileNotFoundError:
+            return None
+        except UnsafeEntry as exc:
+            raise UnsafeEntry(f"result file refused: {exc}") from None
+        except OSError as exc:
+            raise UnsafeEntry(f"result file cannot be read: {exc.strerror}") from None
+        finally:
+            os.close(results)
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise UnsafeEntry(f"result file is larger than the {limit} bytes allowed")
+        return data
+
+    def remove_result(self, step_id: str) -> None:
+        """Delete the step's result file (before a retry), whatever it is, by name."""
+        try:
+            results = open_dir(self.fd, "results")
+        except (UnsafeEntry, OSError):
+            return
+        try:
+            os.unlink(f"{step_id}.json", dir_fd=results)
+        except OSError:
+            pass
+        finally:
+            os.close(results)
+
+    def has_artifacts(self) -> bool:
+        """False when `artifacts/` is an empty directory or gone (the common case,
+        answered inline); True when there is something to collect or to report."""
+        try:
+            fd = open_dir(self.fd, "artifacts")
+        except FileNotFoundError:
+            return False
+        except (UnsafeEntry, OSError):
+            return True
+        try:
+            with os.scandir(fd) as entries:
+                return next(entries, None) is not None
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Overwrite secret arguments (in the file the server wrote, wherever it is now)
+        and let go of the room's descriptors."""
+        if self._args is not None:
+            (fd, size), self._args = self._args, None
+            try:
+                _write_all(fd, b" " * size, offset=0)
+            finally:
+                os.close(fd)
+        os.close(self.fd)
 
 
 class WorkDirs:
-    def __init__(self, root: Path, *, spares: int) -> None:
-        self.root = root
-        self.spares = spares
-        self._pool: list[str] = []
+    """Makes each run's room under `root` and deletes it when the run ends."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self._root_fd: int | None = None
         self._trash: list[str] = []
-        self._names = itertools.count()
-        self._filler: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        #: the mode a directory gets here (from the umask), learnt from the first one made
-        self._dir_mode: int | None = None
-        self._closing = False
 
-    def open(self, workdir: str, args: dict[str, Any]) -> None:
-        """Make the run's work dir (`<root>/<run_id>`), with its arguments written to
-        `.flwd/args.json`."""
-        while self._pool:
-            spare = self._pool.pop()
-            try:
-                os.rename(spare, workdir)
-                break
-            except OSError:
-                self._throw_away(spare)
-        else:
-            _make(workdir)
-            if self._dir_mode is None:
-                self._dir_mode = stat.S_IMODE(os.lstat(workdir).st_mode)
-        self._refill()
-        # the only place unmasked secret arguments touch the disk: private, and blanked
-        # out when the run ends
-        _write_args(f"{workdir}/.flwd/args.json", msgspec.json.encode(args))
-
-    def discard(self, workdir: str, *, secret: bool) -> None:
-        """Take a finished run's work dir out of the way: a spare if the job left it as it
-        was made, else deleted in the background. With `secret` arguments, they are
-        blanked out first."""
-        if secret and not _blank(f"{workdir}/.flwd/args.json"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{workdir}/.flwd/args.json")
-        aside = f"{self.root}/.spare-{next(self._names)}"
+    def open(self, run_id: str, args: dict[str, Any], *, secret: bool) -> Room:
+        """Make the run's room with its arguments written to `args.json`. With `secret`
+        arguments the file's descriptor is kept, to overwrite them when the run ends."""
+        root = self._open_root()
         try:
-            os.rename(workdir, aside)
+            os.mkdir(run_id, DIR_MODE, dir_fd=root)
+        except FileExistsError:
+            # left by a previous life of the engine, for a run queued again since:
+            # not this run's to use
+            stale = self._set_aside(run_id, f".old-{run_id}.{time.time_ns()}")
+            if stale is not None:
+                remove_entries(root, [stale])
+            os.mkdir(run_id, DIR_MODE, dir_fd=root)
+        fd = os.open(run_id, _DIR_FLAGS, dir_fd=root)
+        args_fd: int | None = None
+        try:
+            for sub in _SUBDIRS:
+                os.mkdir(sub, DIR_MODE, dir_fd=fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            args_fd = os.open("args.json", flags, FILE_MODE, dir_fd=fd)
+            data = msgspec.json.encode(args)
+            _write_all(args_fd, data)
+        except BaseException:
+            if args_fd is not None:
+                os.close(args_fd)
+            os.close(fd)
+            self._throw_away(self._set_aside(run_id, f".old-{run_id}") or run_id)
+            raise
+        if not secret:
+            os.close(args_fd)
+            return Room(f"{self.root}/{run_id}", fd, None)
+        return Room(f"{self.root}/{run_id}", fd, (args_fd, len(data)))
+
+    def discard(
+        self, run_id: str, room: Room | None, *, now: bool = False
+    ) -> asyncio.Future[None] | None:
+        """End a run's room: its secret arguments overwritten, its name under `work/`
+        freed at once (renamed aside), and whatever is there deleted in the background;
+        with `now`, by a deletion of its own, returned to be awaited."""
+        if room is not None:
+            room.close()
+        if self._root_fd is None:
+            return None
+        aside = self._set_aside(run_id, f".old-{run_id}")
+        if aside is None:
+            return None
+        if now:
+            return asyncio.ensure_future(asyncio.to_thread(remove_entries, self._root_fd, [aside]))
+        self._throw_away(aside)
+        return None
+
+    def _set_aside(self, name: str, aside: str) -> str | None:
+        """Rename `name` under `work/` (whatever it is now) to `aside`, and return the
+        name it now has (`name` if it could not be renamed; None if it is gone)."""
+        assert self._root_fd is not None
+        try:
+            os.rename(name, aside, src_dir_fd=self._root_fd, dst_dir_fd=self._root_fd)
         except FileNotFoundError:
-            return
+            return None
         except OSError:
-            self._throw_away(workdir)
-            return
-        keep = (
-            not self._closing
-            and self._dir_mode is not None
-            and len(self._pool) < 2 * self.spares
-            and _as_made(aside, self._dir_mode)
-        )
-        if keep:
-            self._pool.append(aside)
-        else:
-            self._throw_away(aside)
+            return name
+        return aside
 
     async def aclose(self) -> None:
-        """Delete the spares and wait for background work: afterwards `work/` holds only
-        the directories of runs still active."""
-        self._closing = True
-        while self._filler is not None and not self._filler.done():
-            await asyncio.wait({self._filler})
-        spares, self._pool = self._pool, []
-        for spare in spares:
-            self._throw_away(spare)
+        """Wait for the rooms being deleted; afterwards `work/` holds only the rooms of
+        runs still active."""
         while self._sweeper is not None and not self._sweeper.done():
             await asyncio.wait({self._sweeper})
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
 
-    def _throw_away(self, path: str) -> None:
-        self._trash.append(path)
+    def _open_root(self) -> int:
+        if self._root_fd is None:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.root, DIR_MODE)
+            self._root_fd = os.open(self.root, _DIR_FLAGS)
+        return self._root_fd
+
+    def _throw_away(self, name: str) -> None:
+        self._trash.append(name)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
 
     async def _sweep(self) -> None:
+        assert self._root_fd is not None
         while self._trash:
-            paths, self._trash = self._trash, []
-            await asyncio.to_thread(_remove_trees, paths)
-
-    def _refill(self) -> None:
-        if self._closing or len(self._pool) >= self.spares // 2:
-            return
-        if self._filler is None or self._filler.done():
-            self._filler = asyncio.create_task(self._fill(), name="flwd-workdir-spares")
-
-    async def _fill(self) -> None:
-        while not self._closing and len(self._pool) < self.spares:
-            wanted = [
-                f"{self.root}/.spare-{next(self._names)}"
-                for _ in range(self.spares - len(self._pool))
-            ]
-            made = await asyncio.to_thread(_make_all, wanted)
-            if not made:
-                return
-            if self._dir_mode is None:
-                self._dir_mode = stat.S_IMODE(os.lstat(made[0]).st_mode)
-            self._pool.extend(made)
+            names, self._trash = self._trash, []
+            await asyncio.to_thread(remove_entries, self._root_fd, names)
 
 
-def _make(workdir: str) -> None:
-    os.makedirs(f"{workdir}/.flwd", exist_ok=True)
-    for sub in _SUBDIRS:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(f"{workdir}/.flwd/{sub}")
-    os.close(os.open(f"{workdir}/.flwd/args.json", os.O_WRONLY | os.O_CREAT, _ARGS_MODE))
-
-
-def _make_all(paths: list[str]) -> list[str]:
-    made = []
-    for path in paths:
+def remove_entries(dir_fd: int, names: list[str]) -> None:
+    """Delete each of `names` in `dir_fd`: a directory with all it holds, anything else
+    by itself; never following a link, never failing."""
+    for name in names:
         try:
-            _make(path)
+            is_dir = stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+            if is_dir:
+                shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
         except OSError:
-            shutil.rmtree(path, ignore_errors=True)
-            break
-        made.append(path)
-    return made
+            continue
 
 
-def _as_made(workdir: str, dir_mode: int) -> bool:
-    """True if the work dir holds exactly what `_make` made (result files aside, which
-    are removed): no other file, no link, every mode as made."""
-    flwd = f"{workdir}/.flwd"
-    try:
-        if os.listdir(workdir) != [".flwd"] or sorted(os.listdir(flwd)) != [
-            "args.json",
-            "artifacts",
-            "results",
-        ]:
-            return False
-        directory = stat.S_IFDIR | dir_mode  # type and permission bits, compared at once
-        if (
-            os.lstat(workdir).st_mode != directory
-            or os.lstat(flwd).st_mode != directory
-            or os.lstat(f"{flwd}/args.json").st_mode != stat.S_IFREG | _ARGS_MODE
-            or os.lstat(f"{flwd}/artifacts").st_mode != directory
-            or os.lstat(f"{flwd}/results").st_mode != directory
-        ):
-            return False
-        if os.listdir(f"{flwd}/artifacts"):
-            return False
-        for name in os.listdir(f"{flwd}/results"):
-            if not stat.S_ISREG(os.lstat(f"{flwd}/results/{name}").st_mode):
-                return False
-            os.unlink(f"{flwd}/results/{name}")
-    except OSError:
-        return False
-    return True
-
-
-def _write_args(path: str, data: bytes) -> None:
-    """Write `data` over the file from its start, padded with spaces to the old length
-    (JSON allows trailing whitespace): no truncation."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, _ARGS_MODE)
-    try:
-        size = os.fstat(fd).st_size
-        if size > len(data):
-            data += b" " * (size - len(data))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-def _blank(path: str) -> bool:
-    """Overwrite the arguments file with spaces, if it is still the regular file flwd
-    wrote."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    with os.fdopen(fd, "wb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        handle.write(b" " * info.st_size)
-    return True
-
-
-def _remove_trees(paths: list[str]) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+def _write_all(fd: int, data: bytes, *, offset: int | None = None) -> None:
+    """Write all of `data` at the file position, or at `offset` (the file's own inode,
+    wherever it was moved or linked: a hard link to it then shows what was written)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[written:]
+        if offset is not None:
+            offset += written
