@@ -95,7 +95,7 @@ class RunExecutor:
         self._base_env = inherited_environment()
         #: escaped processes are found among this process's children (see processes.py)
         self.adopting = False
-        self.workdirs = WorkDirs(self.work_root)
+        self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 32))
 
     def begin(self, active: ActiveRun) -> None:
         """Queue `run.started`, and `step.started` of the steps that need none, at once
@@ -156,7 +156,7 @@ class RunExecutor:
         try:
             if active.started_at is None:
                 self.begin(active)
-            room = self.workdirs.open(run.run_id, active.args, secret=bool(active.redactor))
+            room = await self.workdirs.open(run.run_id, active.args, secret=bool(active.redactor))
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, room, output, outcomes, results)

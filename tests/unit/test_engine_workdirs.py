@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flwd.engine.workdirs import UnsafeEntry, WorkDirs, open_dir, open_file
+from tests.unit.engine_support import wait_for
 
 
 def _mode(path: Path) -> int:
@@ -22,7 +23,7 @@ async def test_each_run_gets_a_new_room_with_private_modes(tmp_path: Path) -> No
     old_umask = os.umask(0o022)
     try:
         dirs = WorkDirs(tmp_path / "work")
-        first = dirs.open("run_a", {"n": 1}, secret=False)
+        first = await dirs.open("run_a", {"n": 1}, secret=False)
     finally:
         os.umask(old_umask)
     room = Path(first.path)
@@ -39,23 +40,56 @@ async def test_each_run_gets_a_new_room_with_private_modes(tmp_path: Path) -> No
         "artifacts": 0o700,
         "run": 0o700,
     }
-    inodes = {os.stat(room).st_ino, os.stat(room / "args.json").st_ino}
+    # a job could keep descriptors into its room (while one is open, no other file or
+    # directory can have the same inode)
+    kept = [os.open(p, os.O_RDONLY) for p in [room, *room.rglob("*")]]
     dirs.discard("run_a", first)
     assert not room.exists()
 
     # left exactly as made, and still not reused: no directory or file of the first run
     # is part of the second's room
-    second = dirs.open("run_b", {"n": 2}, secret=False)
+    second = await dirs.open("run_b", {"n": 2}, secret=False)
     room_b = Path(second.path)
-    assert inodes.isdisjoint({os.stat(p).st_ino for p in [room_b, *room_b.rglob("*")]})
+    assert {os.fstat(fd).st_ino for fd in kept}.isdisjoint(
+        {os.stat(p).st_ino for p in [room_b, *room_b.rglob("*")]}
+    )
     dirs.discard("run_b", second)
+    await dirs.aclose()
+    assert list((tmp_path / "work").iterdir()) == []
+    assert all(os.fstat(fd).st_nlink == 0 for fd in kept)  # deleted, not kept anywhere
+    for fd in kept:
+        os.close(fd)
+
+
+async def test_rooms_made_ahead_are_used_only_as_made(tmp_path: Path) -> None:
+    dirs = WorkDirs(tmp_path / "work", spares=4)
+    first = await dirs.open("run_a", {}, secret=False)  # none made yet: made for it
+    await wait_for_spares(dirs, tmp_path / "work", 4)
+    spares = sorted(p for p in (tmp_path / "work").iterdir() if p.name.startswith(".new-"))
+    assert len(spares) == 4
+    # a spare someone tampered with (here: a hard link to its arguments file) is not used
+    for spare in spares:
+        os.link(spare / "args.json", tmp_path / f"link-{spare.name}")
+    second = await dirs.open("run_b", {"token": "s3cret"}, secret=True)
+    assert not [p for p in tmp_path.glob("link-*") if p.read_bytes()]
+    assert json.loads(Path(second.args_file).read_bytes()) == {"token": "s3cret"}
+    assert os.stat(second.args_file).st_nlink == 1
+    for room, run_id in ((first, "run_a"), (second, "run_b")):
+        dirs.discard(run_id, room)
     await dirs.aclose()
     assert list((tmp_path / "work").iterdir()) == []
 
 
+async def wait_for_spares(dirs: WorkDirs, work: Path, count: int) -> None:
+    def made() -> bool:
+        return len([p for p in work.iterdir() if p.name.startswith(".new-")]) >= count
+
+    await wait_for(made, what=f"{count} rooms made ahead")
+
+
 async def test_secret_arguments_are_overwritten_wherever_the_file_went(tmp_path: Path) -> None:
     dirs = WorkDirs(tmp_path / "work")
-    room = dirs.open("run_a", {"token": "s3cret"}, secret=True)
+    room = await dirs.open("run_a", {"token": "s3cret"}, secret=True)
     # the job keeps a hard link, then moves the file itself out of the room
     os.link(room.args_file, tmp_path / "kept-link")
     os.rename(room.args_file, tmp_path / "moved")
@@ -70,7 +104,7 @@ async def test_the_server_reaches_into_a_room_without_following_links(tmp_path: 
     outside.mkdir()
     (outside / "main.json").write_text('{"stolen": true}')
     dirs = WorkDirs(tmp_path / "work")
-    room = dirs.open("run_a", {}, secret=False)
+    room = await dirs.open("run_a", {}, secret=False)
     results = Path(room.path) / "results"
 
     # a symbolic link in place of the results directory: refused, never read or deleted
