@@ -25,7 +25,7 @@ from pathlib import Path
 from ulid import ULID
 
 from flwd.engine.output import Redactor
-from flwd.engine.workdirs import DIR_MODE, Room, UnsafeEntry, open_dir, open_file
+from flwd.engine.rooms import DIR_MODE, Room, UnsafeEntry, open_dir, open_file
 from flwd.models import Artifact, utcnow
 
 _BLOCK = 1024 * 1024

@@ -42,7 +42,8 @@ from flwd.engine.processes import (
     terminate,
     unwaited_children,
 )
-from flwd.engine.workdirs import Room, UnsafeEntry, WorkDirs
+from flwd.engine.rooms import Room, UnsafeEntry
+from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
 from flwd.models import JobSpec, Result, Run, StepSpec, utcnow

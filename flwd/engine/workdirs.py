@@ -1,5 +1,6 @@
-"""Rooms: each run's own directory under `<data dir>/work/`, made new for the run and
-deleted when it ends.
+"""Work directories: each run's room under `<data dir>/work/`, made new for the run and
+deleted when it ends (what is inside a room, and how the server reaches it without
+following links, is in `rooms.py`).
 
     work/<run_id>/        the room (0700), made by the server
     ├── args.json         $FLWD_ARGS_FILE (0600)
@@ -7,19 +8,10 @@ deleted when it ends.
     ├── artifacts/        $FLWD_ARTIFACTS_DIR
     └── run/              $FLWD_RUN_DIR, the working directory of every step
 
-A step runs as the server's user today, so it can change anything in its room: put a
-symbolic link where `results/` was, rename the room, hard-link `args.json` elsewhere. The
-server therefore never resolves a path through a room. It keeps a descriptor of `work/`
-and of every room it made, and reaches what is inside relative to them, one component
-at a time, with `O_NOFOLLOW`: a planted link is refused, never followed (`open_dir`,
-`open_file`). It deletes only by name under `work/`, without following links.
-
 Nothing a step has seen is ever used again: a recycled directory or file is exactly what a
 job can keep a hard link or a descriptor into, and read the next run's arguments through.
-Every run gets a new room and a new `args.json` (`O_EXCL`). The arguments of a run with
-secret ones are overwritten through the descriptor they were written with before the run
-is reported finished, so wherever the step moved or linked that file, the secrets are
-gone from it.
+Every run gets a new room and a new `args.json`. The server keeps a descriptor of `work/`
+and deletes only by name under it, without following links.
 
 The layout is ready for a user per run (docs/storage.md): a room the server keeps, only
 searchable by the step's user, with `run/`, `results/` and `artifacts/` given to that
@@ -42,169 +34,12 @@ from typing import Any
 
 import msgspec
 
+from flwd.engine.rooms import DIR_FLAGS, DIR_MODE, FILE_MODE, Room, write_all
+
 log = logging.getLogger(__name__)
 
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 #: what the server makes in a room besides `args.json`
 _SUBDIRS = ("results", "artifacts", "run")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-#: O_NONBLOCK: opening a FIFO nobody writes to must not wait for a writer
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-class UnsafeEntry(Exception):
-    """Something in a room the server will not open: a symbolic link, or an entry of
-    another kind than expected. The message says what, for the run's log."""
-
-
-def _kind(dir_fd: int, name: str) -> str:
-    try:
-        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-    except OSError:
-        return "something else"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    return "a special file"
-
-
-def open_dir(dir_fd: int, name: str) -> int:
-    """A descriptor of the directory `name` in `dir_fd`, never through a link.
-    FileNotFoundError if there is none; UnsafeEntry if `name` is anything else."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-            raise UnsafeEntry(f"'{name}' is {_kind(dir_fd, name)}, not a directory") from None
-        raise
-
-
-def open_file(dir_fd: int, name: str) -> int:
-    """A read descriptor of the regular file `name` in `dir_fd` that has no other hard
-    link. FileNotFoundError if there is none; UnsafeEntry for a symbolic link, a file of
-    another kind, or one linked elsewhere (its content may not be the step's to publish)."""
-    try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeEntry("it is a symbolic link; write a regular file") from None
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeEntry("it is not a regular file")
-        if info.st_nlink != 1:
-            raise UnsafeEntry("it has other hard links; copy the file instead of linking it")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-class Room:
-    """One run's room, reached through the descriptor of the directory the server made.
-    The paths are for the step's environment only; the server uses `fd`."""
-
-    def __init__(self, path: str, fd: int, args: tuple[int, int] | None) -> None:
-        self.path = path
-        self.fd = fd
-        #: the descriptor of `args.json` and how many bytes were written to it, kept
-        #: until the run ends only when the arguments hold secrets
-        self._args = args
-        self.run_dir = f"{path}/run"
-        self.args_file = f"{path}/args.json"
-        self.artifacts_dir = f"{path}/artifacts"
-
-    def result_file(self, step_id: str) -> str:
-        return f"{self.path}/results/{step_id}.json"
-
-    def result_written(self, step_id: str) -> bool:
-        """False when the step left nothing at its result file's name (the common case,
-        answered without reading); True otherwise, also when `read_result` will refuse."""
-        try:
-            results = open_dir(self.fd, "results")
-        except FileNotFoundError:
-            return False
-        except (UnsafeEntry, OSError):
-            return True
-        try:
-            os.stat(f"{step_id}.json", dir_fd=results, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        except (UnsafeEntry, OSError):
-            return True
-        finally:
-            os.close(results)
-        return True
-
-    def read_result(self, step_id: str, limit: int) -> bytes | None:
-        """The bytes of the step's result file, None if it wrote none; UnsafeEntry (with
-        a message for the run) if it is not a regular file of at most `limit` bytes
-        reached without following a link."""
-        try:
-            results = open_dir(self.fd, "results")
-        except FileNotFoundError:
-            return None
-        except UnsafeEntry as exc:
-            raise UnsafeEntry(f"result file cannot be read: {exc}") from None
-        try:
-            fd = open_file(results, f"{step_id}.json")
-        except FileNotFoundError:
-            return None
-        except UnsafeEntry as exc:
-            raise UnsafeEntry(f"result file refused: {exc}") from None
-        except OSError as exc:
-            raise UnsafeEntry(f"result file cannot be read: {exc.strerror}") from None
-        finally:
-            os.close(results)
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(limit + 1)
-        if len(data) > limit:
-            raise UnsafeEntry(f"result file is larger than the {limit} bytes allowed")
-        return data
-
-    def remove_result(self, step_id: str) -> None:
-        """Delete the step's result file (before a retry), whatever it is, by name."""
-        try:
-            results = open_dir(self.fd, "results")
-        except (UnsafeEntry, OSError):
-            return
-        try:
-            os.unlink(f"{step_id}.json", dir_fd=results)
-        except OSError:
-            pass
-        finally:
-            os.close(results)
-
-    def has_artifacts(self) -> bool:
-        """False when `artifacts/` is an empty directory or gone (the common case,
-        answered inline); True when there is something to collect or to report."""
-        try:
-            fd = open_dir(self.fd, "artifacts")
-        except FileNotFoundError:
-            return False
-        except (UnsafeEntry, OSError):
-            return True
-        try:
-            with os.scandir(fd) as entries:
-                return next(entries, None) is not None
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        """Overwrite secret arguments (in the file the server wrote, wherever it is now)
-        and let go of the room's descriptors."""
-        if self._args is not None:
-            (fd, size), self._args = self._args, None
-            try:
-                _write_all(fd, b" " * size, offset=0)
-            finally:
-                os.close(fd)
-        os.close(self.fd)
 
 
 class WorkDirs:
@@ -278,7 +113,7 @@ class WorkDirs:
                 stat.S_IFMT(info.st_mode),
             ) != (1, 0, stat.S_IFREG):
                 raise OSError(f"room {name} was changed before its run")
-            _write_all(args_fd, data)
+            write_all(args_fd, data)
         except OSError:
             log.warning("a work directory was not as made: made another", exc_info=True)
             if args_fd is not None:
@@ -341,7 +176,7 @@ class WorkDirs:
         if self._root_fd is None:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root, DIR_MODE)
-            self._root_fd = os.open(self.root, _DIR_FLAGS)
+            self._root_fd = os.open(self.root, DIR_FLAGS)
         return self._root_fd
 
     def _refill(self) -> None:
@@ -381,7 +216,7 @@ def _fresh_name() -> str:
 def _make_room(root: int, name: str) -> int:
     """Make an empty room `name` in `root`; the descriptor of its directory."""
     os.mkdir(name, DIR_MODE, dir_fd=root)
-    fd = os.open(name, _DIR_FLAGS, dir_fd=root)
+    fd = os.open(name, DIR_FLAGS, dir_fd=root)
     try:
         for sub in _SUBDIRS:
             os.mkdir(sub, DIR_MODE, dir_fd=fd)
@@ -417,14 +252,3 @@ def remove_entries(dir_fd: int, names: list[str]) -> None:
                 os.unlink(name, dir_fd=dir_fd)
         except OSError:
             continue
-
-
-def _write_all(fd: int, data: bytes, *, offset: int | None = None) -> None:
-    """Write all of `data` at the file position, or at `offset` (the file's own inode,
-    wherever it was moved or linked: a hard link to it then shows what was written)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
-        view = view[written:]
-        if offset is not None:
-            offset += written

@@ -1,4 +1,4 @@
-"""Rooms (`engine/workdirs.py`): every run gets a new one, everything in it is reached
+"""Rooms (`engine/workdirs.py`, `engine/rooms.py`): every run gets a new one, everything in it is reached
 through the descriptor of the directory the server made, and secret arguments are
 overwritten in the file the server wrote, wherever a job moved or linked it."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flwd.engine.workdirs import UnsafeEntry, WorkDirs, open_dir, open_file
+from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
+from flwd.engine.workdirs import WorkDirs
 from tests.unit.engine_support import wait_for
 
 
