@@ -1,6 +1,6 @@
-"""Rooms (`engine/workdirs.py`, `engine/rooms.py`): every run gets a new one, everything in it is reached
-through the descriptor of the directory the server made, and secret arguments are
-overwritten in the file the server wrote, wherever a job moved or linked it."""
+"""Rooms (`engine/workdirs.py`, `engine/rooms.py`): every run gets a new one, everything
+in it is reached through the descriptor of the directory the server made, and secret
+arguments are overwritten in the file the server wrote, wherever a job moved or linked it."""
 
 from __future__ import annotations
 
