@@ -32,11 +32,24 @@ _BLOCK = 1024 * 1024
 MAX_DEPTH = 32
 
 
+#: at most this many skipped files are named in the run's log, one line each
+MAX_SKIP_NOTES = 20
+
+
 @dataclass
 class Collected:
     artifacts: list[Artifact] = field(default_factory=list)
-    #: why each file that was not collected was skipped, ready for the run's log (masked)
+    #: why each file that was not collected was skipped (masked)
     skipped: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """The lines for the run's log about what was skipped (the first
+        `MAX_SKIP_NOTES` by name, then how many more)."""
+        lines = [f"[flwd: artifact {why}]" for why in self.skipped[:MAX_SKIP_NOTES]]
+        if len(self.skipped) > MAX_SKIP_NOTES:
+            more = len(self.skipped) - MAX_SKIP_NOTES
+            lines.append(f"[flwd: {more} more files under $FLWD_ARTIFACTS_DIR not collected]")
+        return lines
 
 
 def blob_path(blob_root: Path, sha256: str) -> Path:

@@ -422,8 +422,8 @@ class RunExecutor:
                 )
                 for artifact in collected.artifacts:
                     self.journal.store.write([rows.insert_artifact(artifact)], wait=False)
-                for skipped in collected.skipped:
-                    await output.note(f"[flwd: artifact {skipped}]")
+                for note in collected.notes():
+                    await output.note(note)
         except Exception as exc:
             log.exception("finishing run %s failed", run.run_id)
             error = error or active.redactor.mask_text(f"internal error: {exc}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from flwd.engine.artifacts import MAX_SKIP_NOTES, Collected
 from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
 from flwd.engine.workdirs import WorkDirs
 from tests.unit.engine_support import wait_for
@@ -168,3 +169,13 @@ def test_open_dir_and_open_file_refuse_what_is_not_what_they_open(tmp_path: Path
             open_dir(top, "missing")
     finally:
         os.close(top)
+
+
+def test_skipped_artifacts_are_named_up_to_a_limit() -> None:
+    collected = Collected(
+        skipped=[f"'f{i}' not collected: it is a symbolic link" for i in range(25)]
+    )
+    notes = collected.notes()
+    assert len(notes) == MAX_SKIP_NOTES + 1
+    assert notes[0] == "[flwd: artifact 'f0' not collected: it is a symbolic link]"
+    assert notes[-1] == "[flwd: 5 more files under $FLWD_ARTIFACTS_DIR not collected]"
