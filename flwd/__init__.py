@@ -7,4 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+#: Where the HTTP API lives on a server; every route is below it.
+API_PREFIX = "/api/v1"
+
+__all__ = ["API_PREFIX", "__version__"]

@@ -19,7 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Server, Tag
 
-from flwd import __version__
+from flwd import API_PREFIX, __version__
 from flwd.api.artifacts import ArtifactController
 from flwd.api.backend import BackendFactory, default_backend
 from flwd.api.deps import dependencies, require_json_body
@@ -31,7 +31,6 @@ from flwd.api.runs import RunController
 from flwd.api.system import SystemController
 from flwd.settings import Settings
 
-API_PREFIX = "/api/v1"
 DOCS_PATH = "/api/docs"
 
 _DESCRIPTION = """\

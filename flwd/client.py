@@ -1,10 +1,17 @@
-"""`FlwdClient`: the HTTP client the CLI (and anything else in Python) uses to drive a
-running `flwd serve`.
+"""`FlwdClient`: the Python client of the flwd HTTP API, used by the CLI's remote mode and
+by anything else that drives a running `flwd serve` (the TUI, the MCP server).
 
-Problem responses come back as the domain errors of `flwd.errors` (a missing job raises
-`JobNotFound`, invalid arguments `ArgumentsInvalid` with the same `errors` local mode
-gives), so callers handle local and remote mode alike. Anything else becomes a
-`ClientError` carrying the problem's status, type and detail.
+Every route has a typed method returning the Structs the server encodes (`flwd.models`,
+`flwd.jobs.views`). Problem responses come back as the domain errors of `flwd.errors`,
+through the same table the server renders them from (a missing job raises `JobNotFound`,
+invalid arguments `ArgumentsInvalid` with the `errors` local mode gives); a problem with no
+domain error (an HTTP-level refusal) or no answer at all is a `ClientError`.
+
+Streams (`follow_events`, `follow_logs`, `stream_events`) resume after a dropped connection
+with `Last-Event-ID`, so no event is lost or repeated, and give up after a bounded number
+of failed reconnections in a row.
+
+`find_local_server(data_dir)` tells whether a server runs on a local data dir.
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ import contextlib
 import os
 import pathlib
 import re
-import tempfile
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -23,104 +30,95 @@ from urllib.parse import quote, unquote
 
 import httpx
 import msgspec
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from flwd import errors
-from flwd.models import Artifact, Event, LogLine, Run
+from flwd import API_PREFIX, errors
+from flwd.jobs.views import JobDetail, JobList
+from flwd.local_server import ServerInfo, find_local_server
+from flwd.models import (
+    Artifact,
+    ArtifactList,
+    Event,
+    Health,
+    LogLine,
+    LogList,
+    Ready,
+    Run,
+    RunDetail,
+    RunList,
+    Step,
+    StepList,
+    SystemInfo,
+)
 
-T = TypeVar("T")
-API_PREFIX = "/api/v1"
-PROBLEM_BASE = "https://flowd.org/problems/"
+_T = TypeVar("_T")
+_Item = TypeVar("_Item")
+
+__all__ = [
+    "ClientError",
+    "FlwdClient",
+    "ServerInfo",
+    "find_local_server",
+    "problem_to_error",
+]
+#: Lines asked for per page of logs (the server's maximum page).
+_LOG_PAGE = 5000
 
 
 class ClientError(errors.FlwdError):
-    """The server answered with a problem flwd has no domain error for, or could not be
-    reached (`status` is None then)."""
+    """The server answered with a problem that has no domain error (`slug` and `status`
+    say which), answered something that is not a problem, or could not be reached
+    (`status` is 0 then)."""
 
     def __init__(
         self,
         detail: str,
         *,
-        status: int | None = None,
-        type: str | None = None,
-        title: str | None = None,
-        problem: dict[str, Any] | None = None,
+        status: int = 0,
+        slug: str = "",
+        problem: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
-        self.type = type
-        self.title = title
-        self.problem = problem or {}
+        self.slug = slug
+        self.problem = dict(problem or {})
+        self.title = str(self.problem.get("title") or "")
 
 
-class _RunList(msgspec.Struct):
-    runs: list[Run]
-    total: int
-
-
-class _LogList(msgspec.Struct):
-    logs: list[LogLine]
-
-
-class _ArtifactList(msgspec.Struct):
-    artifacts: list[Artifact]
-
-
-def _with_detail(exc: errors.FlwdError, detail: str) -> errors.FlwdError:
-    """Keep the server's wording (it may know more, e.g. the run's current status)."""
-    exc.detail = detail
-    exc.args = (detail,)
-    return exc
-
-
-def problem_to_error(problem: dict[str, Any], status: int, **context: str) -> errors.FlwdError:
-    """The domain error for a problem document; `context` names the ids the request used."""
-    slug = str(problem.get("type", "")).removeprefix(PROBLEM_BASE)
+def problem_to_error(
+    problem: Mapping[str, Any], status: int, context: Mapping[str, str] | None = None
+) -> errors.FlwdError:
+    """The error a problem document stands for: the domain error class registered for its
+    slug (`flwd.errors.problem_class`), else a `ClientError`. `context` names the ids the
+    request used (`job_id`, `run_id`, `artifact_id`, `key`)."""
+    kind = str(problem.get("type") or "")
+    slug = kind.removeprefix(errors.PROBLEM_BASE) if kind.startswith(errors.PROBLEM_BASE) else ""
     detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
-    fields = [
-        errors.FieldError(path=str(e.get("path", "")), message=str(e.get("message", "")))
-        for e in problem.get("errors") or []
-        if isinstance(e, dict)
-    ]
-    job_id, run_id = context.get("job_id", "?"), context.get("run_id", "?")
-    factories: dict[str, Callable[[], errors.FlwdError]] = {
-        "job-not-found": lambda: errors.JobNotFound(job_id),
-        "run-not-found": lambda: errors.RunNotFound(run_id),
-        "artifact-not-found": lambda: errors.ArtifactNotFound(context.get("artifact_id", "?")),
-        # The API points into the request body (`/args/x`); local mode points into args.
-        "validation-error": lambda: errors.ArgumentsInvalid(
-            detail,
-            [
-                errors.FieldError(path=f.path.removeprefix("/args"), message=f.message)
-                for f in fields
-            ],
-        ),
-        "job-invalid": lambda: errors.JobNotRunnable(job_id, [f.message for f in fields]),
-        "run-not-cancellable": lambda: errors.RunNotCancellable(run_id, "finished"),
-        "idempotency-conflict": lambda: errors.IdempotencyKeyReused(context.get("key", "?")),
-        "queue-full": lambda: errors.QueueFull(0, int(problem.get("retry_after") or 1)),
-        "permission-denied": lambda: errors.PermissionDenied(detail),
-        "storage-error": lambda: errors.StorageError(detail),
-    }
-    factory = factories.get(slug)
-    if factory is None:
-        return ClientError(
-            detail,
-            status=status,
-            type=str(problem.get("type") or ""),
-            title=str(problem.get("title") or ""),
-            problem=problem,
-        )
-    return _with_detail(factory(), detail)
+    cls = errors.problem_class(slug)
+    if cls is None or cls is errors.FlwdError:
+        return ClientError(detail, status=status, slug=slug, problem=problem)
+    return cls.from_problem(detail, problem, context or {})
 
 
 class FlwdClient:
-    """Async client of the flwd HTTP API; use as `async with FlwdClient(url) as client:`."""
+    """Async client of the flwd HTTP API; use as `async with FlwdClient(url) as client:`.
 
-    #: Reconnections `follow_events` attempts in a row without receiving an event.
+    `base_url` is the server's root (`http://127.0.0.1:8080`) or its API root (with
+    `flwd.API_PREFIX`); `token` is sent as a bearer token."""
+
+    #: Reconnections a stream attempts in a row without receiving an event.
     max_reconnects = 8
+    #: Seconds before the first reconnection; grows linearly, at most 5 s.
     reconnect_delay = 0.5
 
-    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         root = base_url.rstrip("/")
         self.base_url = root if root.endswith(API_PREFIX) else root + API_PREFIX
         headers = {"Accept": "application/json", "User-Agent": "flwd-client"}
@@ -128,7 +126,11 @@ class FlwdClient:
             headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout, follow_redirects=False
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            follow_redirects=False,
+            transport=transport,
         )
 
     async def __aenter__(self) -> FlwdClient:
@@ -152,7 +154,8 @@ class FlwdClient:
             return ClientError(f"flwd at {self.base_url} did not answer in time: {exc!r}")
         return ClientError(f"cannot reach flwd at {self.base_url}: {exc}")
 
-    def _raise_for_problem(self, response: httpx.Response, context: dict[str, str]) -> None:
+    @staticmethod
+    def _raise_for_problem(response: httpx.Response, context: Mapping[str, str]) -> None:
         if response.is_success:
             return
         try:
@@ -160,24 +163,49 @@ class FlwdClient:
         except msgspec.DecodeError:
             problem = None
         if not isinstance(problem, dict):
-            problem = {"detail": f"HTTP {response.status_code}: {response.text[:200]}"}
-        raise problem_to_error(problem, response.status_code, **context)
+            text = response.text[:200]
+            raise ClientError(f"HTTP {response.status_code}: {text}", status=response.status_code)
+        raise problem_to_error(problem, response.status_code, context)
 
-    async def _request(
+    async def _call(
         self,
         method: str,
         path: str,
-        type_: type[T],
+        type_: type[_T],
         *,
-        context: dict[str, str] | None = None,
+        context: Mapping[str, str] | None = None,
         **kwargs: Any,
-    ) -> T:
+    ) -> _T:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         self._raise_for_problem(response, context or {})
-        return msgspec.json.decode(response.content, type=type_)
+        try:
+            return msgspec.json.decode(response.content, type=type_)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ClientError(
+                f"unexpected answer from {method} {path}: {exc}", status=response.status_code
+            ) from exc
+
+    @staticmethod
+    def _params(**values: Any) -> dict[str, str]:
+        return {k: str(v) for k, v in values.items() if v is not None}
+
+    # -- jobs -------------------------------------------------------------------------
+
+    async def list_jobs(
+        self, *, namespace: str | None = None, source: str | None = None
+    ) -> JobList:
+        """Every discovered job (and the folders that failed to load, under `invalid`)."""
+        params = self._params(namespace=namespace, source=source)
+        return await self._call("GET", "/jobs", JobList, params=params)
+
+    async def get_job(self, job_id: str) -> JobDetail:
+        """One job with its argument schema and steps."""
+        return await self._call(
+            "GET", f"/jobs/{quote(job_id, safe='/')}", JobDetail, context={"job_id": job_id}
+        )
 
     # -- runs -------------------------------------------------------------------------
 
@@ -195,80 +223,185 @@ class FlwdClient:
         if tenant is not None:
             body["tenant"] = tenant
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return await self._request(
+        return await self._call(
             "POST",
             "/runs",
             Run,
             json=body,
             headers=headers,
-            # A waited run takes as long as the job does.
-            timeout=httpx.Timeout(self.timeout, read=None) if wait else httpx.USE_CLIENT_DEFAULT,
+            timeout=self._waiting(wait),
             context={"job_id": job_id, "key": idempotency_key or ""},
         )
 
-    async def get_run(self, run_id: str) -> Run:
-        return await self._request("GET", f"/runs/{quote(run_id)}", Run, context={"run_id": run_id})
+    def _waiting(self, wait: bool) -> Any:
+        # A waited run takes as long as the job does.
+        return httpx.Timeout(self.timeout, read=None) if wait else httpx.USE_CLIENT_DEFAULT
+
+    async def get_run(self, run_id: str) -> RunDetail:
+        """One run with its steps and, once finished, its result."""
+        return await self._call(
+            "GET", f"/runs/{quote(run_id)}", RunDetail, context={"run_id": run_id}
+        )
 
     async def list_runs(
         self,
         *,
         job_id: str | None = None,
         status: str | None = None,
+        tenant: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> tuple[list[Run], int]:
-        """Runs newest first, and how many match in total."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if job_id:
-            params["job_id"] = job_id
-        if status:
-            params["status"] = str(status)
-        page = await self._request("GET", "/runs", _RunList, params=params)
-        return page.runs, page.total
+    ) -> RunList:
+        """One page of runs, newest first, with the `total` matching the filters."""
+        params = self._params(
+            job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
+        )
+        return await self._call("GET", "/runs", RunList, params=params)
+
+    def iter_runs(
+        self,
+        *,
+        job_id: str | None = None,
+        status: str | None = None,
+        tenant: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Run]:
+        """Every matching run, newest first, fetched a page at a time."""
+
+        async def page(offset: int) -> tuple[list[Run], int]:
+            body = await self.list_runs(
+                job_id=job_id, status=status, tenant=tenant, limit=page_size, offset=offset
+            )
+            return body.runs, body.total
+
+        return _all_pages(page)
 
     async def cancel_run(self, run_id: str) -> Run:
         """Cancel; returns the run once it is terminal."""
-        return await self._request(
+        return await self._call(
             "POST",
             f"/runs/{quote(run_id)}/cancel",
             Run,
-            timeout=httpx.Timeout(self.timeout, read=None),
+            timeout=self._waiting(True),
             context={"run_id": run_id},
         )
 
-    async def restart_run(self, run_id: str, args: dict[str, Any] | None = None) -> Run:
-        """A new run of the same job with the same (or overriding) arguments."""
-        return await self._request(
+    async def restart_run(
+        self,
+        run_id: str,
+        args: dict[str, Any] | None = None,
+        *,
+        wait: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """A new run of the same job with the same arguments, `args` overriding them
+        (secret arguments are never stored readable and must be given again)."""
+        body: dict[str, Any] = {"async": not wait}
+        if args is not None:
+            body["args"] = args
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return await self._call(
             "POST",
             f"/runs/{quote(run_id)}/restart",
             Run,
-            json={"args": args} if args is not None else {},
-            context={"run_id": run_id},
+            json=body,
+            headers=headers,
+            timeout=self._waiting(wait),
+            context={"run_id": run_id, "key": idempotency_key or ""},
         )
 
-    async def logs(self, run_id: str, *, since_id: int | None = None) -> list[LogLine]:
-        """Stored log lines after event id `since_id` (all when None)."""
-        params = {} if since_id is None else {"since": str(since_id)}
-        page = await self._request(
+    async def list_steps(self, run_id: str) -> list[Step]:
+        """The run's steps and their states."""
+        body = await self._call(
+            "GET", f"/runs/{quote(run_id)}/steps", StepList, context={"run_id": run_id}
+        )
+        return body.steps
+
+    async def logs(
+        self,
+        run_id: str,
+        *,
+        since: int | datetime | None = None,
+        limit: int | None = None,
+        tail: int | None = None,
+    ) -> list[LogLine]:
+        """Stored log lines after event id (or time) `since`, or the last `tail` lines.
+        With `limit`, one page of at most that many lines; without, every line, read page
+        by page (the server answers at most `_LOG_PAGE` lines at a time)."""
+        after: int | str | None = since.isoformat() if isinstance(since, datetime) else since
+        if tail is not None or limit is not None:
+            return await self._log_page(run_id, after, limit, tail)
+        lines: list[LogLine] = []
+        while True:
+            page = await self._log_page(run_id, after, _LOG_PAGE, None)
+            lines.extend(page)
+            if len(page) < _LOG_PAGE:
+                return lines
+            after = page[-1].id
+
+    async def _log_page(
+        self, run_id: str, since: int | str | None, limit: int | None, tail: int | None
+    ) -> list[LogLine]:
+        body = await self._call(
             "GET",
             f"/runs/{quote(run_id)}/logs",
-            _LogList,
-            params=params,
+            LogList,
+            params=self._params(since=since, limit=limit, tail=tail),
             context={"run_id": run_id},
         )
-        return page.logs
+        return body.logs
 
-    # -- events -----------------------------------------------------------------------
+    # -- streams ----------------------------------------------------------------------
 
     async def follow_events(self, run_id: str, *, since: int | None = None) -> AsyncIterator[Event]:
-        """Events of one run, from its first (or after `since`), ending after
-        `run.finished`. A dropped connection is resumed with `Last-Event-ID`, so no event is
-        lost or repeated; after `max_reconnects` failures in a row, `ClientError`."""
+        """Events of one run, from its first (or after event id `since`), ending after
+        `run.finished`."""
+        stream = self._resumable(f"/runs/{quote(run_id)}/events", {}, since, {"run_id": run_id})
+        async for frame in stream:
+            event = _event(frame)
+            yield event
+            if event.type == "run.finished":
+                return
+
+    async def follow_logs(self, run_id: str, *, since: int | None = None) -> AsyncIterator[LogLine]:
+        """A run's output lines as they are written (after event id `since`), ending once
+        the run is terminal (`logs?follow=true`)."""
+        path = f"/runs/{quote(run_id)}/logs"
+        stream = self._resumable(path, {"follow": "true"}, since, {"run_id": run_id})
+        async for frame in stream:
+            if frame.event == "end":
+                return
+            if frame.event == "log":
+                yield msgspec.json.decode(frame.data, type=LogLine)
+
+    async def stream_events(
+        self,
+        *,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        since: int | None = None,
+    ) -> AsyncIterator[Event]:
+        """Run events as they happen (`/events/runs`); never ends by itself. Unfiltered
+        it starts live; with `run_id` at that run's first event; `since` resumes after an
+        event id. A dropped connection is resumed from the last event received."""
+        params = self._params(run_id=run_id, job_id=job_id)
+        context = {"run_id": run_id} if run_id else {}
+        async for frame in self._resumable("/events/runs", params, since, context):
+            yield _event(frame)
+
+    async def _resumable(
+        self,
+        path: str,
+        params: dict[str, str],
+        since: int | None,
+        context: Mapping[str, str],
+    ) -> AsyncIterator[ServerSentEvent]:
+        """SSE frames of `path`, reconnecting with `Last-Event-ID` after a drop. The caller
+        stops iterating when its stream's last frame arrived; a finite stream that the
+        server closes before that is reconnected too (e.g. after a slow-client cut)."""
         last_id = since
         failures = 0
-        finished = False
-        path = f"/runs/{quote(run_id)}/events"
-        while not finished:
+        while True:
             headers = {"Accept": "text/event-stream"}
             if last_id is not None:
                 headers["Last-Event-ID"] = str(last_id)
@@ -276,52 +409,67 @@ class FlwdClient:
                 async with self._http.stream(
                     "GET",
                     path,
+                    params=params,
                     headers=headers,
-                    # Heartbeats arrive every <= 15 s; silence for much longer means a dead peer.
+                    # Heartbeats come every <= 15 s; much longer silence means a dead peer.
                     timeout=httpx.Timeout(self.timeout, read=max(self.timeout, 60.0)),
                 ) as response:
                     if not response.is_success:
                         await response.aread()
-                        self._raise_for_problem(response, {"run_id": run_id})
-                    async for event in _parse_events(response.aiter_lines()):
+                        self._raise_for_problem(response, context)
+                    async for frame in EventSource(response).aiter_sse():
+                        if not frame.event or frame.event == "message":
+                            continue  # comments, heartbeats, retry hints
                         failures = 0
-                        last_id = event.id
-                        yield event
-                        if event.type == "run.finished":
-                            finished = True
-                            break
-            except httpx.HTTPError as exc:
+                        if frame.id:
+                            last_id = int(frame.id)
+                        yield frame
+            except (httpx.HTTPError, SSEError) as exc:
                 failures += 1
                 if failures > self.max_reconnects:
+                    if isinstance(exc, SSEError):  # (an httpx.TransportError too)
+                        raise ClientError(f"{path} is not an event stream: {exc}") from exc
                     raise self._unreachable(exc) from exc
             except ClientError as exc:
-                # 5xx/503 while a server restarts is worth waiting for; 4xx is not.
+                # 5xx while a server restarts is worth waiting for; 4xx is not.
                 failures += 1
-                if exc.status is None or exc.status < 500 or failures > self.max_reconnects:
+                if exc.status < 500 or failures > self.max_reconnects:
                     raise
             else:
-                if not finished:
-                    failures += 1  # the server closed the stream early (e.g. slow consumer)
-                    if failures > self.max_reconnects:
-                        raise ClientError(f"the event stream of {run_id} keeps closing early")
-            if not finished:
-                await asyncio.sleep(min(self.reconnect_delay * failures, 5.0))
+                failures += 1  # the server closed the stream before its end
+                if failures > self.max_reconnects:
+                    raise ClientError(f"the event stream {path} keeps closing early")
+            await asyncio.sleep(min(self.reconnect_delay * failures, 5.0))
 
     # -- artifacts --------------------------------------------------------------------
 
     async def list_artifacts(
         self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[Artifact]:
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if run_id:
-            params["run_id"] = run_id
-        page = await self._request("GET", "/artifacts", _ArtifactList, params=params)
-        return page.artifacts
+    ) -> ArtifactList:
+        """One page of artifacts, newest first, with the `total` matching."""
+        params = self._params(run_id=run_id, limit=limit, offset=offset)
+        return await self._call("GET", "/artifacts", ArtifactList, params=params)
 
-    async def download_artifact(self, artifact_id: str, dest: pathlib.Path) -> pathlib.Path:
-        """Stream an artifact to `dest` (a file, or a directory to put it in under its
-        name). Written to a temporary file first, so a broken download leaves nothing."""
+    def iter_artifacts(
+        self, *, run_id: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Artifact]:
+        """Every matching artifact, newest first, fetched a page at a time."""
+
+        async def page(offset: int) -> tuple[list[Artifact], int]:
+            body = await self.list_artifacts(run_id=run_id, limit=page_size, offset=offset)
+            return body.artifacts, body.total
+
+        return _all_pages(page)
+
+    async def download_artifact(
+        self, artifact_id: str, dest: str | os.PathLike[str]
+    ) -> pathlib.Path:
+        """Stream an artifact to `dest`: a file, or a directory to put it in under its
+        name (an existing directory, or a path written with a trailing `/`). Written to a
+        temporary file first, so a broken download leaves nothing."""
         context = {"artifact_id": artifact_id}
+        as_dir = os.fspath(dest).endswith(("/", os.sep))
+        dest = pathlib.Path(dest)
         try:
             async with self._http.stream(
                 "GET", f"/artifacts/{quote(artifact_id)}", headers={"Accept": "*/*"}
@@ -330,11 +478,13 @@ class FlwdClient:
                     await response.aread()
                     self._raise_for_problem(response, context)
                 target = dest
-                if await asyncio.to_thread(dest.is_dir):
+                if as_dir or await asyncio.to_thread(dest.is_dir):
                     name = _filename(response.headers.get("content-disposition", ""))
                     target = dest / (name or artifact_id)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".flwd-download-")
+                # Created like any new file (0666 less the umask), as a local copy is.
+                tmp = target.parent / f".flwd-download-{secrets.token_hex(8)}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
                 try:
                     with os.fdopen(fd, "wb") as out:
                         async for chunk in response.aiter_bytes(1 << 16):
@@ -347,6 +497,35 @@ class FlwdClient:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         return target
+
+    # -- system -----------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """Liveness, version and uptime."""
+        return await self._call("GET", "/health", Health)
+
+    async def ready(self) -> Ready:
+        """Readiness; raises `ClientError` with status 503 (`not-ready`) when not ready."""
+        return await self._call("GET", "/ready", Ready)
+
+    async def system_info(self) -> SystemInfo:
+        """Version, job sources and installed extensions."""
+        return await self._call("GET", "/system/info", SystemInfo)
+
+
+async def _all_pages(
+    fetch: Callable[[int], Awaitable[tuple[list[_Item], int]]],
+) -> AsyncIterator[_Item]:
+    """Items of every page from `fetch(offset) -> (items, total)`, until a short page or
+    the total is reached (bounded: a page adds at least one item or the walk stops)."""
+    offset = 0
+    while True:
+        items, total = await fetch(offset)
+        for item in items:
+            yield item
+        offset += len(items)
+        if not items or offset >= total:
+            return
 
 
 _FILENAME = re.compile(r"""filename\*?=(?:UTF-8'')?"?([^";]+)"?""", re.IGNORECASE)
@@ -361,36 +540,14 @@ def _filename(disposition: str) -> str | None:
     return name if name not in ("", ".", "..") else None
 
 
-async def _parse_events(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
-    """Run events from an SSE line stream (comments and heartbeats skipped)."""
-    event_type: str | None = None
-    event_id: str | None = None
-    data: list[str] = []
-    async for line in lines:
-        if line == "":
-            if data and event_type and event_id is not None:
-                yield _event(event_id, event_type, "\n".join(data))
-            event_type, event_id, data = None, None, []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event_type = value
-        elif field == "id":
-            event_id = value
-
-
-def _event(event_id: str, event_type: str, data: str) -> Event:
-    payload = msgspec.json.decode(data)
+def _event(frame: ServerSentEvent) -> Event:
+    """A run event from its SSE frame (the envelope and the data are one flat object)."""
+    payload = msgspec.json.decode(frame.data)
     envelope = {key: payload.pop(key, None) for key in ("id", "type", "run_id", "job_id")}
     timestamp = msgspec.convert(payload.pop("timestamp"), datetime)
     return Event(
-        id=int(event_id),
-        type=event_type,
+        id=int(frame.id) if frame.id else int(envelope["id"] or 0),
+        type=frame.event,
         run_id=str(envelope["run_id"]),
         job_id=str(envelope["job_id"]),
         timestamp=timestamp,

@@ -46,6 +46,17 @@ class ConcurrencySpec(msgspec.Struct, frozen=True, kw_only=True):
     key: str | None = None
 
 
+class RetentionSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How long a job's finished runs are kept (`retention:` in config.yaml).
+
+    `max_age` in seconds, `max_runs` a count; `None` takes the server's default and `0`
+    means no limit of that kind. See docs/operations.md ("Retention").
+    """
+
+    max_age: float | None = None
+    max_runs: int | None = None
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A valid, runnable job as discovered from `config.yaml` and its scripts."""
 
@@ -66,8 +77,11 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     retries: int = 0
     security_profile: str | None = None
     result_schema: dict[str, Any] | None = None
-    secret_args: frozenset[str] = frozenset()
+    #: JSON Pointers of the secret values inside the arguments, sorted (`/password`,
+    #: `/creds/token`): see `flwd.jobs.schemas.secret_pointers`
+    secret_args: tuple[str, ...] = ()
     digest: str = ""
+    retention: RetentionSpec | None = None
 
 
 class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,3 +170,64 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     level: str
     message: str
     step_id: str | None = None
+
+
+# -- response bodies of the HTTP API, decoded by the client as the same Structs -----------
+
+
+class RunList(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of runs, newest first, with how many match the filters in all."""
+
+    runs: list[Run]
+    total: int
+
+
+class StepList(msgspec.Struct, frozen=True, kw_only=True):
+    steps: list[Step]
+
+
+class RunDetail(Run, frozen=True, kw_only=True):
+    """`GET /api/v1/runs/{run_id}`: the run with its steps (what `flwd runs show --json`
+    prints in both modes)."""
+
+    steps: list[Step] = []
+
+    @classmethod
+    def of(cls, run: Run, steps: list[Step]) -> RunDetail:
+        fields = {name: getattr(run, name) for name in run.__struct_fields__}
+        return cls(**fields, steps=steps)
+
+
+class LogList(msgspec.Struct, frozen=True, kw_only=True):
+    """Log lines in order; each `id` can be passed back as `since` to continue."""
+
+    logs: list[LogLine]
+
+
+class ArtifactList(msgspec.Struct, frozen=True, kw_only=True):
+    artifacts: list[Artifact]
+    total: int
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    version: str
+    uptime_seconds: int
+
+
+class Ready(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    store: bool
+    watcher: bool
+
+
+class SourceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    type: str
+    path: str
+
+
+class SystemInfo(msgspec.Struct, frozen=True, kw_only=True):
+    version: str
+    sources: list[SourceInfo]
+    extensions: list[str]

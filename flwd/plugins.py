@@ -13,6 +13,7 @@ from flwd import hookspecs
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "flwd.commands.jobs",
     "flwd.commands.plugins",
+    "flwd.commands.prune",
     "flwd.commands.runs",
     "flwd.commands.serve",
     "flwd.jobs.fs_source",

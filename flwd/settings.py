@@ -42,8 +42,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # HTTP
     max_body_bytes: int = 1024 * 1024
     heartbeat: float = 15.0
+    #: Seconds a write to a client may take before the connection is cut (SSE streams
+    #: end at once; the kernel resets any connection whose client took nothing that long).
+    send_timeout: float = 5.0
+    #: Kernel send buffer of each connection, in bytes (0: the kernel's autotuning, up to
+    #: several MiB per connection that stops reading).
+    send_buffer: int = 128 * 1024
     access_log: bool = False
     watch: bool = True
+    # Retention (docs/operations.md): 0 turns a limit, or background pruning, off
+    retention_max_age: float = 30 * 24 * 3600.0
+    retention_max_runs: int = 1000
+    prune_interval: float = 600.0
 
     @property
     def data_path(self) -> Path:
@@ -105,7 +115,12 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_OUTPUT_TAIL_BYTES": ("output_tail_bytes", int),
     "FLWD_MAX_BODY_BYTES": ("max_body_bytes", int),
     "FLWD_HEARTBEAT": ("heartbeat", parse_duration),
+    "FLWD_SEND_TIMEOUT": ("send_timeout", parse_duration),
+    "FLWD_SEND_BUFFER": ("send_buffer", int),
     "FLWD_ACCESS_LOG": ("access_log", lambda v: v.lower() in {"1", "true", "yes", "on"}),
+    "FLWD_RETENTION_MAX_AGE": ("retention_max_age", parse_duration),
+    "FLWD_RETENTION_MAX_RUNS": ("retention_max_runs", int),
+    "FLWD_PRUNE_INTERVAL": ("prune_interval", parse_duration),
 }
 
 
@@ -136,4 +151,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError("max_concurrency must be at least 1")
     if settings.max_queue < 0:
         raise SettingsError("max_queue must not be negative")
+    if settings.retention_max_runs < 0:
+        raise SettingsError("retention_max_runs must not be negative (0: no count limit)")
+    if settings.send_timeout <= 0:
+        raise SettingsError("send_timeout must be more than 0 seconds")
+    if settings.send_buffer < 0:
+        raise SettingsError("send_buffer must not be negative")
     return settings

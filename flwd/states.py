@@ -33,6 +33,8 @@ class FailureReason(StrEnum):
     DEPENDENCY_FAILED = "dependency_failed"
     LOST = "lost"
     ERROR = "error"
+    #: flwd itself failed (a bug, a storage failure): the run and its unfinished steps end
+    INTERNAL = "internal"
 
 
 ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.RUNNING})

@@ -208,6 +208,7 @@ class FakeRunService:
         since_id: int | None = None,
         since_time: datetime | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogLine]:
         lines = [
             LogLine(
@@ -223,7 +224,16 @@ class FakeRunService:
             and (since_id is None or e.id > since_id)
             and (since_time is None or e.timestamp > since_time)
         ]
+        if tail is not None:
+            lines = lines[-tail:]
         return lines[:limit] if limit else lines
+
+    async def count_logs(self, run_id: str) -> int:
+        return len(await self.read_logs(run_id))
+
+    async def log_position(self, run_id: str, moment: datetime) -> int:
+        later = [e.id for e in self.events if e.run_id == run_id and e.timestamp > moment]
+        return later[0] - 1 if later else len(self.events)
 
     async def follow(
         self,
@@ -248,6 +258,11 @@ class FakeRunService:
 
     async def healthy(self) -> bool:
         return self.is_healthy
+
+    async def check_resume(
+        self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
+    ) -> None:
+        """Nothing is ever pruned here (retention is tested against the real engine)."""
 
 
 def fake_backend_factory(runs: FakeRunService) -> Any:

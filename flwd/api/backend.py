@@ -96,7 +96,12 @@ class RunServiceView(Protocol):
         since_id: int | None = None,
         since_time: datetime | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogLine]: ...
+
+    async def count_logs(self, run_id: str) -> int: ...
+
+    async def log_position(self, run_id: str, moment: datetime) -> int: ...
 
     def follow(
         self,
@@ -108,6 +113,12 @@ class RunServiceView(Protocol):
     ) -> AsyncIterator[Event]: ...
 
     async def healthy(self) -> bool: ...
+
+    async def check_resume(
+        self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
+    ) -> None:
+        """Raise `flwd.errors.EventsPruned` if resuming after `since` would skip events
+        retention deleted."""
 
 
 class EventFeedView(Protocol):
@@ -121,6 +132,7 @@ class EventFeedView(Protocol):
         run_id: str | None = None,
         job_id: str | None = None,
         until_terminal: bool = False,
+        on_overflow: Callable[[], None] | None = None,
     ) -> AsyncIterator[list[Event]]: ...
 
 
@@ -138,6 +150,7 @@ class OneByOne:
         run_id: str | None = None,
         job_id: str | None = None,
         until_terminal: bool = False,
+        on_overflow: Callable[[], None] | None = None,
     ) -> AsyncIterator[list[Event]]:
         stream = self.runs.follow(
             since=since, run_id=run_id, job_id=job_id, until_terminal=until_terminal

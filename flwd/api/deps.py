@@ -15,6 +15,7 @@ from litestar.params import SkipValidationMarker
 
 from flwd.api.backend import Backend, EventFeedView, JobRegistryView, RunServiceView
 from flwd.api.problems import InvalidField, ProblemError
+from flwd.api.schemas import LogList
 from flwd.events.sse import parse_resume_id
 from flwd.settings import Settings
 
@@ -30,6 +31,9 @@ Plugins = Annotated[pluggy.PluginManager, SkipValidationMarker(), Dependency(kin
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_PAGE = 1000
+#: Lines in a page of `GET /runs/{id}/logs`: the default, and the most one may ask for.
+LOG_PAGE = 1000
+MAX_LOG_PAGE = 5000
 
 
 def backend_of(state: State) -> Backend:
@@ -131,6 +135,27 @@ def paginated(
     return Response(body, headers=headers)
 
 
+def log_page(
+    request: Request[Any, Any, Any], body: LogList, *, total: int, more: bool
+) -> Response[LogList]:
+    """A page of log lines with `X-Total-Count` (the run's stored lines) and a `Link` to
+    the `first` page and, when more lines follow, to the `next` one: `since` set to the
+    page's last line id, which names a line exactly even inside a stored chunk."""
+
+    def url(since: int | None) -> str:
+        skip = ("since", "tail")
+        params = {k: v for k, v in request.query_params.items() if k not in skip}
+        if since is not None:
+            params["since"] = str(since)
+        query = urlencode(params)
+        return f"<{request.url.path}{'?' if query else ''}{query}>"
+
+    links = [f'{url(None)}; rel="first"']
+    if more and body.logs:
+        links.append(f'{url(body.logs[-1].id)}; rel="next"')
+    return Response(body, headers={"X-Total-Count": str(total), "Link": ", ".join(links)})
+
+
 def resume_id(last_event_id: str | None, since: str | None) -> int | None:
     """The event id a stream resumes after, from `Last-Event-ID` or `?since=`."""
     try:
@@ -143,6 +168,21 @@ def resume_id(last_event_id: str | None, since: str | None) -> int | None:
             "The resume point must be a non-negative integer event id",
             errors=[InvalidField(path=name, message="must be a non-negative integer", in_=where)],
         ) from None
+
+
+async def resume_point(
+    runs: RunServiceView,
+    last_event_id: str | None,
+    since: str | None,
+    *,
+    run_id: str | None = None,
+    job_id: str | None = None,
+) -> int | None:
+    """`resume_id`, refused with `events-pruned` (410) when retention deleted events the
+    stream would have replayed after it (see docs/events.md, "Resuming after pruning")."""
+    after = resume_id(last_event_id, since)
+    await runs.check_resume(after, run_id=run_id, job_id=job_id)
+    return after
 
 
 def parse_since(since: str | None) -> tuple[int | None, datetime | None]:

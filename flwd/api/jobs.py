@@ -25,7 +25,7 @@ class JobController(Controller):
         listed under `invalid` with their diagnostics."""
         catalog = registry.catalog
         invalid = [
-            InvalidJobInfo(id=j.id, source=j.source, path=j.path, diagnostics=j.diagnostics)
+            InvalidJobInfo.of(j)
             for j in catalog.invalid
             if (source is None or j.source == source)
             and (namespace is None or j.id.rpartition("/")[0] == namespace)

@@ -25,11 +25,11 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from flwd import errors
 from flwd.api.request_id import request_id
+from flwd.errors import PROBLEM_BASE
 
 log = logging.getLogger("flwd.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_BASE = "https://flowd.org/problems/"
 
 
 class ProblemType(NamedTuple):
@@ -37,46 +37,40 @@ class ProblemType(NamedTuple):
     title: str
 
 
-#: Every problem slug flwd answers with. The first five are the contract's.
-PROBLEM_TYPES: dict[str, ProblemType] = {
-    "job-not-found": ProblemType(404, "Job Not Found"),
-    "run-not-found": ProblemType(404, "Run Not Found"),
-    "validation-error": ProblemType(400, "Validation Error"),
-    "execution-error": ProblemType(500, "Execution Error"),
-    "permission-denied": ProblemType(403, "Permission Denied"),
-    "artifact-not-found": ProblemType(404, "Artifact Not Found"),
-    "job-invalid": ProblemType(422, "Job Definition Invalid"),
-    "run-not-cancellable": ProblemType(409, "Run Not Cancellable"),
-    "idempotency-conflict": ProblemType(409, "Idempotency Key Conflict"),
-    "conflict": ProblemType(409, "Conflict"),
-    "queue-full": ProblemType(429, "Queue Full"),
+#: Problems answered for HTTP-level refusals that have no domain error (routing, parsing,
+#: limits, readiness). Domain errors name their own problem type on their class.
+HTTP_PROBLEMS: dict[str, ProblemType] = {
     "too-many-requests": ProblemType(429, "Too Many Requests"),
     "unauthorized": ProblemType(401, "Unauthorized"),
-    "not-found": ProblemType(404, "Not Found"),
     "method-not-allowed": ProblemType(405, "Method Not Allowed"),
     "not-acceptable": ProblemType(406, "Not Acceptable"),
     "malformed-request": ProblemType(400, "Malformed Request"),
     "unsupported-media-type": ProblemType(415, "Unsupported Media Type"),
     "payload-too-large": ProblemType(413, "Payload Too Large"),
     "not-ready": ProblemType(503, "Not Ready"),
-    "storage-error": ProblemType(503, "Storage Unavailable"),
-    "internal-error": ProblemType(500, "Internal Server Error"),
     "http-error": ProblemType(400, "HTTP Error"),
+}
+
+#: Every problem slug flwd answers with: the domain errors' (`flwd.errors`), then the
+#: HTTP-level ones. The contract's five come first.
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    **{slug: ProblemType(cls.status, cls.title) for slug, cls in errors.problem_classes().items()},
+    **HTTP_PROBLEMS,
 }
 
 # Litestar raises plain HTTPExceptions for protocol-level failures; their status picks the slug.
 _SLUG_BY_STATUS = {
     400: "malformed-request",
     401: "unauthorized",
-    403: "permission-denied",
-    404: "not-found",
+    403: errors.PermissionDenied.slug,
+    404: errors.NotFound.slug,
     405: "method-not-allowed",
     406: "not-acceptable",
-    409: "conflict",
+    409: errors.Conflict.slug,
     413: "payload-too-large",
     415: "unsupported-media-type",
     429: "too-many-requests",
-    500: "internal-error",
+    500: errors.FlwdError.slug,
     503: "not-ready",
 }
 
@@ -148,58 +142,27 @@ def problem_response(
     return Response(body, status_code=body.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def args_errors(field_errors: list[errors.FieldError]) -> list[InvalidField]:
-    """Job-argument errors (pointers into `args`) as pointers into the request body."""
-    return [InvalidField(path="/args" + e.path, message=e.message) for e in field_errors]
-
-
-def _domain_problem(exc: errors.FlwdError) -> tuple[str, dict[str, Any]]:
-    """Slug and extra fields for a domain error; most specific class first."""
-    match exc:
-        case errors.JobNotFound():
-            return "job-not-found", {}
-        case errors.RunNotFound():
-            return "run-not-found", {}
-        case errors.ArtifactNotFound():
-            return "artifact-not-found", {}
-        case errors.NotFound():
-            return "not-found", {}
-        case errors.JobNotRunnable():
-            reasons = [InvalidField(path="", message=r) for r in exc.reasons]
-            return "job-invalid", {"errors": reasons}
-        case errors.ArgumentsInvalid():
-            return "validation-error", {"errors": args_errors(exc.errors)}
-        case errors.ResultInvalid():
-            return "execution-error", {}
-        case errors.InvalidInput():
-            fields = [InvalidField(path=e.path, message=e.message) for e in exc.errors]
-            return "validation-error", {"errors": fields}
-        case errors.RunNotCancellable():
-            return "run-not-cancellable", {}
-        case errors.IdempotencyKeyReused():
-            return "idempotency-conflict", {}
-        case errors.Conflict():
-            return "conflict", {}
-        case errors.QueueFull():
-            return "queue-full", {
-                "retry_after": exc.retry_after,
-                "headers": {"Retry-After": str(exc.retry_after)},
-            }
-        case errors.PermissionDenied():
-            return "permission-denied", {}
-        case errors.StorageError():
-            return "storage-error", {}
-    return "internal-error", {}
+def _invalid_fields(items: list[errors.FieldError]) -> list[InvalidField]:
+    return [InvalidField(path=e.path, message=e.message) for e in items]
 
 
 def handle_domain_error(
     request: Request[Any, Any, Any], exc: errors.FlwdError
 ) -> Response[Problem]:
-    """Exception handler for every `flwd.errors.FlwdError`."""
-    slug, extra = _domain_problem(exc)
-    if PROBLEM_TYPES[slug].status >= 500:
+    """Exception handler for every `flwd.errors.FlwdError`: the problem type its class
+    names, with the extension members it gives (`errors`, `retry_after`)."""
+    if exc.status >= 500:
         log.error("request %s failed: %s", request_id(request.scope), exc, exc_info=exc)
-    return problem_response(request, slug, exc.detail, **extra)
+    fields = exc.problem_fields()
+    retry_after = fields.get("retry_after")
+    return problem_response(
+        request,
+        exc.slug,
+        exc.detail,
+        errors=_invalid_fields(fields["errors"]) if "errors" in fields else None,
+        retry_after=retry_after,
+        headers={"Retry-After": str(retry_after)} if retry_after is not None else None,
+    )
 
 
 def handle_problem_error(request: Request[Any, Any, Any], exc: ProblemError) -> Response[Problem]:
@@ -281,7 +244,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     log.exception("request %s failed with an unexpected error", rid, exc_info=exc)
     return problem_response(
         request,
-        "internal-error",
+        errors.FlwdError.slug,
         f"The server failed unexpectedly; quote request id {rid} when reporting it",
     )
 
@@ -302,6 +265,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
         404: "Not found (job-not-found, run-not-found, artifact-not-found)",
         409: "Conflict (run-not-cancellable, idempotency-conflict)",
         413: "Body larger than the configured limit (payload-too-large)",
+        410: "The resume point's events were pruned by retention (events-pruned)",
         415: "Body is not JSON (unsupported-media-type)",
         422: "The job's definition is invalid (job-invalid)",
         429: "Run queue full; retry after Retry-After seconds (queue-full)",
@@ -321,6 +285,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
 
 __all__ = [
     "EXCEPTION_HANDLERS",
+    "HTTP_PROBLEMS",
     "PROBLEM_MEDIA_TYPE",
     "PROBLEM_TYPES",
     "InvalidField",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -9,9 +10,21 @@ from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from flwd.api.deps import MAX_PAGE, AppSettings, Feed, Runs, paginated, parse_since, resume_id
+from flwd import API_PREFIX
+from flwd.api.deps import (
+    LOG_PAGE,
+    MAX_LOG_PAGE,
+    MAX_PAGE,
+    AppSettings,
+    Feed,
+    Runs,
+    log_page,
+    paginated,
+    parse_since,
+    resume_id,
+)
 from flwd.api.openapi import EventStreamOperation, LogsOperation
-from flwd.api.problems import problem_responses
+from flwd.api.problems import InvalidField, ProblemError, problem_responses
 from flwd.api.schemas import CreateRun, LogList, RestartRun, RunList, StepList
 from flwd.events.sse import (
     RUN_FINISHED,
@@ -19,11 +32,9 @@ from flwd.events.sse import (
     SSEStream,
     end_frame,
     log_bytes,
-    log_frame,
-    no_events,
     sse_response,
 )
-from flwd.models import Event, Run
+from flwd.models import Event, Run, RunDetail
 from flwd.states import TERMINAL_RUN, RunStatus
 
 IdempotencyKey = Annotated[
@@ -48,7 +59,7 @@ PAGE_HEADERS = [
 
 
 def _created(run: Run) -> Response[Run]:
-    return Response(run, status_code=201, headers={"Location": f"/api/v1/runs/{run.run_id}"})
+    return Response(run, status_code=201, headers={"Location": f"{API_PREFIX}/runs/{run.run_id}"})
 
 
 class RunController(Controller):
@@ -93,9 +104,10 @@ class RunController(Controller):
         return paginated(request, body, total=total, limit=limit, offset=offset)
 
     @get("/{run_id:str}", operation_id="getRun", responses=problem_responses(400, 404, 500))
-    async def get_run(self, runs: Runs, run_id: FromPath[str]) -> Run:
-        """One run with its (secret-masked) `args` and its `result` once finished."""
-        return await runs.get_run(run_id)
+    async def get_run(self, runs: Runs, run_id: FromPath[str]) -> RunDetail:
+        """One run with its (secret-masked) `args`, its `steps` and its `result` once
+        finished."""
+        return RunDetail.of(await runs.get_run(run_id), await runs.list_steps(run_id))
 
     @post(
         "/{run_id:str}/cancel",
@@ -137,6 +149,7 @@ class RunController(Controller):
     @get(
         "/{run_id:str}/logs",
         operation_id="getRunLogs",
+        response_headers=PAGE_HEADERS,
         responses={
             200: ResponseSpec(LogList, description="Log lines (JSON), or SSE with follow=true"),
             **problem_responses(400, 404, 500),
@@ -145,6 +158,7 @@ class RunController(Controller):
     )
     async def logs(
         self,
+        request: Request[Any, Any, Any],
         runs: Runs,
         feed: Feed,
         settings: AppSettings,
@@ -152,33 +166,62 @@ class RunController(Controller):
         follow: FromQuery[bool] = False,
         since: Annotated[
             str | None,
-            QueryParameter(description="Event id (integer) or RFC 3339 timestamp; exclusive"),
+            QueryParameter(
+                description="After this event id (integer), or the lines stamped after this "
+                "RFC 3339 time; exclusive"
+            ),
         ] = None,
-        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
+        limit: Annotated[
+            int | None,
+            QueryParameter(
+                ge=1, le=MAX_LOG_PAGE, description=f"Lines per page [{LOG_PAGE}] (JSON only)"
+            ),
+        ] = None,
+        tail: Annotated[
+            int | None,
+            QueryParameter(ge=1, le=MAX_LOG_PAGE, description="Only the last N lines"),
+        ] = None,
         last_event_id: LastEventId = None,
     ) -> Response[LogList] | SSEStream:
-        """The run's output lines. `follow=true` streams them as Server-Sent Events
+        """The run's output lines, one page at a time (`X-Total-Count`, `Link: rel="next"`);
+        `tail=N` gives the last N. `follow=true` streams them as Server-Sent Events
         (`event: log`) and ends with `event: end` once the run is terminal."""
         run = await runs.get_run(run_id)
-        if not follow:
-            since_id, since_time = parse_since(since)
-            lines = await runs.read_logs(
-                run_id, since_id=since_id, since_time=since_time, limit=limit
+        if tail is not None and (since is not None or limit is not None):
+            raise ProblemError(
+                "validation-error",
+                "`tail` gives the last lines; it cannot be combined with `since` or `limit`",
+                errors=[InvalidField(path="/tail", message="not with since or limit", in_="query")],
             )
-            return Response(LogList(logs=lines))
-        after = resume_id(last_event_id, since)
-        if run.status in TERMINAL_RUN:
-            # Nothing more will happen: replay what is stored and end.
-            lines = await runs.read_logs(run_id, since_id=after)
-            frames = [log_frame(line) for line in lines]
-            frames.append(end_frame(run_id, run.status, None))
-            return sse_response(no_events(), heartbeat=settings.heartbeat, prelude=frames)
-        batches = feed.follow(since=after, run_id=run_id, until_terminal=True)
+        since_id, since_time = parse_since(since)
+        if since_time is not None:
+            since_id = await runs.log_position(run_id, since_time)
+        if not follow:
+            size = tail or limit or LOG_PAGE
+            lines = await runs.read_logs(
+                run_id, since_id=since_id, limit=None if tail else size + 1, tail=tail
+            )
+            more = len(lines) > size
+            body = LogList(logs=lines[:size])
+            return log_page(request, body, total=await runs.count_logs(run_id), more=more)
+        after = resume_id(last_event_id, None)
+        if after is None and tail is not None:
+            first = await runs.read_logs(run_id, tail=tail, limit=1)
+            after = first[0].id - 1 if first else None
+        if after is None:
+            after = since_id
+        cut = asyncio.Event()
+        batches = feed.follow(since=after, run_id=run_id, until_terminal=True, on_overflow=cut.set)
+        ended = run.status in TERMINAL_RUN
         return sse_response(
             batches,
             heartbeat=settings.heartbeat,
+            send_timeout=settings.send_timeout,
             render=_render_log,
             stop=lambda event: event.type == RUN_FINISHED,
+            # a client resuming after the end still gets told the run has ended
+            epilogue=[end_frame(run_id, run.status, None)] if ended else None,
+            cut=cut,
         )
 
     @get(
@@ -201,9 +244,14 @@ class RunController(Controller):
         `since`); the stream ends after the run's `run.finished` event."""
         await runs.get_run(run_id)
         after = resume_id(last_event_id, None if since is None else str(since))
-        batches = feed.follow(since=after, run_id=run_id, until_terminal=True)
+        cut = asyncio.Event()
+        batches = feed.follow(since=after, run_id=run_id, until_terminal=True, on_overflow=cut.set)
         return sse_response(
-            batches, heartbeat=settings.heartbeat, stop=lambda e: e.type == RUN_FINISHED
+            batches,
+            heartbeat=settings.heartbeat,
+            send_timeout=settings.send_timeout,
+            stop=lambda e: e.type == RUN_FINISHED,
+            cut=cut,
         )
 
 

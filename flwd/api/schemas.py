@@ -1,5 +1,8 @@
 """Request and response bodies of the HTTP API, as msgspec Structs so that validation and
-the OpenAPI document come from the same definitions. Field names follow the contract."""
+the OpenAPI document come from the same definitions. Field names follow the contract.
+
+Response bodies are the Structs of `flwd.models` and `flwd.jobs.views`, re-exported here:
+the client decodes the same classes the server encodes."""
 
 from __future__ import annotations
 
@@ -7,7 +10,17 @@ from typing import Any
 
 import msgspec
 
-from flwd.models import Artifact, Diagnostic, JobSpec, LogLine, Run, Step
+from flwd.jobs.views import InvalidJobInfo, JobDetail, JobList, JobSummary, StepInfo
+from flwd.models import (
+    ArtifactList,
+    Health,
+    LogList,
+    Ready,
+    RunList,
+    SourceInfo,
+    StepList,
+    SystemInfo,
+)
 
 
 class CreateRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -27,127 +40,20 @@ class RestartRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     async_: bool = msgspec.field(default=True, name="async")
 
 
-class JobSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """A job as listed by `GET /api/v1/jobs`."""
-
-    id: str
-    name: str
-    namespace: str
-    source: str
-    version: str | None = None
-    description: str | None = None
-    tags: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, job: JobSpec) -> JobSummary:
-        return cls(
-            id=job.id,
-            name=job.name,
-            namespace=job.namespace,
-            source=job.source,
-            version=job.version,
-            description=job.description,
-            tags=job.tags,
-        )
-
-
-class InvalidJobInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A job folder that was found but cannot run, with what to fix."""
-
-    id: str
-    source: str
-    path: str
-    diagnostics: tuple[Diagnostic, ...]
-
-
-class JobList(msgspec.Struct, frozen=True, kw_only=True):
-    jobs: list[JobSummary]
-    invalid: list[InvalidJobInfo] = []
-
-
-class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    needs: tuple[str, ...] = ()
-    timeout: float | None = None
-    retries: int = 0
-
-
-class JobDetail(msgspec.Struct, frozen=True, kw_only=True):
-    """A job with its argument schema (`args`, JSON Schema 2020-12) and steps."""
-
-    id: str
-    name: str
-    namespace: str
-    source: str
-    version: str | None = None
-    description: str | None = None
-    tags: tuple[str, ...] = ()
-    args: dict[str, Any] = {}
-    steps: list[StepInfo] = []
-    timeout: float | None = None
-    result_schema: dict[str, Any] | None = None
-    digest: str = ""
-
-    @classmethod
-    def of(cls, job: JobSpec) -> JobDetail:
-        return cls(
-            id=job.id,
-            name=job.name,
-            namespace=job.namespace,
-            source=job.source,
-            version=job.version,
-            description=job.description,
-            tags=job.tags,
-            args=job.args,
-            steps=[
-                StepInfo(id=s.id, needs=s.needs, timeout=s.timeout, retries=s.retries)
-                for s in job.steps
-            ],
-            timeout=job.timeout,
-            result_schema=job.result_schema,
-            digest=job.digest,
-        )
-
-
-class RunList(msgspec.Struct, frozen=True, kw_only=True):
-    runs: list[Run]
-    total: int
-
-
-class StepList(msgspec.Struct, frozen=True, kw_only=True):
-    steps: list[Step]
-
-
-class LogList(msgspec.Struct, frozen=True, kw_only=True):
-    """Log lines in order; each `id` can be passed back as `since` to continue."""
-
-    logs: list[LogLine]
-
-
-class ArtifactList(msgspec.Struct, frozen=True, kw_only=True):
-    artifacts: list[Artifact]
-    total: int
-
-
-class Health(msgspec.Struct, frozen=True, kw_only=True):
-    status: str
-    version: str
-    uptime_seconds: int
-
-
-class Ready(msgspec.Struct, frozen=True, kw_only=True):
-    status: str
-    store: bool
-    watcher: bool
-
-
-class SourceInfo(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    type: str
-    path: str
-
-
-class SystemInfo(msgspec.Struct, frozen=True, kw_only=True):
-    version: str
-    sources: list[SourceInfo]
-    extensions: list[str]
+__all__ = [
+    "ArtifactList",
+    "CreateRun",
+    "Health",
+    "InvalidJobInfo",
+    "JobDetail",
+    "JobList",
+    "JobSummary",
+    "LogList",
+    "Ready",
+    "RestartRun",
+    "RunList",
+    "SourceInfo",
+    "StepInfo",
+    "StepList",
+    "SystemInfo",
+]

@@ -1,22 +1,24 @@
-"""Where the run commands get their data: the local engine, or a server over HTTP.
+"""Where the commands get their data: the local engine, or a server over HTTP.
 
-Both backends expose the same small surface, so `flwd run`, `runs`, `logs`, `cancel` and
-`artifacts` print the same thing whichever one they talk to.
+Both backends expose the same small surface and return the same Structs, so every command
+prints the same thing whichever one it talks to. Which one: `--server` / `FLWD_SERVER`
+when given, else the server running on the data dir (found through its `server.json`),
+else the data dir itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
-
-import msgspec
 
 from flwd.errors import FlwdError, StorageError
-from flwd.models import Artifact, Event, LogLine, Run, Step
+from flwd.jobs.views import JobDetail
+from flwd.models import ArtifactList, Event, LogLine, Run, RunDetail, RunList, Step
 from flwd.plugins import make_plugin_manager
 from flwd.settings import Settings
 from flwd.states import RunStatus
@@ -27,18 +29,19 @@ if TYPE_CHECKING:  # imported when a command runs, so `flwd --help` starts fast
 
 
 class Backend(Protocol):
-    async def job_schema(self, job_id: str) -> dict[str, Any]: ...
+    async def get_job(self, job_id: str) -> JobDetail: ...
     async def create_run(self, job_id: str, args: dict[str, Any]) -> Run: ...
-    async def get_run(self, run_id: str) -> Run: ...
+    async def restart_run(self, run_id: str, args: dict[str, Any] | None) -> Run: ...
+    async def get_run(self, run_id: str) -> RunDetail: ...
     async def steps(self, run_id: str) -> list[Step]: ...
     async def list_runs(
         self, *, job_id: str | None, status: RunStatus | None, limit: int, offset: int
-    ) -> tuple[list[Run], int]: ...
+    ) -> RunList: ...
     async def cancel_run(self, run_id: str) -> Run: ...
     async def logs(self, run_id: str) -> list[LogLine]: ...
     def events(self, run_id: str) -> AsyncIterator[Event]: ...
-    async def list_artifacts(self, *, run_id: str | None, limit: int) -> list[Artifact]: ...
-    async def download(self, artifact_id: str, dest: Path) -> Path: ...
+    async def list_artifacts(self, *, run_id: str | None, limit: int) -> ArtifactList: ...
+    async def download(self, artifact_id: str, dest: str) -> Path: ...
 
 
 class LocalBackend:
@@ -47,24 +50,31 @@ class LocalBackend:
     def __init__(self, service: RunService) -> None:
         self.service = service
 
-    async def job_schema(self, job_id: str) -> dict[str, Any]:
-        return self.service.registry.catalog.get(job_id).args
+    async def get_job(self, job_id: str) -> JobDetail:
+        if self.service.registry is None:
+            raise FlwdError("reading jobs needs the job sources")  # never: run opens them
+        return JobDetail.of(self.service.registry.catalog.get(job_id))
 
     async def create_run(self, job_id: str, args: dict[str, Any]) -> Run:
         return await self.service.create_run(job_id, args)
 
-    async def get_run(self, run_id: str) -> Run:
-        return await self.service.get_run(run_id)
+    async def restart_run(self, run_id: str, args: dict[str, Any] | None) -> Run:
+        return await self.service.restart_run(run_id, args=args)
+
+    async def get_run(self, run_id: str) -> RunDetail:
+        run = await self.service.get_run(run_id)
+        return RunDetail.of(run, await self.service.list_steps(run_id))
 
     async def steps(self, run_id: str) -> list[Step]:
         return await self.service.list_steps(run_id)
 
     async def list_runs(
         self, *, job_id: str | None, status: RunStatus | None, limit: int, offset: int
-    ) -> tuple[list[Run], int]:
-        return await self.service.list_runs(
+    ) -> RunList:
+        runs, total = await self.service.list_runs(
             job_id=job_id, status=status, limit=limit, offset=offset
         )
+        return RunList(runs=runs, total=total)
 
     async def cancel_run(self, run_id: str) -> Run:
         return await self.service.cancel_run(run_id)
@@ -75,45 +85,53 @@ class LocalBackend:
     def events(self, run_id: str) -> AsyncIterator[Event]:
         return self.service.follow(since=None, run_id=run_id, until_terminal=True)
 
-    async def list_artifacts(self, *, run_id: str | None, limit: int) -> list[Artifact]:
-        items, _ = await self.service.list_artifacts(run_id=run_id, limit=limit)
-        return items
+    async def list_artifacts(self, *, run_id: str | None, limit: int) -> ArtifactList:
+        items, total = await self.service.list_artifacts(run_id=run_id, limit=limit)
+        return ArtifactList(artifacts=items, total=total)
 
-    async def download(self, artifact_id: str, dest: Path) -> Path:
+    async def download(self, artifact_id: str, dest: str) -> Path:
+        """Copy to `dest`: a file, or a directory (existing, or written with a trailing
+        `/`) to put it in under its name — as `FlwdClient.download_artifact` does."""
         artifact, source = await self.service.get_artifact(artifact_id)
-        target = dest / artifact.name if dest.is_dir() else dest
-        shutil.copyfile(source, target)
+        path = Path(dest)
+        as_dir = dest.endswith(("/", os.sep)) or path.is_dir()
+        target = path / artifact.name if as_dir else path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A new file (0666 less the umask) replacing any old one, as a download does.
+        tmp = target.parent / f".flwd-download-{secrets.token_hex(8)}"
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return target
 
 
 class RemoteBackend:
-    """A flwd server's HTTP API."""
+    """A flwd server's HTTP API, through the public methods of `FlwdClient`."""
 
     def __init__(self, client: FlwdClient) -> None:
         self.client = client
 
-    async def job_schema(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = await self.client._request(
-            "GET", f"/jobs/{quote(job_id, safe='/')}", dict, context={"job_id": job_id}
-        )
-        schema = job.get("args")
-        return schema if isinstance(schema, dict) else {}
+    async def get_job(self, job_id: str) -> JobDetail:
+        return await self.client.get_job(job_id)
 
     async def create_run(self, job_id: str, args: dict[str, Any]) -> Run:
         return await self.client.create_run(job_id, args)
 
-    async def get_run(self, run_id: str) -> Run:
+    async def restart_run(self, run_id: str, args: dict[str, Any] | None) -> Run:
+        return await self.client.restart_run(run_id, args)
+
+    async def get_run(self, run_id: str) -> RunDetail:
         return await self.client.get_run(run_id)
 
     async def steps(self, run_id: str) -> list[Step]:
-        body: dict[str, Any] = await self.client._request(
-            "GET", f"/runs/{quote(run_id)}", dict, context={"run_id": run_id}
-        )
-        return msgspec.convert(body.get("steps") or [], list[Step])
+        return await self.client.list_steps(run_id)
 
     async def list_runs(
         self, *, job_id: str | None, status: RunStatus | None, limit: int, offset: int
-    ) -> tuple[list[Run], int]:
+    ) -> RunList:
         return await self.client.list_runs(
             job_id=job_id, status=status.value if status else None, limit=limit, offset=offset
         )
@@ -127,22 +145,49 @@ class RemoteBackend:
     def events(self, run_id: str) -> AsyncIterator[Event]:
         return self.client.follow_events(run_id)
 
-    async def list_artifacts(self, *, run_id: str | None, limit: int) -> list[Artifact]:
+    async def list_artifacts(self, *, run_id: str | None, limit: int) -> ArtifactList:
         return await self.client.list_artifacts(run_id=run_id, limit=limit)
 
-    async def download(self, artifact_id: str, dest: Path) -> Path:
+    async def download(self, artifact_id: str, dest: str) -> Path:
         return await self.client.download_artifact(artifact_id, dest)
 
 
-@contextlib.asynccontextmanager
-async def open_backend(settings: Settings, *, execute: bool = False) -> AsyncIterator[Backend]:
-    """A backend for one command. With `settings.server`, the HTTP API; otherwise the
-    local data dir — owned (`execute`: runs jobs, needs the data dir lock) or read-only."""
-    from flwd.client import FlwdClient
-    from flwd.engine.service import RunService
+def server_url(settings: Settings, *, own_jobs: bool = False) -> tuple[str, str | None] | None:
+    """The server a command talks to, with the token to send: `--server` / FLWD_SERVER
+    when set, else the live server whose `server.json` is in the data dir, else None
+    (local mode). `own_jobs` (the command was given `--jobs`) skips the search: those job
+    folders are the command's own, not the server's."""
+    from flwd.client import find_local_server
 
     if settings.server:
-        async with FlwdClient(settings.server) as client:
+        return settings.server, None
+    if own_jobs:
+        return None
+    info = find_local_server(settings.data_path)
+    if info is None:
+        return None
+    return info.url, info.read_token()
+
+
+@contextlib.asynccontextmanager
+async def open_client(server: tuple[str, str | None]) -> AsyncIterator[FlwdClient]:
+    from flwd.client import FlwdClient
+
+    url, token = server
+    async with FlwdClient(url, token=token) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def open_backend(
+    settings: Settings, *, execute: bool = False, server: tuple[str, str | None] | None = None
+) -> AsyncIterator[Backend]:
+    """A backend for one command: the HTTP API of `server` (see `server_url`), or the
+    local data dir — owned (`execute`: runs jobs, needs the data dir lock) or read-only."""
+    from flwd.engine.service import RunService
+
+    if server is not None:
+        async with open_client(server) as client:
             yield RemoteBackend(client)
         return
     if execute:

@@ -6,50 +6,92 @@ uses, so what `flwd validate` accepts is exactly what the server will run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 
 from flwd.cli import CliError
-from flwd.errors import JobNotFound, JobNotRunnable
+from flwd.commands.backends import open_client, server_url
+from flwd.errors import FlwdError, InvalidInput, JobNotFound, JobNotRunnable, NotFound
 from flwd.hookspecs import hookimpl
-from flwd.jobs.catalog import Catalog
 from flwd.jobs.registry import JobRegistry
 from flwd.jobs.scanner import FolderScanner
-from flwd.jobs.views import format_diagnostic, invalid_job_dict, job_detail, job_summary
-from flwd.models import InvalidJob, JobSpec
+from flwd.jobs.schemas import MIN_MASKED_LENGTH, short_secrets
+from flwd.jobs.views import (
+    InvalidJobInfo,
+    JobDetail,
+    JobList,
+    JobSummary,
+    format_diagnostic,
+    invalid_job_dict,
+)
+from flwd.models import Diagnostic, InvalidJob, JobSpec, SourceInfo
 from flwd.plugins import make_plugin_manager
-from flwd.settings import SettingsError, load_settings
+from flwd.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from flwd.client import FlwdClient
+
+T = TypeVar("T")
 
 JOBS_OPTION = click.option(
     "--jobs",
     "sources",
     multiple=True,
     metavar="NAME=PATH",
-    help="A job source (repeatable); default: FLWD_JOBS or local-fs=./jobs.",
+    help="A job source (repeatable); default: FLWD_JOBS or local-fs=./jobs. Reads the "
+    "folders directly, even when a server runs.",
+)
+SERVER_OPTION = click.option(
+    "--server",
+    metavar="URL",
+    help="Ask this flwd server [env FLWD_SERVER; default: the server running on the data "
+    "dir, else the job folders themselves].",
+)
+DATA_DIR_OPTION = click.option(
+    "--data-dir", metavar="DIR", help="Where to look for a running server [env FLWD_DATA_DIR]."
 )
 
 
-def _load_catalog(sources: Sequence[str]) -> tuple[Catalog, JobRegistry]:
+def _settings(sources: Sequence[str], server: str | None, data_dir: str | None) -> Settings:
     try:
-        settings = load_settings(jobs=list(sources) or None, watch=False)
-        registry = JobRegistry(settings, make_plugin_manager())
+        return load_settings(
+            jobs=list(sources) or None, watch=False, server=server, data_dir=data_dir
+        )
     except SettingsError as exc:
         raise CliError(str(exc)) from exc
-    return registry.catalog, registry
+
+
+def _remote(settings: Settings, sources: Sequence[str]) -> tuple[str, str | None] | None:
+    return server_url(settings, own_jobs=bool(sources))
+
+
+def _ask(remote: tuple[str, str | None], call: Callable[[FlwdClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_client(remote) as client:
+            return await call(client)
+
+    try:
+        return asyncio.run(main())
+    except FlwdError as exc:
+        raise CliError(
+            exc.detail, exit_code=1 if isinstance(exc, NotFound | InvalidInput) else 2
+        ) from exc
 
 
 def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
 
 
-def _warn_invalid(catalog: Catalog) -> None:
-    if catalog.invalid:
-        count = len(catalog.invalid)
+def _warn_invalid(listing: JobList) -> None:
+    if listing.invalid:
+        count = len(listing.invalid)
         click.echo(
             f"{count} invalid job folder{'s' if count != 1 else ''}; "
             "run `flwd validate` to see why",
@@ -62,6 +104,8 @@ def _warn_invalid(catalog: Catalog) -> None:
 @click.option("--namespace", help="Only jobs in this namespace (exact match).")
 @click.option("--source", help="Only jobs from this source.")
 @JOBS_OPTION
+@SERVER_OPTION
+@DATA_DIR_OPTION
 @click.pass_context
 def jobs(
     ctx: click.Context,
@@ -69,27 +113,52 @@ def jobs(
     namespace: str | None,
     source: str | None,
     sources: tuple[str, ...],
+    server: str | None,
+    data_dir: str | None,
 ) -> None:
     """List the jobs found in the job sources."""
-    ctx.obj = {"sources": sources}
+    ctx.obj = {"sources": sources, "server": server, "data_dir": data_dir}
     if ctx.invoked_subcommand is not None:
         return
-    catalog, registry = _load_catalog(sources)
-    known = [info["name"] for info in registry.source_info()]
+    settings = _settings(sources, server, data_dir)
+    remote = _remote(settings, sources)
+    if remote is not None:
+
+        async def ask(client: FlwdClient) -> tuple[list[SourceInfo], JobList]:
+            info = await client.system_info()
+            return info.sources, await client.list_jobs(namespace=namespace, source=source)
+
+        known_sources, listing = _ask(remote, ask)
+    else:
+        registry = JobRegistry(settings, make_plugin_manager())
+        catalog = registry.catalog
+        known_sources = [
+            SourceInfo(name=str(i["name"]), type=str(i["type"]), path=str(i["path"]))
+            for i in registry.source_info()
+        ]
+        listing = JobList(
+            jobs=[JobSummary.of(job) for job in catalog.list(namespace=namespace, source=source)],
+            invalid=[
+                InvalidJobInfo.of(bad)
+                for bad in catalog.invalid
+                if (source is None or bad.source == source)
+                and (namespace is None or bad.id.rpartition("/")[0] == namespace)
+            ],
+        )
+    known = [info.name for info in known_sources]
     if source is not None and source not in known:
         raise CliError(f"there is no job source named '{source}' (sources: {', '.join(known)})")
-    found = catalog.list(namespace=namespace, source=source)
     if as_json:
-        _echo_json({"jobs": [job_summary(job) for job in found]})
-    elif found:
-        _print_table(found)
+        _echo_json(listing)
+    elif listing.jobs:
+        _print_table(listing.jobs)
     else:
-        where = ", ".join(f"{i['name']} ({i['path']})" for i in registry.source_info())
+        where = ", ".join(f"{i.name} ({i.path})" for i in known_sources)
         click.echo(f"no jobs found in {where}", err=True)
-    _warn_invalid(catalog)
+    _warn_invalid(listing)
 
 
-def _print_table(found: list[JobSpec]) -> None:
+def _print_table(found: list[JobSummary]) -> None:
     rows = [("ID", "VERSION", "SOURCE", "DESCRIPTION")] + [
         (job.id, job.version or "-", job.source, (job.description or "").strip().split("\n")[0])
         for job in found
@@ -104,23 +173,39 @@ def _print_table(found: list[JobSpec]) -> None:
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's job detail body.")
 @JOBS_OPTION
+@SERVER_OPTION
+@DATA_DIR_OPTION
 @click.pass_context
-def show(ctx: click.Context, job_id: str, as_json: bool, sources: tuple[str, ...]) -> None:
+def show(
+    ctx: click.Context,
+    job_id: str,
+    as_json: bool,
+    sources: tuple[str, ...],
+    server: str | None,
+    data_dir: str | None,
+) -> None:
     """Show one job: description, arguments and steps."""
-    catalog, _ = _load_catalog(sources or ctx.obj.get("sources", ()))
-    try:
-        job = catalog.get(job_id)
-    except JobNotRunnable as exc:
-        raise CliError(exc.detail, exit_code=1) from exc
-    except JobNotFound as exc:
-        raise CliError(exc.detail, exit_code=1) from exc
+    parent = ctx.obj or {}
+    sources = sources or parent.get("sources", ())
+    settings = _settings(
+        sources, server or parent.get("server"), data_dir or parent.get("data_dir")
+    )
+    remote = _remote(settings, sources)
+    if remote is not None:
+        job = _ask(remote, lambda client: client.get_job(job_id))
+    else:
+        registry = JobRegistry(settings, make_plugin_manager())
+        try:
+            job = JobDetail.of(registry.catalog.get(job_id))
+        except (JobNotRunnable, JobNotFound) as exc:
+            raise CliError(exc.detail, exit_code=1) from exc
     if as_json:
-        _echo_json(job_detail(job))
+        _echo_json(job)
     else:
         _print_job(job)
 
 
-def _print_job(job: JobSpec) -> None:
+def _print_job(job: JobDetail) -> None:
     header = job.id + (f"  {job.title}" if job.title else "")
     click.echo(click.style(header, bold=True))
     if job.description:
@@ -150,14 +235,20 @@ def _print_job(job: JobSpec) -> None:
             notes.append("required")
         if "default" in schema:
             notes.append(f"default {json.dumps(schema['default'])}")
-        if name in job.secret_args:
+        pointer = "/" + name.replace("~", "~0").replace("/", "~1")
+        if pointer in job.secret_args:
             notes.append("secret")
+        elif any(p.startswith(pointer + "/") for p in job.secret_args):
+            notes.append(
+                "secrets inside: "
+                + ", ".join(p for p in job.secret_args if p.startswith(pointer + "/"))
+            )
         description = f"  {schema['description']}" if schema.get("description") else ""
         click.echo(f"  {name}  ({', '.join(notes)}){description}")
     click.echo("steps:")
     for step in job.steps:
         needs = f"  (after {', '.join(step.needs)})" if step.needs else ""
-        click.echo(f"  {step.id}: {step.script or ' '.join(step.argv[2:] or step.argv)}{needs}")
+        click.echo(f"  {step.id}: {step.script or '(command)'}{needs}")
 
 
 @click.command("validate")
@@ -178,15 +269,22 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         result = FolderScanner("validate", path, single_job=single).scan()
         valid.extend(result.jobs)
         invalid.extend(result.invalid)
+    warnings = [warning for job in valid for warning in _secret_warnings(job)]
     if as_json:
         _echo_json(
-            {"valid": [job.id for job in valid], "invalid": [invalid_job_dict(b) for b in invalid]}
+            {
+                "valid": [job.id for job in valid],
+                "invalid": [invalid_job_dict(b) for b in invalid],
+                "warnings": msgspec.to_builtins(warnings),
+            }
         )
     else:
         cwd = os.getcwd()
         for bad in invalid:
             for diagnostic in bad.diagnostics:
                 click.echo(format_diagnostic(diagnostic, relative_to=cwd))
+        for warning in warnings:
+            click.echo(format_diagnostic(warning, relative_to=cwd), err=True)
         total = len(valid) + len(invalid)
         click.echo(
             f"{total} job folder{'s' if total != 1 else ''} checked: "
@@ -194,6 +292,19 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
             err=True,
         )
     sys.exit(1 if invalid else 0)
+
+
+def _secret_warnings(job: JobSpec) -> list[Diagnostic]:
+    """Secrets whose schema allows values too short to be masked in log lines."""
+    return [
+        Diagnostic(
+            file=os.path.join(job.path, "config.yaml"),
+            reason=f"warning: secret argument {pointer} may be shorter than "
+            f"{MIN_MASKED_LENGTH} characters, and so short a value is not masked in log "
+            f"lines (only where it stands alone); give it minLength: {MIN_MASKED_LENGTH}",
+        )
+        for pointer in short_secrets(job.args)
+    ]
 
 
 @hookimpl

@@ -1,7 +1,9 @@
-"""`flwd run`, `runs`, `logs`, `cancel` and `artifacts`: local data dir or `--server URL`.
+"""`flwd run`, `restart`, `runs`, `logs`, `cancel` and `artifacts`: the local data dir,
+the server running on it, or `--server URL` (see `flwd.commands.backends`).
 
-Exit status of `flwd run`: 0 success, 1 failed, 3 cancelled (130 when cancelled by Ctrl-C),
-2 for a usage or input error (unknown job, invalid arguments, unreachable server).
+Exit status of `flwd run`, `flwd restart` and `flwd logs -f`: 0 success, 1 failed,
+3 cancelled (130 when interrupted by Ctrl-C), 2 for a usage or input error (unknown job,
+invalid arguments, unreachable server).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import click
 import msgspec
 
 from flwd.cli import CliError
-from flwd.commands.backends import Backend, open_backend
+from flwd.commands.backends import Backend, open_backend, server_url
 from flwd.errors import ArgumentsInvalid, FlwdError
 from flwd.hookspecs import hookimpl
-from flwd.models import Event, LogLine, Run
+from flwd.models import ArtifactList, Event, LogLine, Run, RunDetail, RunList
 from flwd.settings import Settings, SettingsError, load_settings
 from flwd.states import RunStatus
 
@@ -32,7 +34,8 @@ EXIT_BY_STATUS = {RunStatus.SUCCESS: 0, RunStatus.FAILED: 1, RunStatus.CANCELLED
 server_option = click.option(
     "--server",
     metavar="URL",
-    help="Talk to a flwd server instead of the local data dir [env FLWD_SERVER].",
+    help="Talk to this flwd server [env FLWD_SERVER; default: the server running on the "
+    "data dir, else the data dir itself].",
 )
 data_dir_option = click.option(
     "--data-dir", metavar="DIR", help="Local data dir [env FLWD_DATA_DIR; default .flwd]."
@@ -136,11 +139,27 @@ def _print_line(line: LogLine | Event, prefix: bool) -> None:
     click.echo(message, err=data.get("level") == "error")
 
 
-async def _follow(backend: Backend, run_id: str, prefix: bool, quiet: bool) -> Run:
+async def _follow(backend: Backend, run_id: str, quiet: bool, as_json: bool = False) -> Run:
+    """Print the run's output lines as they come (`[step] ` first when it has several
+    steps, as `flwd logs` does); return the run once it has ended."""
+    prefix = len(await backend.steps(run_id)) > 1
     async for event in backend.events(run_id):
         if event.type == "run.output" and not quiet:
-            _print_line(event, prefix)
+            if as_json:
+                click.echo(msgspec.json.encode(event).decode())
+            else:
+                _print_line(event, prefix)
     return await backend.get_run(run_id)
+
+
+def _summary(run: Run) -> str:
+    """`RUN_ID STATUS (reason): error`: the last line `run`, `restart` and `logs -f` print."""
+    summary = f"{run.run_id} {run.status.value}"
+    if run.reason:
+        summary += f" ({run.reason.value})"
+    if run.error:
+        summary += f": {run.error}"
+    return summary
 
 
 def _print_result(run: Run, as_json: bool) -> None:
@@ -149,12 +168,13 @@ def _print_result(run: Run, as_json: bool) -> None:
         return
     if run.result is not None and run.result.value is not None:
         click.echo(msgspec.json.encode(run.result.value).decode())
-    summary = f"{run.run_id} {run.status.value}"
-    if run.reason:
-        summary += f" ({run.reason.value})"
-    if run.error:
-        summary += f": {run.error}"
-    click.echo(summary, err=True)
+    click.echo(_summary(run), err=True)
+
+
+def _exit_code(run: Run, interrupted: bool) -> int:
+    if interrupted and run.status is RunStatus.CANCELLED:
+        return 130
+    return EXIT_BY_STATUS.get(run.status, 1)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -198,14 +218,34 @@ def run_command(
     summary line follow. Ctrl-C cancels the run and every process it started.
     """
     settings = _settings(server=server, data_dir=data_dir, jobs=jobs or None)
-    if detach and not settings.server:
+    remote = server_url(settings, own_jobs=bool(jobs))
+
+    async def start(backend: Backend) -> Run:
+        schema = (await backend.get_job(job_id)).args
+        return await backend.create_run(job_id, parse_args(pairs, args_file, schema))
+
+    _start_and_follow(settings, remote, start, detach=detach, as_json=as_json)
+
+
+def _start_and_follow(
+    settings: Settings,
+    remote: tuple[str, str | None] | None,
+    start: Callable[[Backend], Awaitable[Run]],
+    *,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Start a run with `start`, then (unless `detach`) stream its output, print its result
+    and summary, and exit with its status; Ctrl-C cancels it."""
+    if detach and remote is None:
         # A local run lives in this process: returning at once would cancel it.
-        raise click.UsageError("--detach needs a server (--server URL or FLWD_SERVER)")
+        raise click.UsageError(
+            "--detach needs a server (--server URL, FLWD_SERVER, or flwd serve on the data dir)"
+        )
 
     async def main() -> tuple[Run, bool]:
-        async with open_backend(settings, execute=True) as backend:
-            schema = await backend.job_schema(job_id)
-            run = await backend.create_run(job_id, parse_args(pairs, args_file, schema))
+        async with open_backend(settings, execute=True, server=remote) as backend:
+            run = await start(backend)
             if detach:
                 return run, False
             interrupted = False
@@ -223,8 +263,7 @@ def run_command(
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, interrupt)
             try:
-                steps = await backend.steps(run.run_id)
-                final = await _follow(backend, run.run_id, len(steps) > 1, as_json)
+                final = await _follow(backend, run.run_id, as_json)
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
             return final, interrupted
@@ -234,12 +273,48 @@ def run_command(
         _dump(run) if as_json else click.echo(run.run_id)
         return
     _print_result(run, as_json)
-    code = (
-        130
-        if interrupted and run.status is RunStatus.CANCELLED
-        else EXIT_BY_STATUS.get(run.status, 1)
-    )
-    sys.exit(code)
+    sys.exit(_exit_code(run, interrupted))
+
+
+@click.command("restart")
+@click.argument("run_id")
+@click.option(
+    "-a",
+    "--arg",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An argument overriding the run's (repeatable); KEY:=JSON for a typed value.",
+)
+@click.option("--args-file", metavar="FILE", help="A JSON object of overriding arguments.")
+@click.option("--detach", is_flag=True, help="With a server: print the run id and return.")
+@json_option
+@server_option
+@data_dir_option
+def restart_command(
+    run_id: str,
+    pairs: tuple[str, ...],
+    args_file: str | None,
+    detach: bool,
+    as_json: bool,
+    server: str | None,
+    data_dir: str | None,
+) -> None:
+    """Run RUN_ID's job again with its arguments (-a overrides some), like `flwd run`.
+
+    Secret arguments are never stored readable: give them again with -a.
+    """
+    settings = _settings(server=server, data_dir=data_dir)
+
+    async def start(backend: Backend) -> Run:
+        args = None
+        if pairs or args_file:
+            old = await backend.get_run(run_id)
+            schema = (await backend.get_job(old.job_id)).args
+            args = parse_args(pairs, args_file, schema)
+        return await backend.restart_run(run_id, args)
+
+    _start_and_follow(settings, server_url(settings), start, detach=detach, as_json=as_json)
 
 
 async def _cancel_quietly(cancel: Callable[[str], Awaitable[Run]], run_id: str) -> None:
@@ -271,8 +346,8 @@ def runs_group(
         return
     settings = _settings(server=server, data_dir=data_dir)
 
-    async def main() -> tuple[list[Run], int]:
-        async with open_backend(settings) as backend:
+    async def main() -> RunList:
+        async with open_backend(settings, server=server_url(settings)) as backend:
             return await backend.list_runs(
                 job_id=job_id,
                 status=RunStatus(status) if status else None,
@@ -280,13 +355,15 @@ def runs_group(
                 offset=offset,
             )
 
-    runs, total = _execute(main())
+    page = _execute(main())
     if as_json:
-        _dump({"runs": runs, "total": total})
+        _dump(page)
         return
-    rows = [(r.run_id, r.job_id, r.status.value, _when(r.created_at), _duration(r)) for r in runs]
+    rows = [
+        (r.run_id, r.job_id, r.status.value, _when(r.created_at), _duration(r)) for r in page.runs
+    ]
     _table(("RUN", "JOB", "STATUS", "CREATED", "DURATION"), rows)
-    click.echo(f"{len(runs)} of {total} runs", err=True)
+    click.echo(f"{len(page.runs)} of {page.total} runs", err=True)
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
@@ -301,16 +378,18 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
 @server_option
 @data_dir_option
 def runs_show(run_id: str, as_json: bool, server: str | None, data_dir: str | None) -> None:
-    """Show one run: status, arguments (secrets masked), steps and result."""
+    """Show one run: status, arguments (secrets masked), steps and result (`--json`
+    prints the API's `GET /runs/{run_id}` body)."""
     settings = _settings(server=server, data_dir=data_dir)
 
-    async def main() -> tuple[Run, list[Any]]:
-        async with open_backend(settings) as backend:
-            return await backend.get_run(run_id), await backend.steps(run_id)
+    async def main() -> RunDetail:
+        async with open_backend(settings, server=server_url(settings)) as backend:
+            return await backend.get_run(run_id)
 
-    run, steps = _execute(main())
+    run = _execute(main())
+    steps = run.steps
     if as_json:
-        _dump({**msgspec.to_builtins(run), "steps": msgspec.to_builtins(steps)})
+        _dump(run)
         return
     click.echo(
         f"run      {run.run_id}\njob      {run.job_id}\nstatus   {run.status.value}"
@@ -337,28 +416,29 @@ def runs_show(run_id: str, as_json: bool, server: str | None, data_dir: str | No
 def logs_command(
     run_id: str, follow: bool, as_json: bool, server: str | None, data_dir: str | None
 ) -> None:
-    """Print a run's output (stderr lines of the job to stderr)."""
+    """Print a run's output (stderr lines of the job to stderr).
+
+    With -f, stream it until the run ends, then print its summary line and exit with its
+    status, as `flwd run` does.
+    """
     settings = _settings(server=server, data_dir=data_dir)
 
-    async def main() -> None:
-        async with open_backend(settings) as backend:
-            steps = await backend.steps(run_id)
-            prefix = len(steps) > 1
+    async def main() -> Run | None:
+        async with open_backend(settings, server=server_url(settings)) as backend:
             if follow:
-                async for event in backend.events(run_id):
-                    if event.type == "run.output":
-                        if as_json:
-                            click.echo(msgspec.json.encode(event).decode())
-                        else:
-                            _print_line(event, prefix)
-                return
+                return await _follow(backend, run_id, quiet=False, as_json=as_json)
+            prefix = len(await backend.steps(run_id)) > 1
             for line in await backend.logs(run_id):
                 if as_json:
                     click.echo(msgspec.json.encode(line).decode())
                 else:
                     _print_line(line, prefix)
+            return None
 
-    _execute(main())
+    run = _execute(main())
+    if run is not None:
+        click.echo(_summary(run), err=True)
+        sys.exit(_exit_code(run, interrupted=False))
 
 
 @click.command("cancel")
@@ -370,8 +450,10 @@ def cancel_command(run_id: str, as_json: bool, server: str | None, data_dir: str
     """Cancel a run: TERM to all its processes, KILL after the grace period."""
     settings = _settings(server=server, data_dir=data_dir)
 
+    remote = server_url(settings)
+
     async def main() -> Run:
-        async with open_backend(settings, execute=settings.server is None) as backend:
+        async with open_backend(settings, execute=remote is None, server=remote) as backend:
             return await backend.cancel_run(run_id)
 
     run = _execute(main())
@@ -393,22 +475,22 @@ def artifacts_group(
     server: str | None,
     data_dir: str | None,
 ) -> None:
-    """List artifacts (`--json` prints the API's `{"artifacts": [...]}`)."""
+    """List artifacts (`--json` prints the API's `{"artifacts": [...], "total": N}`)."""
     if ctx.invoked_subcommand is not None:
         return
     settings = _settings(server=server, data_dir=data_dir)
 
-    async def main() -> list[Any]:
-        async with open_backend(settings) as backend:
+    async def main() -> ArtifactList:
+        async with open_backend(settings, server=server_url(settings)) as backend:
             return await backend.list_artifacts(run_id=run_id, limit=limit)
 
-    items = _execute(main())
+    page = _execute(main())
     if as_json:
-        _dump({"artifacts": items})
+        _dump(page)
         return
     _table(
         ("ARTIFACT", "RUN", "PATH", "TYPE", "BYTES"),
-        [(a.id, a.run_id, a.path, a.media_type, str(a.size_bytes)) for a in items],
+        [(a.id, a.run_id, a.path, a.media_type, str(a.size_bytes)) for a in page.artifacts],
     )
 
 
@@ -421,7 +503,7 @@ def artifacts_group(
     default=".",
     show_default=True,
     metavar="PATH",
-    help="File to write, or a directory to put it in under its name.",
+    help="File to write, or a directory (existing, or ending in /) to put it in under its name.",
 )
 @server_option
 @data_dir_option
@@ -430,13 +512,21 @@ def artifacts_get(artifact_id: str, dest: str, server: str | None, data_dir: str
     settings = _settings(server=server, data_dir=data_dir)
 
     async def main() -> Path:
-        async with open_backend(settings) as backend:
-            return await backend.download(artifact_id, Path(dest))
+        async with open_backend(settings, server=server_url(settings)) as backend:
+            return await backend.download(artifact_id, dest)
 
     click.echo(str(_execute(main())))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    for command in (run_command, runs_group, logs_command, cancel_command, artifacts_group):
+    commands = (
+        run_command,
+        restart_command,
+        runs_group,
+        logs_command,
+        cancel_command,
+        artifacts_group,
+    )
+    for command in commands:
         cli.add_command(command)

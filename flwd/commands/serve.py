@@ -7,16 +7,23 @@ import logging
 import os
 import signal
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 import msgspec
 import uvicorn
 
-from flwd import __version__
+from flwd import API_PREFIX, __version__
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
-from flwd.settings import Settings, SettingsError, load_settings
+from flwd.local_server import (
+    ServerInfo,
+    process_start_ticks,
+    remove_server_file,
+    write_server_file,
+)
+from flwd.settings import Settings, SettingsError, load_settings, parse_duration
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -31,16 +38,53 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            for server in self.servers:
+                for listener in server.sockets:
+                    bound_sends(listener, self.settings)
             # Everything built so far (modules, the app, the catalog) lives as long as the
             # process: keep it out of the cyclic collector's full passes, which otherwise
             # walked it all and paused the event loop for ~50 ms under load.
             gc.collect()
             gc.freeze()
             base = f"http://{_url_host(self.settings.host)}:{self.settings.port}"
+            self.announce()
             click.echo(
-                f"flwd {__version__} serving {base}/api/v1 (docs {base}/api/docs, "
+                f"flwd {__version__} serving {base}{API_PREFIX} (docs {base}/api/docs, "
                 f"data {self.settings.data_path.resolve()})",
             )
+
+    def announce(self) -> None:
+        """Write `server.json` into the data dir, so local commands find this server."""
+        port = self.settings.port
+        for server in self.servers:  # the bound port (the setting may be 0)
+            for sock in server.sockets:
+                port = sock.getsockname()[1]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            self.settings.host, self.settings.host
+        )
+        pid = os.getpid()
+        info = ServerInfo(
+            url=f"http://{_url_host(host)}:{port}",
+            pid=pid,
+            started_at=datetime.now(UTC),
+            version=__version__,
+            process_start=process_start_ticks(pid),
+        )
+        write_server_file(self.settings.data_path, info)
+
+
+def bound_sends(listener: Any, settings: Settings) -> None:
+    """Options on a listening socket that its accepted connections inherit (Linux):
+    `SO_SNDBUF` caps the kernel memory a client that stops reading can pin (autotuning
+    lets it grow to 4 MiB each), and `TCP_USER_TIMEOUT` makes the kernel reset a
+    connection whose client has taken nothing for `send_timeout` seconds, which frees
+    its buffers even while the server still holds unsent data for it (asyncio's `close`
+    would wait for that data to be taken, that is, for ever)."""
+    if settings.send_buffer:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None and listener.family in (socket.AF_INET, socket.AF_INET6):
+        listener.setsockopt(socket.IPPROTO_TCP, user_timeout, int(settings.send_timeout * 1000))
 
 
 def _url_host(host: str) -> str:
@@ -71,6 +115,15 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     )
 
 
+def _duration(flag: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except SettingsError as exc:
+        raise click.UsageError(f"{flag}: {exc}") from exc
+
+
 def _settings(**flags: Any) -> Settings:
     try:
         return load_settings(**flags)
@@ -91,9 +144,41 @@ def _settings(**flags: Any) -> Settings:
 @click.option("--data-dir", default=None, help="Database and artifacts [.flwd; FLWD_DATA_DIR].")
 @click.option("--profile", default=None, help="Security profile [secure; FLWD_PROFILE].")
 @click.option(
+    "--send-timeout",
+    default=None,
+    help="Cut a client that takes no data for this long, e.g. 5s [5s; FLWD_SEND_TIMEOUT].",
+)
+@click.option(
+    "--send-buffer",
+    type=int,
+    default=None,
+    help="Kernel send buffer per connection in bytes, 0 = autotuning [131072; FLWD_SEND_BUFFER].",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=None,
     help="Log every request (costs ~38% of small-request throughput) [off; FLWD_ACCESS_LOG].",
+)
+@click.option(
+    "--retention-max-age",
+    metavar="DURATION",
+    default=None,
+    help="Prune finished runs older than this, unless their job says otherwise (0: never) "
+    "[30d; FLWD_RETENTION_MAX_AGE].",
+)
+@click.option(
+    "--retention-max-runs",
+    type=click.IntRange(0),
+    default=None,
+    metavar="N",
+    help="Keep at most the newest N runs per job, unless the job says otherwise (0: no "
+    "limit) [1000; FLWD_RETENTION_MAX_RUNS].",
+)
+@click.option(
+    "--prune-interval",
+    metavar="DURATION",
+    default=None,
+    help="How often the background pruning pass runs (0: never) [10m; FLWD_PRUNE_INTERVAL].",
 )
 def serve(
     host: str | None,
@@ -101,7 +186,12 @@ def serve(
     jobs: tuple[str, ...],
     data_dir: str | None,
     profile: str | None,
+    send_timeout: str | None,
+    send_buffer: int | None,
     access_log: bool | None,
+    retention_max_age: str | None,
+    retention_max_runs: int | None,
+    prune_interval: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -113,7 +203,12 @@ def serve(
         jobs=jobs or None,
         data_dir=data_dir,
         profile=profile,
+        send_timeout=_duration("--send-timeout", send_timeout),
+        send_buffer=send_buffer,
         access_log=access_log,
+        retention_max_age=_duration("--retention-max-age", retention_max_age),
+        retention_max_runs=retention_max_runs,
+        prune_interval=_duration("--prune-interval", prune_interval),
     )
     _check_data_dir_free(settings)
     _configure_logging(settings.access_log)
@@ -124,7 +219,10 @@ def serve(
     # uvicorn re-raises the signal it caught once it has shut down; a SIGTERM that led to a
     # clean shutdown should end the process with status 0, not as if killed.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run()
+    try:
+        server.run()
+    finally:
+        remove_server_file(settings.data_path, os.getpid())
     if not server.started:
         raise CliError(f"could not start on {settings.host}:{settings.port}", exit_code=1)
 

@@ -22,6 +22,7 @@ import msgspec
 from flwd.engine.output import LineStream, RunOutput
 from flwd.engine.processes import WAITED_FOR, terminate
 from flwd.engine.spawn import reaped, spawn
+from flwd.jobs.arguments import env_text
 from flwd.models import JobSpec, Run, StepSpec
 from flwd.settings import Settings
 from flwd.states import FailureReason, StepStatus
@@ -375,14 +376,7 @@ def step_environment(
     env.update(step.env)
     for name, value in args.items():
         key = "FLWD_ARG_" + "".join(c if c.isalnum() else "_" for c in name).upper()
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif value is None:
-            text = ""
-        elif isinstance(value, str | int | float):
-            text = str(value)
-        else:
-            text = msgspec.json.encode(value).decode()
+        text = env_text(value)  # the form secret_values() knows, to mask it
         if "\0" not in text:
             env[key] = text
     env.update(flwd)

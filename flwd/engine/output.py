@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any
 
 from flwd.events.journal import Journal
+from flwd.jobs.schemas import MIN_MASKED_LENGTH
 
 MASK = "***"
 #: how often output past the head is stored and published (and a step's end flushes it)
@@ -24,27 +25,43 @@ _FLWD_LINE: dict[str, Any] = {"level": "warning", "stream": "flwd", "step_id": N
 _MASK_B = MASK.encode()
 
 
-class Redactor:
-    """Replaces every secret value by `***`, in bytes (output) and in text (everything else)."""
+# A secret shorter than MIN_MASKED_LENGTH is not masked inside free text (log lines,
+# error messages, strings of a result), where masking every "ab" or "12" would ruin the
+# text and hide nothing; it is still masked wherever it stands alone (`flwd validate`
+# warns about a secret whose schema allows it).
 
-    def __init__(self, secrets: list[str]) -> None:
+
+class Redactor:
+    """Replaces secret values by `***`: inside free text (output bytes, error messages) the
+    forms of at least `MIN_MASKED_LENGTH` characters; in a parsed JSON value, every scalar
+    equal to a secret whatever its length (`value`)."""
+
+    def __init__(self, secrets: list[str], *, has_secrets: bool = False) -> None:
+        """`secrets`: every text form of every secret (see
+        `flwd.jobs.arguments.secret_values`); `has_secrets`: the run has secret arguments
+        even if none has text to mask (a boolean), so its arguments file is blanked."""
+        self.exact = frozenset(s for s in secrets if s)
+        self.has_secrets = has_secrets or bool(self.exact)
         values: set[str] = set()
-        for secret in secrets:
-            if not secret:
-                continue
-            values.add(secret)
-            # the form a secret takes inside a JSON string (results, args echoed as JSON)
-            escaped = json.dumps(secret)[1:-1]
-            values.add(escaped)
+        for secret in self.exact:
+            # the forms a secret takes inside a JSON string (results, args echoed as JSON),
+            # with and without \u escapes
+            for form in (
+                secret,
+                json.dumps(secret)[1:-1],
+                json.dumps(secret, ensure_ascii=False)[1:-1],
+            ):
+                if len(form) >= MIN_MASKED_LENGTH:
+                    values.add(form)
             # a multi-line secret printed line by line; tiny fragments would mask noise
-            values.update(part for part in secret.splitlines() if len(part) >= 4)
+            values.update(p for p in secret.splitlines() if len(p) >= MIN_MASKED_LENGTH)
         # longest first, so a secret containing another is masked whole
         self.values = sorted(values, key=len, reverse=True)
         self.values_b = [v.encode() for v in self.values]
         self.longest = max((len(v) for v in self.values_b), default=0)
 
     def __bool__(self) -> bool:
-        return bool(self.values)
+        return self.has_secrets
 
     def mask_bytes(self, data: bytes) -> bytes:
         for value in self.values_b:
@@ -58,6 +75,11 @@ class Redactor:
                 text = text.replace(value, MASK)
         return text
 
+    def reveals(self, text: str) -> bool:
+        """Whether `text` still holds a secret of any length, as it is or as Python quotes
+        it (for messages that quote values: better a generic message than a leak)."""
+        return any(s in text or repr(s)[1:-1] in text for s in self.exact)
+
     def cut_tail(self, head: bytes) -> bytes:
         """Mask a secret's beginning left at the end of `head` by a cut mid-line."""
         for value in self.values_b:
@@ -67,10 +89,26 @@ class Redactor:
         return head
 
     def value(self, value: Any) -> Any:
-        """A JSON value with secrets masked in every string (keys included)."""
-        if not self.values:
+        """A parsed JSON value with secrets masked: a scalar equal to a secret (a string,
+        or a number or boolean whose JSON text is the secret) becomes the string `***`;
+        other strings, object keys included, have the secrets inside them masked as in
+        free text. Structure and every other value are kept as they are."""
+        if not self.exact:
             return value
-        return json.loads(self.mask_text(json.dumps(value)))
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return MASK if value in self.exact else self.mask_text(value)
+        if isinstance(value, dict):
+            return {self._walk(key): self._walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._walk(item) for item in value]
+        if isinstance(value, bool):
+            return MASK if ("true" if value else "false") in self.exact else value
+        if isinstance(value, int | float):
+            return MASK if json.dumps(value) in self.exact or str(value) in self.exact else value
+        return value
 
 
 class RunOutput:

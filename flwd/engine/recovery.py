@@ -3,7 +3,9 @@
 Runs found `running` were being executed by a process that is gone (killed, crashed, power
 lost): their processes are terminated and they become `failed` with reason `lost`. Runs
 found `pending` never started; they are queued again, unless they need secret arguments,
-which are never stored and so cannot be recovered.
+which are never stored and so cannot be recovered. Steps found `pending` or `running` in a
+run that already ended (flwd failed while finishing it) are ended too: `failed` with reason
+`internal`, their processes terminated, each with its `step.finished` event.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from flwd.engine.processes import group_members, run_processes, terminate
 from flwd.events.journal import Journal, iso
 from flwd.models import Run, utcnow
-from flwd.states import FailureReason, RunStatus
+from flwd.states import FailureReason, RunStatus, StepStatus
 from flwd.storage import runs as rows
 from flwd.storage.runs import RunRepository
 
@@ -61,6 +63,48 @@ async def recover_lost_runs(repo: RunRepository, journal: Journal, grace: float)
         )
         log.warning("run %s was left running by a previous flwd process: marked lost", run.run_id)
     return lost
+
+
+REPAIRED_MESSAGE = (
+    "flwd did not record how this step ended (it failed while finishing the run); ended at start-up"
+)
+
+
+async def repair_unended_steps(repo: RunRepository, journal: Journal, grace: float) -> int:
+    """End the steps left `pending`/`running` in runs that are already terminal; returns
+    how many were repaired."""
+    repaired = 0
+    for run_id, job_id, step_id, attempt, pgid in await repo.unended_steps_of_ended_runs():
+        if pgid is not None and set(run_processes(run_id)).intersection(group_members(pgid)):
+            await terminate(pgid, grace=grace)
+        await journal.append(
+            "step.finished",
+            run_id,
+            job_id,
+            {
+                "step_id": step_id,
+                "status": StepStatus.FAILED.value,
+                "attempt": attempt,
+                "reason": FailureReason.INTERNAL.value,
+                "exit_code": None,
+                "signal": None,
+                "error": REPAIRED_MESSAGE,
+            },
+            statements=[
+                rows.update_step(
+                    run_id,
+                    step_id,
+                    status=StepStatus.FAILED.value,
+                    reason=FailureReason.INTERNAL.value,
+                    error=REPAIRED_MESSAGE,
+                    finished_at=utcnow(),
+                    pgid=None,
+                )
+            ],
+        )
+        log.warning("step %s of ended run %s was never ended: repaired", step_id, run_id)
+        repaired += 1
+    return repaired
 
 
 def clean_work_root(work_root: Path, keep: set[str]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,6 +80,10 @@ class ActiveRun:
     step_started: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     #: the run as stored by its `run.finished`, once committed
     final: Run | None = None
+    #: steps whose terminal `step.finished` was posted
+    ended_steps: set[str] = field(default_factory=set)
+    #: set when flwd itself failed: the steps still running are stopped and end `internal`
+    failing: bool = False
 
 
 class RunExecutor:
@@ -162,8 +167,7 @@ class RunExecutor:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, room, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
-            log.exception("run %s failed inside flwd", run.run_id)
-            error = active.redactor.mask_text(f"internal error: {exc}")
+            error = _internal_error(active, exc, "failed inside flwd")
         finally:
             if timer is not None:
                 timer.cancel()
@@ -187,6 +191,7 @@ class RunExecutor:
             return
         state = dict.fromkeys(steps, StepStatus.PENDING)
         running: dict[asyncio.Task[Outcome], StepSpec] = {}
+        crashed: BaseException | None = None
         while True:
             if not active.stop.is_set():
                 for step in steps.values():
@@ -202,11 +207,21 @@ class RunExecutor:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 step = running.pop(task)
+                if task.exception() is not None:
+                    # flwd failed in this step: stop the others, wait for them to end,
+                    # then let the run end `internal` (see `_finish`)
+                    crashed = crashed or task.exception()
+                    active.failing = True
+                    active.stop.set()
+                    state[step.id] = StepStatus.FAILED
+                    continue
                 outcome = task.result()
                 state[step.id] = outcome.status
                 outcomes[step.id] = outcome
                 if outcome.status is StepStatus.FAILED:
                     self._skip_dependants(active, step.id, steps, state, outcomes)
+        if crashed is not None:
+            raise crashed
         for step_id, status in state.items():
             if status is StepStatus.PENDING:  # never started: the run was stopped
                 outcomes[step_id] = Outcome(status=StepStatus.CANCELLED)
@@ -340,10 +355,14 @@ class RunExecutor:
             if raw is None:
                 return outcome
             value = msgspec.json.decode(raw)
+            # kept as parsed, for the run's result_schema; only masked copies leave
+            masked = active.redactor.value(value)
         except UnsafeEntry as exc:
             problem = str(exc)
         except msgspec.DecodeError as exc:
             problem = f"result file is not valid JSON: {exc}"
+        except RecursionError:
+            problem = "result file is nested too deeply (arrays or objects within each other)"
         if problem is not None:
             return Outcome(
                 status=StepStatus.FAILED,
@@ -351,15 +370,14 @@ class RunExecutor:
                 exit_code=0,
                 error=active.redactor.mask_text(problem),
             )
-        value = active.redactor.value(value)
         results[step.id] = value
         self.journal.post(
             "step.output",
             active.run.run_id,
             active.job.id,
-            {"step_id": step.id, "value": value},
+            {"step_id": step.id, "value": masked},
             statements=[
-                rows.update_step(active.run.run_id, step.id, result=msgspec.json.encode(value))
+                rows.update_step(active.run.run_id, step.id, result=msgspec.json.encode(masked))
             ],
             wait=False,
         )
@@ -374,6 +392,17 @@ class RunExecutor:
         attempt: int,
         retrying: bool = False,
     ) -> None:
+        if active.failing and outcome.status is StepStatus.CANCELLED:
+            # stopped because flwd failed elsewhere in the run, not by anyone's cancel
+            outcome = Outcome(
+                status=StepStatus.FAILED,
+                reason=FailureReason.INTERNAL,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                error=_STOPPED_BY_INTERNAL,
+            )
+        if not retrying:
+            active.ended_steps.add(step_id)
         data: dict[str, Any] = {
             "step_id": step_id,
             "status": outcome.status.value,
@@ -425,18 +454,18 @@ class RunExecutor:
                 for note in collected.notes():
                     await output.note(note)
         except Exception as exc:
-            log.exception("finishing run %s failed", run.run_id)
-            error = error or active.redactor.mask_text(f"internal error: {exc}")
-        result = _run_result(job, results)
-        fields = _terminal_fields(active, outcomes, error)
-        if fields["status"] == RunStatus.SUCCESS.value and result is not None and job.result_schema:
-            problems = _schema_problems(job.result_schema, result.value)
-            if problems:
-                fields.update(
-                    status=RunStatus.FAILED.value,
-                    reason=FailureReason.ERROR.value,
-                    error="result does not match result_schema: " + "; ".join(problems),
-                )
+            error = error or _internal_error(active, exc, "could not be finished")
+        try:
+            if error is None and not active.ended_steps.issuperset(s.id for s in job.steps):
+                error = "internal error: a step of the run was never reported finished"
+            fields, result = _terminal_fields(active, outcomes, error), None
+            if results:
+                fields, result = self._checked_result(active, fields, results)
+        except Exception as exc:
+            error = error or _internal_error(active, exc, "could not be finished")
+            fields, result = _terminal_fields(active, outcomes, error), None
+        if fields.get("reason") == FailureReason.INTERNAL.value:
+            self._end_remaining_steps(active)
         fields["finished_at"] = utcnow()
         if result is not None:
             fields["result"] = msgspec.json.encode(result)
@@ -475,6 +504,38 @@ class RunExecutor:
             )
         finally:
             active.done.set()
+
+    def _checked_result(
+        self, active: ActiveRun, fields: dict[str, Any], results: dict[str, Any]
+    ) -> tuple[dict[str, Any], Result]:
+        """The run's result, checked against the job's `result_schema` as the steps wrote
+        it, then masked: secrets never corrupt a value nor make it fail its schema."""
+        job, redactor = active.job, active.redactor
+        order = [step.id for step in job.steps if step.id in results]
+        value = results[order[-1]]
+        if fields["status"] == RunStatus.SUCCESS.value and job.result_schema:
+            problems = _schema_problems(job.result_schema, value, redactor)
+            if problems:
+                fields = {
+                    "status": RunStatus.FAILED.value,
+                    "reason": FailureReason.ERROR.value,
+                    "error": "result does not match result_schema: " + "; ".join(problems),
+                }
+        masked = {k: redactor.value(results[k]) for k in order}
+        return fields, Result(value=masked[order[-1]], steps=masked)
+
+    def _end_remaining_steps(self, active: ActiveRun) -> None:
+        """After flwd failed: every step not ended yet ends `failed`/`internal`."""
+        for step in active.job.steps:
+            if step.id in active.ended_steps:
+                continue
+            try:
+                active.failing = True
+                self._step_finished(
+                    active, step.id, Outcome(status=StepStatus.CANCELLED), attempt=0
+                )
+            except Exception:
+                log.exception("could not end step %s of run %s", step.id, active.run.run_id)
 
     def _discard_room(self, active: ActiveRun, room: Room | None) -> asyncio.Future[None] | None:
         """Put the run's room away; with secret arguments (which its results, artifact
@@ -519,19 +580,32 @@ def _time_out(active: ActiveRun) -> None:
     active.stop.set()
 
 
-def _run_result(job: JobSpec, results: dict[str, Any]) -> Result | None:
-    if not results:
-        return None
-    order = [step.id for step in job.steps if step.id in results]
-    return Result(value=results[order[-1]], steps={k: results[k] for k in order})
+_STOPPED_BY_INTERNAL = "stopped: flwd failed internally while running this run (see its error)"
 
 
-def _schema_problems(schema: dict[str, Any], value: Any) -> list[str]:
+def _internal_error(active: ActiveRun, exc: BaseException, what: str) -> str:
+    """Log a failure of flwd itself (its traceback with secrets masked) and return the
+    run's error message, which names no secret of any length."""
+    trace = "".join(traceback.format_exception(exc))
+    log.error("run %s %s:\n%s", active.run.run_id, what, active.redactor.mask_text(trace))
+    message = active.redactor.mask_text(f"internal error: {type(exc).__name__}: {exc}")
+    if active.redactor.reveals(message):
+        message = f"internal error: {type(exc).__name__} (details in the server log)"
+    return message
+
+
+def _schema_problems(schema: dict[str, Any], value: Any, redactor: Redactor) -> list[str]:
+    """What is wrong with a result, as `pointer: message`; a message that would quote a
+    secret is replaced by a generic one."""
     validator = jsonschema.Draft202012Validator(schema)
-    return [
-        f"/{'/'.join(str(p) for p in error.absolute_path)}: {error.message}"
-        for error in validator.iter_errors(value)
-    ]
+    problems = []
+    for error in validator.iter_errors(value):
+        path = "/".join(str(redactor.value(p)) for p in error.absolute_path)
+        message = str(error.message)
+        if redactor.reveals(message):
+            message = f"the value does not satisfy '{error.validator}' of the schema"
+        problems.append(f"/{path}: {message}")
+    return problems
 
 
 def _terminal_fields(
@@ -540,7 +614,7 @@ def _terminal_fields(
     if error is not None:
         return {
             "status": RunStatus.FAILED.value,
-            "reason": FailureReason.ERROR.value,
+            "reason": FailureReason.INTERNAL.value,
             "error": error,
         }
     if active.cancel_requested or active.shutting_down:

@@ -24,11 +24,13 @@ from ulid import ULID
 
 from flwd.engine.output import Redactor
 from flwd.engine.processes import adopt_orphans
-from flwd.engine.recovery import clean_work_root, recover_lost_runs
+from flwd.engine.recovery import clean_work_root, recover_lost_runs, repair_unended_steps
+from flwd.engine.retention import Pruner, PruneReport, job_retention
 from flwd.engine.runner import ActiveRun, RunExecutor
 from flwd.engine.scheduler import Scheduler, concurrency_key
 from flwd.errors import (
     ArtifactNotFound,
+    EventsPruned,
     FlwdError,
     IdempotencyKeyReused,
     JobNotFound,
@@ -39,11 +41,18 @@ from flwd.events.bus import EventBus
 from flwd.events.feed import IDLE_RECHECK, EventFeed
 from flwd.events.journal import Journal
 from flwd.events.records import Record
-from flwd.jobs.arguments import mask_secrets, secret_values, validate_args
+from flwd.jobs.arguments import (
+    mask_secrets,
+    secret_items,
+    secret_values,
+    validate_args,
+    without_secrets,
+)
 from flwd.jobs.registry import JobRegistry
-from flwd.models import Artifact, Event, JobSpec, LogLine, Run, Step, utcnow
+from flwd.models import Artifact, Event, JobSpec, LogLine, RetentionSpec, Run, Step, utcnow
 from flwd.settings import Settings
 from flwd.states import TERMINAL_RUN, FailureReason, RunStatus
+from flwd.storage import retention
 from flwd.storage import runs as rows
 from flwd.storage.private import PRIVATE_FILE, make_private_dir, narrow
 from flwd.storage.runs import RunRepository
@@ -110,6 +119,15 @@ class RunService:
         self._cancelling: dict[str, ActiveRun] = {}  # waiting runs being cancelled
         self._cancel_calls: dict[str, asyncio.Future[Run]] = {}
         self._lock_fd: int | None = None
+        self.pruner = Pruner(
+            self.store,
+            settings,
+            blob_root=self.executor.blob_root,
+            work_root=self.executor.work_root,
+            job_retention=self._job_retention,
+            active=self._active_runs,
+        )
+        self._pruning: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -131,9 +149,14 @@ class RunService:
             if self.pm.hook.run_event.get_hookimpls():
                 self.journal.listeners.append(self._notify_plugins)
             await recover_lost_runs(self.repo, self.journal, self.settings.kill_grace)
+            await repair_unended_steps(self.repo, self.journal, self.settings.kill_grace)
             await self._requeue_pending()
             keep = {a.run.run_id for a in self.scheduler.running() + self.scheduler.pending()}
             await asyncio.to_thread(clean_work_root, self.executor.work_root, keep)
+            if self.settings.prune_interval > 0:
+                self._pruning = asyncio.create_task(
+                    self.pruner.run_every(self.settings.prune_interval), name="flwd-pruner"
+                )
         except BaseException:
             await self.store.__aexit__(None, None, None)
             self._unlock_data_dir()
@@ -147,6 +170,7 @@ class RunService:
         if self.readonly:
             await self.store.__aexit__(None, None, None)
             return
+        await self._stop_pruning()
         self.scheduler.close()
         for active in self.scheduler.running():
             active.shutting_down = True
@@ -156,6 +180,18 @@ class RunService:
         await self.executor.aclose()
         await self.store.__aexit__(None, None, None)
         self._unlock_data_dir()
+
+    async def _stop_pruning(self) -> None:
+        """A pass in progress ends after its current batch (bounded), so that what it
+        deleted from the store is deleted from the disk too."""
+        self.pruner.stop()
+        if self._pruning is not None:
+            task, self._pruning = self._pruning, None
+            if self.pruner.busy:  # mid-pass: let its current batch finish
+                await asyncio.wait({task}, timeout=10)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _lock_data_dir(self) -> None:
         self._lock_fd = lock_data_dir(self.settings)
@@ -208,6 +244,8 @@ class RunService:
     ) -> Run:
         self.scheduler.check_capacity()
         secrets = secret_values(job, validated)
+        # a secret with no text to mask (a boolean) still must not be stored or resumed
+        has_secrets = bool(secrets) or next(secret_items(job, validated), None) is not None
         run = Run(
             run_id=f"run_{ULID()}",
             job_id=job.id,
@@ -217,7 +255,7 @@ class RunService:
             args=masked,
             job_digest=job.digest,
         )
-        statements = [rows.insert_run(run, has_secrets=bool(secrets))]
+        statements = [rows.insert_run(run, has_secrets=has_secrets)]
         statements += rows.insert_steps(run.run_id, job.steps)
         statements += [
             rows.insert_idempotency_key(tenant, key, fp, run.run_id, run.created_at)
@@ -235,7 +273,7 @@ class RunService:
             run=run,
             job=job,
             args=validated,
-            redactor=Redactor(secrets),
+            redactor=Redactor(secrets, has_secrets=has_secrets),
             concurrency_key=concurrency_key(
                 job.concurrency.key if job.concurrency else None, validated
             ),
@@ -279,7 +317,7 @@ class RunService:
         stored, so they must be given again in `args` (which also overrides others)."""
         previous = await self.get_run(run_id)
         job = self.registry.catalog.get(previous.job_id)
-        merged = {k: v for k, v in previous.args.items() if k not in job.secret_args}
+        merged = without_secrets(job, previous.args)
         merged.update(args or {})
         return await self.create_run(
             job.id, merged, tenant=previous.tenant, idempotency_key=idempotency_key
@@ -392,6 +430,41 @@ class RunService:
         await self.get_run(run_id)
         return await self.repo.steps(run_id)
 
+    # -- retention ------------------------------------------------------------------------
+
+    def _job_retention(self, job_id: str) -> RetentionSpec | None:
+        """The job's `retention:`; a job whose config is invalid keeps everything (its
+        block cannot be read); a job that is gone follows the defaults."""
+        return job_retention(self._registry.catalog if self._registry else None, job_id)
+
+    def _active_runs(self) -> list[Run]:
+        actives = self.scheduler.running() + self.scheduler.pending()
+        return [a.run for a in actives] + [a.run for a in self._cancelling.values()]
+
+    async def prune(
+        self,
+        *,
+        dry_run: bool = False,
+        now: datetime | None = None,
+        max_age: float | None = None,
+        max_runs: int | None = None,
+    ) -> PruneReport:
+        """One retention pass now (see `flwd.engine.retention`)."""
+        return await self.pruner.prune(dry_run=dry_run, now=now, max_age=max_age, max_runs=max_runs)
+
+    async def check_resume(
+        self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
+    ) -> None:
+        """Raise `EventsPruned` when a stream resuming after `since` would miss events
+        that retention deleted: some pruned event of the stream (any run's, or `job_id`'s
+        runs') has an id above `since`. A stream of one run needs no check: a run that
+        still exists has all its events (a pruned one answers `RunNotFound`)."""
+        if since is None or run_id is not None:
+            return
+        through = await retention.pruned_through(self.store, job_id)
+        if since < through:
+            raise EventsPruned(since, through)
+
     # -- artifacts, logs, events ----------------------------------------------------------
 
     async def list_artifacts(
@@ -415,11 +488,27 @@ class RunService:
         since_id: int | None = None,
         since_time: datetime | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> list[LogLine]:
+        """The run's log lines after event id `since_id` (or stamped after `since_time`),
+        the first `limit` of them; or, with `tail`, its last `tail` lines. Read a few
+        chunks at a time, never the whole log at once unless all of it is asked for."""
         await self.get_run(run_id)
-        return await self.journal.read_logs(
-            run_id, since_id=since_id or 0, since_time=since_time, limit=limit
-        )
+        after = since_id or 0
+        if tail is not None:
+            after = await self.journal.tail_position(run_id, tail)
+            limit = tail if limit is None else min(limit, tail)
+        elif since_time is not None:
+            after = max(after, await self.journal.time_position(run_id, since_time))
+        return await self.journal.read_logs(run_id, since_id=after, limit=limit)
+
+    async def count_logs(self, run_id: str) -> int:
+        """How many log lines of the run are stored."""
+        return await self.journal.count_logs(run_id)
+
+    async def log_position(self, run_id: str, moment: datetime) -> int:
+        """The event id after which the run's events stamped after `moment` start."""
+        return await self.journal.time_position(run_id, moment)
 
     async def run_ended(self, run_id: str) -> bool:
         run = await self.repo.get(run_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwd.events.records import Record
 
@@ -31,9 +31,18 @@ def _size(record: Record) -> int:
 
 class Subscription:
     def __init__(
-        self, bus: EventBus, run_id: str | None, job_id: str | None, maxsize: int, maxbytes: int
+        self,
+        bus: EventBus,
+        run_id: str | None,
+        job_id: str | None,
+        maxsize: int,
+        maxbytes: int,
+        on_overflow: Callable[[], None] | None = None,
     ) -> None:
         self._bus = bus
+        #: Called once when the subscriber is cut off, so a stream blocked on a client
+        #: that does not read can be ended at once rather than at its next `take`.
+        self.on_overflow = on_overflow
         self.run_id = run_id
         self.job_id = job_id
         self.maxsize = maxsize
@@ -61,6 +70,8 @@ class Subscription:
                 queue.clear()
                 self._bytes = 0
                 self._bus.unsubscribe(self)
+                if self.on_overflow is not None:
+                    self.on_overflow()
                 break
             queue.append(record)
             self._bytes += size
@@ -111,6 +122,11 @@ class Subscription:
         return records
 
     @property
+    def first_id(self) -> int | None:
+        """The id of the oldest record queued (None when none is)."""
+        return self._queue[0].id if self._queue else None
+
+    @property
     def pending(self) -> int:
         """Records queued and not yet taken."""
         return len(self._queue)
@@ -129,7 +145,7 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, maxsize: int = 4096, maxbytes: int = 16 * 2**20) -> None:
+    def __init__(self, maxsize: int = 4096, maxbytes: int = 4 * 2**20) -> None:
         self.maxsize = maxsize
         self.maxbytes = maxbytes
         self._by_run: dict[str, set[Subscription]] = {}
@@ -142,8 +158,11 @@ class EventBus:
         job_id: str | None = None,
         maxsize: int | None = None,
         maxbytes: int | None = None,
+        on_overflow: Callable[[], None] | None = None,
     ) -> Subscription:
-        sub = Subscription(self, run_id, job_id, maxsize or self.maxsize, maxbytes or self.maxbytes)
+        sub = Subscription(
+            self, run_id, job_id, maxsize or self.maxsize, maxbytes or self.maxbytes, on_overflow
+        )
         if run_id is None:
             self._unfiltered.add(sub)
         else:

@@ -31,6 +31,16 @@ _INSERT = (
 )
 _DELETE_OUTPUT = f"DELETE FROM events WHERE id = ? AND type = '{OUTPUT}'"
 _encode = msgspec.json.Encoder().encode
+#: A page of stored events holds at most this many rows ...
+PAGE_ROWS = 500
+#: ... and about this many bytes: a replay or a page of logs holds one page at a time.
+PAGE_BYTES = 256 * 1024
+#: What a chunk of output may hold at most (one 64 KiB read of a pipe plus a partial
+#: line), and a line (the default line limit): sizes are estimated from line counts.
+_CHUNK_BYTES = 80 * 1024
+_LINE_BYTES = 16 * 1024
+#: Chunks of output read at once by `read_logs` (a page of lines is read in these steps).
+_LOG_ROWS = 16
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
@@ -160,9 +170,12 @@ class Journal:
         since: int = 0,
         run_id: str | None = None,
         job_id: str | None = None,
-        limit: int = 500,
+        limit: int = PAGE_ROWS,
+        page_bytes: int = PAGE_BYTES,
     ) -> list[Record]:
-        """Stored rows holding events with id > since, in id order."""
+        """Stored rows holding events with id > since, in id order: at most `limit` rows
+        and about `page_bytes` of them (estimated without reading them), so a page costs
+        little memory however large the log is."""
         start_row = await self.store.fetchone(
             "SELECT id FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1", (since + 1,)
         )
@@ -175,9 +188,23 @@ class Journal:
         if job_id is not None:
             clauses.append("job_id = ?")
             params.append(job_id)
+        where = " AND ".join(clauses)
+        # Where the page ends, from ids and types only (no text is read): where the
+        # estimated size of its rows reaches `page_bytes`. A chunk of output holds at most
+        # one pipe read plus a partial line (~80 KiB) and at most a line limit per line.
+        end = await self.store.fetchone(
+            "SELECT id FROM (SELECT id, SUM(CASE WHEN type = ? "
+            "THEN MIN(?, (last_id - id + 1) * ?) ELSE 256 END) OVER (ORDER BY id) AS size "
+            f"FROM (SELECT id, last_id, type FROM events WHERE {where} ORDER BY id LIMIT ?)) "
+            "WHERE size >= ? LIMIT 1",
+            (OUTPUT, _CHUNK_BYTES, _LINE_BYTES, *params, limit, page_bytes),
+        )
+        if end is not None:
+            where += " AND id <= ?"
+            params.append(int(end[0]))
         rows = await self.store.fetchall(
             "SELECT id, last_id, run_id, job_id, type, ts, data, text FROM events WHERE "
-            + " AND ".join(clauses)
+            + where
             + " ORDER BY id LIMIT ?",
             (*params, limit),
         )
@@ -215,30 +242,72 @@ class Journal:
         return events[:limit]
 
     async def read_logs(
-        self,
-        run_id: str,
-        *,
-        since_id: int = 0,
-        since_time: datetime | None = None,
-        limit: int | None = None,
+        self, run_id: str, *, since_id: int = 0, limit: int | None = None
     ) -> list[LogLine]:
-        sql = "SELECT id, ts, data, text FROM events WHERE run_id = ? AND type = ? AND last_id > ?"
-        params: list[Any] = [run_id, OUTPUT, since_id]
-        if since_time is not None:
-            sql += " AND ts >= ?"
-            params.append(iso(since_time))
-        rows = await self.store.fetchall(sql + " ORDER BY id", params)
+        """The run's log lines with id > `since_id`, in order: the first `limit` of them
+        (all when None). Read in pages of a few chunks (keyset on the row id), so a page
+        boundary inside a chunk neither loses nor repeats a line: line `i` of the chunk
+        stored in row `id` is the event `id + i`, and only lines after `since_id` count."""
         lines: list[LogLine] = []
-        for r in rows:
-            record = Record(
-                id=r[0],
-                last_id=r[0],
-                run_id=run_id,
-                job_id="",
-                type=OUTPUT,
-                ts=datetime.fromisoformat(r[1]),
-                data=_decode(r[2]),
-                text=r[3],
+        cursor = since_id
+        while limit is None or len(lines) < limit:
+            rows = await self.store.fetchall(
+                "SELECT id, last_id, ts, data, text FROM events "
+                "WHERE run_id = ? AND type = ? AND last_id > ? ORDER BY id LIMIT ?",
+                (run_id, OUTPUT, cursor, _LOG_ROWS),
             )
-            lines.extend(line for line in record.log_lines() if line.id > since_id)
-        return lines[:limit] if limit is not None else lines
+            if not rows:
+                break
+            for r in rows:
+                record = Record(
+                    id=r[0],
+                    last_id=r[1],
+                    run_id=run_id,
+                    job_id="",
+                    type=OUTPUT,
+                    ts=datetime.fromisoformat(r[2]),
+                    data=_decode(r[3]),
+                    text=r[4],
+                )
+                room = None if limit is None else limit - len(lines)
+                lines.extend(record.log_lines(after=cursor, limit=room))
+                if limit is not None and len(lines) >= limit:
+                    return lines
+            cursor = int(rows[-1][1])
+        return lines
+
+    async def count_logs(self, run_id: str) -> int:
+        """How many log lines of the run are stored (from row ids: no text is read)."""
+        row = await self.store.fetchone(
+            "SELECT COALESCE(SUM(last_id - id + 1), 0) FROM events WHERE run_id = ? AND type = ?",
+            (run_id, OUTPUT),
+        )
+        return int(row[0]) if row else 0
+
+    async def tail_position(self, run_id: str, lines: int) -> int:
+        """The id after which the run's last `lines` stored log lines start (0 when the
+        log is shorter), found from the newest rows' ids alone: no text is read."""
+        rows = await self.store.fetchall(
+            "SELECT id, last_id FROM events WHERE run_id = ? AND type = ? ORDER BY id DESC LIMIT ?",
+            (run_id, OUTPUT, lines),
+        )
+        wanted = lines
+        for first, last in rows:
+            count = last - first + 1
+            if count >= wanted:
+                return int(last) - wanted
+            wanted -= count
+        return 0
+
+    async def time_position(self, run_id: str, moment: datetime) -> int:
+        """The id after which the run's events stamped after `moment` start (a chunk of
+        lines has one timestamp, so a chunk is before or after as a whole)."""
+        row = await self.store.fetchone(
+            "SELECT MIN(id) FROM events WHERE run_id = ? AND ts > ?", (run_id, iso(moment))
+        )
+        if row is not None and row[0] is not None:
+            return int(row[0]) - 1
+        last = await self.store.fetchone(
+            "SELECT COALESCE(MAX(last_id), 0) FROM events WHERE run_id = ?", (run_id,)
+        )
+        return int(last[0]) if last else 0

@@ -6,6 +6,8 @@ line `i` of it is the event `id + i`. Lines are split only when served.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -67,12 +69,50 @@ class Record:
                 ]
         return self._events
 
-    def log_lines(self) -> list[LogLine]:
+    def iter_events(self, after: int = 0) -> Iterator[Event]:
+        """The events with id > `after`, made one at a time and not kept (unless
+        `events()` already made them): a replay holds only what it is sending."""
+        if self._events is not None or self.type != OUTPUT or self.text is None:
+            yield from (event for event in self.events() if event.id > after)
+            return
+        skip = max(0, after - self.id + 1)
+        for i, line in enumerate(_lines(self.text, skip), start=skip):
+            yield Event(
+                id=self.id + i,
+                type=OUTPUT,
+                run_id=self.run_id,
+                job_id=self.job_id,
+                timestamp=self.ts,
+                data={**self.data, "message": line},
+            )
+
+    def log_lines(self, *, after: int = 0, limit: int | None = None) -> list[LogLine]:
+        """The log lines with id > `after`, at most `limit` of them."""
         if self.type != OUTPUT or self.text is None:
             return []
         level = str(self.data.get("level", "info"))
         step_id = self.data.get("step_id")
+        skip = max(0, after - self.id + 1)
+        lines = _lines(self.text, skip)
+        if limit is not None:
+            lines = itertools.islice(lines, limit)
         return [
             LogLine(id=self.id + i, timestamp=self.ts, level=level, message=line, step_id=step_id)
-            for i, line in enumerate(self.text.split("\n"))
+            for i, line in enumerate(lines, start=skip)
         ]
+
+
+def _lines(text: str, skip: int) -> Iterator[str]:
+    """The lines of a chunk, from line `skip` on, split lazily."""
+    start = 0
+    for _ in range(skip):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start:end]
+        start = end + 1

@@ -125,11 +125,12 @@ def _field_errors(job: JobSpec, error: ValidationError, secrets: list[str]) -> I
 
 def _message(job: JobSpec, error: ValidationError, path: list[Any], secrets: list[str]) -> str:
     """jsonschema's message, which quotes the failing value: never let it echo a secret.
-    An error at a secret argument gets a message without its value; an error about the
-    whole arguments object (`anyOf`, `maxProperties`, ...) quotes them with secrets masked;
-    anything else that still contains a secret's text falls back to a generic message."""
+    An error at (or inside) a secret argument gets a message without its value; an error
+    about the whole arguments object (`anyOf`, `maxProperties`, ...) quotes them with
+    secrets masked; anything else that still contains a secret's text falls back to a
+    generic message."""
     generic = f"the value does not satisfy '{error.validator}' of the schema"
-    if path and path[0] in job.secret_args:
+    if is_secret_pointer(job, _pointer(path)):
         return f"must be of type {error.validator_value}" if error.validator == "type" else generic
     message = str(error.message)
     if not path and isinstance(error.instance, dict):
@@ -156,24 +157,110 @@ def _pointer(path: list[Any]) -> str:
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
+def is_secret_pointer(job: JobSpec, pointer: str) -> bool:
+    """Whether the value at `pointer` is, or lies inside, a secret argument."""
+    return any(pointer == p or pointer.startswith(p + "/") for p in job.secret_args)
+
+
+def _parts(pointer: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+
+
+def _at(value: Any, parts: list[str]) -> tuple[Any, Any] | None:
+    """(the container holding the value at `parts`, its key) when that value exists."""
+    for i, part in enumerate(parts):
+        key: Any = part
+        if isinstance(value, list):
+            if not part.isdigit() or int(part) >= len(value):
+                return None
+            key = int(part)
+        elif not isinstance(value, dict) or part not in value:
+            return None
+        if i == len(parts) - 1:
+            return value, key
+        value = value[key]
+    return None
+
+
+def secret_items(job: JobSpec, args: Any) -> Iterator[Any]:
+    """The values of the secret arguments present in `args` (None values left out)."""
+    for pointer in job.secret_args:
+        found = _at(args, _parts(pointer))
+        if found is not None and found[0][found[1]] is not None:
+            yield found[0][found[1]]
+
+
 def mask_secrets(job: JobSpec, args: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `args` with each secret argument's value replaced by `***`."""
-    return {
-        name: SECRET_MASK if name in job.secret_args and value is not None else value
-        for name, value in args.items()
-    }
+    """A copy of `args` with the value of each secret (at any depth, whatever its length
+    or type) replaced by `***`; a null stays null."""
+    masked: dict[str, Any] = dict(args)
+    if not job.secret_args:
+        return masked
+    masked = copy.deepcopy(masked)
+    for pointer in job.secret_args:
+        found = _at(masked, _parts(pointer))
+        if found is not None and found[0][found[1]] is not None:
+            found[0][found[1]] = SECRET_MASK
+    return masked
+
+
+def without_secrets(job: JobSpec, args: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `args` with each secret left out (for a restart: given again or missing)."""
+    kept: dict[str, Any] = copy.deepcopy(dict(args))
+    for pointer in job.secret_args:
+        found = _at(kept, _parts(pointer))
+        if found is not None:
+            del found[0][found[1]]
+    return kept
+
+
+def env_text(value: Any) -> str:
+    """How an argument's value is written into its `FLWD_ARG_<NAME>` variable: strings as
+    they are, booleans `true`/`false`, null empty, numbers as printed, structures as
+    compact JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float):
+        return str(value)
+    return msgspec.json.encode(value).decode()
 
 
 def secret_values(job: JobSpec, args: Mapping[str, Any]) -> list[str]:
-    """The text forms of the secret arguments' values, to redact from output. Strings as
-    they are, numbers as printed, structures as JSON; empty strings and booleans are left
-    out (redacting every `true` in a log would hide nothing and ruin the log)."""
-    found: list[str] = []
-    for name in sorted(job.secret_args):
-        value = args.get(name)
-        if value is None or isinstance(value, bool):
+    """Every text form the secret values take on their way to a step, to be masked: each
+    string inside a secret as it is, each number as printed, and for an array or object
+    also its whole JSON (compact, spaced, with and without `\\u` escapes) and its
+    environment form. Empty strings and booleans are left out (redacting every `true` in
+    a log would hide nothing and ruin the log); so are null values."""
+    found: dict[str, None] = {}
+    for value in secret_items(job, args):
+        for text in _scalar_texts(value):
+            found[text] = None
+        if isinstance(value, bool):
             continue
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        if text and text not in found:
-            found.append(text)
-    return found
+        try:
+            if isinstance(value, list | dict):
+                for ascii_only in (True, False):
+                    for separators in ((", ", ": "), (",", ":")):
+                        whole = json.dumps(value, ensure_ascii=ascii_only, separators=separators)
+                        found[whole] = None
+            found[env_text(value)] = None
+        except (TypeError, ValueError, msgspec.EncodeError):
+            continue  # not plain JSON (only before validation): its scalars are enough
+    found.pop("", None)
+    return list(found)
+
+
+def _scalar_texts(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _scalar_texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _scalar_texts(item)
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield json.dumps(value)
+        yield str(value)

@@ -24,6 +24,11 @@ class RawConcurrency(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     key: str | None = None
 
 
+class RawRetention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_age: Duration | None = None
+    max_runs: NonNegative | None = None
+
+
 class RawStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: str | None = None
     run: str | None = None
@@ -51,6 +56,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retries: NonNegative = 0
     security_profile: str | None = None
     result_schema: dict[str, Any] | None = None
+    retention: RawRetention | None = None
 
 
 CONFIG_KEYS = frozenset(RawConfig.__struct_fields__)

@@ -25,11 +25,12 @@ from flwd.jobs.schemas import (
     DEFAULT_ARGS_SCHEMA,
     close_object_schemas,
     schema_issues,
-    secret_arg_names,
+    secret_pointers,
 )
 from flwd.jobs.step_builder import build_steps
 from flwd.jobs.yamlfile import ConfigUnreadable, decode_config, parse_config
-from flwd.models import ConcurrencySpec, InvalidJob, JobSpec
+from flwd.models import ConcurrencySpec, InvalidJob, JobSpec, RetentionSpec
+from flwd.settings import SettingsError, parse_duration
 
 
 def load_job(folder: JobFolder) -> JobSpec | InvalidJob:
@@ -101,6 +102,7 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
     env = env_strings(raw.env)
     steps = build_steps(folder, raw, env, problems)
     concurrency = _concurrency(raw, args, problems)
+    retention = _retention(raw, problems)
     if problems.found or steps is None:
         return None
     namespace, name = split_job_id(folder.job_id)
@@ -122,9 +124,24 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
         retries=raw.retries,
         security_profile=raw.security_profile,
         result_schema=raw.result_schema,
-        secret_args=secret_arg_names(args),
+        secret_args=secret_pointers(args),
         digest=folder.digest,
+        retention=retention,
     )
+
+
+def _retention(raw: RawConfig, problems: Problems) -> RetentionSpec | None:
+    """`retention: {max_age, max_runs}`: either may be left out (the server's default)
+    or be 0 (no limit of that kind)."""
+    if raw.retention is None:
+        return None
+    max_age: float | None = None
+    if raw.retention.max_age is not None:
+        try:
+            max_age = parse_duration(raw.retention.max_age)
+        except SettingsError as exc:
+            problems.config(("retention", "max_age"), f"retention.max_age: {exc}")
+    return RetentionSpec(max_age=max_age, max_runs=raw.retention.max_runs)
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")

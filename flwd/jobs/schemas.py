@@ -64,16 +64,149 @@ def close_object_schemas(schema: dict[str, Any], *, top: bool = True) -> dict[st
 
 
 def is_secret(property_schema: Any) -> bool:
-    """`format: secret` or `writeOnly: true` marks an argument whose value must never be
-    shown again (responses, events, logs, results)."""
+    """`format: secret` or `writeOnly: true` on this schema itself (see `secret_pointers`
+    for the marks reached through `$ref` and composition)."""
     return isinstance(property_schema, Mapping) and (
         property_schema.get("format") == "secret" or property_schema.get("writeOnly") is True
     )
 
 
-def secret_arg_names(schema: Mapping[str, Any]) -> frozenset[str]:
-    """Names of the top-level arguments that are secret."""
-    properties = schema.get("properties")
-    if not isinstance(properties, Mapping):
-        return frozenset()
-    return frozenset(name for name, sub in properties.items() if is_secret(sub))
+#: keywords whose subschemas describe the same value as their parent
+_SAME_VALUE = ("allOf", "anyOf", "oneOf")
+_SAME_VALUE_ONE = ("then", "else")
+#: keywords whose subschemas describe values whose names or positions are not known in
+#: advance: a secret in one makes the whole object or array secret
+_UNNAMED_PARTS = ("items", "prefixItems", "additionalProperties", "patternProperties", "contains")
+
+
+def secret_pointers(schema: Mapping[str, Any]) -> tuple[str, ...]:
+    """JSON Pointers (RFC 6901, sorted) of the secret values of arguments valid under
+    `schema`, e.g. `("/creds/token", "/password")`.
+
+    A value is secret when its schema says `format: secret` or `writeOnly: true`,
+    directly, through a local `$ref` (into `$defs`, `definitions` or anywhere in the
+    schema; cycles are followed once), or in a branch of `allOf`/`anyOf`/`oneOf`/`then`/
+    `else`. Nested `properties` give nested pointers. A secret anywhere under `items`,
+    `prefixItems`, `contains`, `additionalProperties` or `patternProperties` makes the
+    whole array or object secret: its elements have no fixed name, so the pointer is the
+    array's or object's own (`/tokens`). The root itself is never a secret (arguments
+    are named); a pointer below another is left out."""
+    found: dict[str, Any] = {}
+    _collect(schema, "", schema, found, frozenset(), top=True)
+    pointers = sorted(found)
+    return tuple(p for p in pointers if not any(p.startswith(q + "/") for q in pointers if q != p))
+
+
+def _collect(
+    node: Any,
+    pointer: str,
+    root: Mapping[str, Any],
+    found: dict[str, Any],
+    seen: frozenset[int],
+    *,
+    top: bool = False,
+    probing: bool = False,
+    owner: Any = None,
+) -> None:
+    """Add to `found` each secret pointer, with `owner`: the schema of the property
+    that introduced the pointer (for `short_secrets`)."""
+    if not isinstance(node, Mapping):
+        return
+    if id(node) in seen:
+        # a recursive schema (a tree of nodes, each with a secret): the pointers would
+        # never end, so the value where the recursion starts again is secret as a whole
+        if not probing:
+            inner: dict[str, Any] = {}
+            _collect(node, pointer, root, inner, frozenset(), probing=True)
+            if inner:
+                found.setdefault(pointer, owner)
+        return
+    seen = seen | {id(node)}
+    if not top and is_secret(node):
+        found.setdefault(pointer, owner)
+        return
+    target = _resolve(root, node.get("$ref"))
+    if target is not None:
+        _collect(target, pointer, root, found, seen, top=top, probing=probing, owner=owner)
+    for key in _SAME_VALUE:
+        branches = node.get(key)
+        if isinstance(branches, list):
+            for branch in branches:
+                _collect(branch, pointer, root, found, seen, top=top, probing=probing, owner=owner)
+    for key in _SAME_VALUE_ONE:
+        _collect(node.get(key), pointer, root, found, seen, top=top, probing=probing, owner=owner)
+    properties = node.get("properties")
+    if isinstance(properties, Mapping):
+        for name, sub in properties.items():
+            escaped = str(name).replace("~", "~0").replace("/", "~1")
+            _collect(sub, f"{pointer}/{escaped}", root, found, seen, probing=probing, owner=sub)
+    if top:
+        return  # the arguments object as a whole is never one secret
+    for key in _UNNAMED_PARTS:
+        value = node.get(key)
+        if isinstance(value, Mapping) and key == "patternProperties":
+            parts: list[Any] = list(value.values())
+        else:
+            parts = value if isinstance(value, list) else [value]
+        parts_found: dict[str, Any] = {}
+        for part in parts:
+            _collect(part, pointer, root, parts_found, seen, probing=probing, owner=owner)
+        if parts_found:
+            found.setdefault(pointer, owner)
+            return
+
+
+#: secrets shorter than this are not masked in free text (see flwd.engine.output)
+MIN_MASKED_LENGTH = 4
+
+
+def short_secrets(schema: Mapping[str, Any]) -> list[str]:
+    """Pointers of the secrets whose schema lets a value be shorter than
+    `MIN_MASKED_LENGTH` characters: such a value is still `***` in stored arguments and
+    wherever it stands alone in a result, but not masked inside log lines. A secret is
+    long enough when its schema (with its `$ref` and `allOf` parts) says `minLength` of
+    at least 4, a `minimum` of at least 1000, or a `const`/`enum` of long values; an
+    array when its `items` are."""
+    found: dict[str, Any] = {}
+    _collect(schema, "", schema, found, frozenset(), top=True)
+    keep = secret_pointers(schema)
+    return [p for p in keep if not _long_enough(found.get(p), schema, frozenset())]
+
+
+def _long_enough(node: Any, root: Mapping[str, Any], seen: frozenset[int]) -> bool:
+    if not isinstance(node, Mapping) or id(node) in seen:
+        return False
+    seen = seen | {id(node)}
+    length = node.get("minLength")
+    minimum = node.get("minimum", node.get("exclusiveMinimum"))
+    choices = [node["const"]] if "const" in node else node.get("enum")
+    if (
+        (isinstance(length, int) and length >= MIN_MASKED_LENGTH)
+        or (isinstance(minimum, int | float) and minimum >= 10 ** (MIN_MASKED_LENGTH - 1))
+        or (
+            isinstance(choices, list)
+            and bool(choices)
+            and all(len(str(c)) >= MIN_MASKED_LENGTH for c in choices)
+        )
+    ):
+        return True
+    if "items" in node:
+        return _long_enough(node["items"], root, seen)
+    parts = [_resolve(root, node.get("$ref")), *(node.get("allOf") or [])]
+    return any(_long_enough(part, root, seen) for part in parts)
+
+
+def _resolve(root: Mapping[str, Any], ref: Any) -> Any:
+    """The subschema a local `$ref` (`#/$defs/name`, any `#/...` pointer) names, or None."""
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        return None
+    node: Any = root
+    for raw in ref[1:].split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node

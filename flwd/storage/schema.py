@@ -86,6 +86,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tenant, key)
     );
     """,
+    # 2: the steps not ended yet, found at start-up in a few rows rather than a full scan
+    # (a step left so in an ended run is repaired: see flwd.engine.recovery)
+    """
+    CREATE INDEX steps_unended ON steps(run_id) WHERE status IN ('pending', 'running');
+    """,
+    # 3: retention — finding a blob's last reference and a run's idempotency keys by
+    # index, and per job the highest event id ever pruned (see flwd/storage/retention.py)
+    """
+    CREATE INDEX artifacts_sha256 ON artifacts(sha256);
+    CREATE INDEX idempotency_keys_run ON idempotency_keys(run_id);
+    CREATE TABLE pruned_events (
+        job_id         TEXT PRIMARY KEY,
+        pruned_through INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

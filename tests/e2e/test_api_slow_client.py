@@ -22,9 +22,10 @@ MEGABYTES = 40  # well past the 16 MiB a subscriber may have queued, plus socket
 
 
 def _frames_of(body: bytes) -> list[dict[str, str]]:
-    """SSE frames with an id, from a de-chunked body (comments dropped)."""
+    """SSE frames with an id, from a de-chunked body (comments dropped; a frame cut short
+    by a reset connection is not a frame)."""
     frames = []
-    for block in body.split(b"\n\n"):
+    for block in body.split(b"\n\n")[:-1]:
         fields = dict(
             line.decode().partition(": ")[::2]
             for line in block.split(b"\n")
@@ -52,9 +53,14 @@ class RawFollower:
             self.raw += data
 
     def read_to_end(self, deadline: float) -> list[dict[str, str]]:
+        """Every whole frame until the stream ends or the server cuts the connection."""
+        self.complete = False
         while not self.raw.endswith(b"0\r\n\r\n"):
             assert time.monotonic() < deadline, "stream did not end in time"
-            data = self.sock.recv(1 << 20)
+            try:
+                data = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
             if not data:
                 break
             self.raw += data
@@ -62,13 +68,14 @@ class RawFollower:
         head, _, chunked = self.raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
         body, pos = [], 0
-        while True:
-            eol = chunked.index(b"\r\n", pos)
+        while (eol := chunked.find(b"\r\n", pos)) >= 0:
             size = int(chunked[pos:eol], 16)
             if size == 0:
-                return _frames_of(b"".join(body))
+                self.complete = True
+                break
             body.append(chunked[eol + 2 : eol + 2 + size])
             pos = eol + 2 + size + 2
+        return _frames_of(b"".join(body))
 
 
 def test_a_stalled_follower_is_cut_off_resumes_and_others_are_unaffected(

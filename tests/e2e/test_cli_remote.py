@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import ServerProcess, free_port
 
@@ -68,6 +69,7 @@ def test_follow_logs_and_cancel_over_http(api_server: ServerProcess) -> None:
     run_id = ticker.stdout.strip()
     follow = flwd("logs", run_id, "-f", env=env)
     assert follow.stdout.splitlines() == ["tick 1", "tick 2", "tick 3"]
+    assert follow.returncode == 0 and follow.stderr == f"{run_id} success\n"
 
     sleeper = flwd("run", "demo/sleeper", "--detach", env=env).stdout.strip()
     cancelled = flwd("cancel", sleeper, env=env)
@@ -76,17 +78,31 @@ def test_follow_logs_and_cancel_over_http(api_server: ServerProcess) -> None:
     assert again.returncode == 2 and "already cancelled" in again.stderr
 
 
-def test_local_follow_reads_the_data_dir_of_a_running_server(api_server: ServerProcess) -> None:
-    """`flwd logs -f` without --server opens the server's database read-only: it gets no
-    live events from that process, so it re-reads the store until the run has ended."""
-    created = httpx.post(
-        f"{api_server.api}/runs",
-        json={"job_id": "demo/ticker", "args": {"count": 6, "interval": 0.3}},
-    ).json()
-    started = time.monotonic()
-    follow = flwd("logs", created["run_id"], "-f", env={"FLWD_DATA_DIR": str(api_server.data)})
+@pytest.mark.parametrize("announced", [True, False], ids=["server.json", "no-server.json"])
+def test_local_follow_on_the_data_dir_of_a_running_server(
+    api_server: ServerProcess, announced: bool
+) -> None:
+    """`flwd logs -f` without --server on the server's data dir finds the server through
+    its server.json and follows the run there. Without the file (removed by hand) it opens
+    the database read-only and re-reads it until the run has ended. Either way it ends
+    with the summary line."""
+    server_file = api_server.data / "server.json"
+    saved = server_file.read_bytes()
+    if not announced:
+        server_file.unlink()
+    try:
+        created = httpx.post(
+            f"{api_server.api}/runs",
+            json={"job_id": "demo/ticker", "args": {"count": 6, "interval": 0.3}},
+        ).json()
+        started = time.monotonic()
+        env = {"FLWD_DATA_DIR": str(api_server.data)}
+        follow = flwd("logs", created["run_id"], "-f", env=env)
+    finally:
+        server_file.write_bytes(saved)
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout.splitlines() == [f"tick {i}" for i in range(1, 7)]
+    assert follow.stderr == f"{created['run_id']} success\n"
     # it returned because the run ended (~1.8 s), not after some long idle timeout
     assert time.monotonic() - started < 15
     detail = httpx.get(f"{api_server.api}/runs/{created['run_id']}").json()

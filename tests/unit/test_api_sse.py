@@ -230,3 +230,27 @@ def test_the_shared_frame_cache_is_bounded_in_entries_and_bytes() -> None:
         assert len(cache._frames) <= 10 and cache.bytes <= 50_000
     assert cache.bytes == sum(len(f) for f in cache._frames.values())
     assert list(cache._frames)[-1] == ("event", 30)  # the newest kept, the oldest dropped
+
+
+def test_send_timeout_and_buffer_settings_reach_the_listening_socket() -> None:
+    import socket
+
+    from flwd.commands.serve import bound_sends
+    from flwd.settings import SettingsError, load_settings
+
+    settings = load_settings({"FLWD_SEND_TIMEOUT": "2s", "FLWD_SEND_BUFFER": "65536"})
+    assert (settings.send_timeout, settings.send_buffer) == (2.0, 65536)
+    assert load_settings({}).send_timeout == 5.0
+    for bad in ({"FLWD_SEND_TIMEOUT": "0"}, {"FLWD_SEND_BUFFER": "-1"}):
+        with pytest.raises(SettingsError):
+            load_settings(bad)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        bound_sends(listener, settings)
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2000
+        # the kernel doubles what it is given; accepted connections inherit both
+        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 65536
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2000
+                assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 65536

@@ -152,7 +152,7 @@ async def test_terminal_states_are_sticky(engine_world: EngineWorld) -> None:
             assert run.status is status
             with pytest.raises(RunNotCancellable) as caught:
                 await service.cancel_run(run.run_id)
-            assert caught.value.status == status.value
+            assert caught.value.run_status == status.value
             after = await service.get_run(run.run_id)
             assert after.status is status and after.finished_at == run.finished_at
             types = [e.type for e in await events_of(service, run.run_id)]

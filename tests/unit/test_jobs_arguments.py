@@ -9,7 +9,7 @@ import pytest
 from flwd.errors import ArgumentsInvalid, FieldError
 from flwd.jobs import arguments
 from flwd.jobs.arguments import mask_secrets, secret_values, validate_args
-from flwd.jobs.schemas import close_object_schemas, secret_arg_names
+from flwd.jobs.schemas import close_object_schemas, secret_pointers
 from flwd.models import JobSpec
 
 
@@ -22,7 +22,7 @@ def make_job(args: dict[str, Any], job_id: str = "t") -> JobSpec:
         source="test",
         path="/x",
         args=schema,
-        secret_args=secret_arg_names(schema),
+        secret_args=secret_pointers(schema),
         digest=str(hash(repr(schema))),
     )
 
@@ -182,8 +182,13 @@ def test_errors_about_the_whole_arguments_object_mask_secrets() -> None:
 
 
 def test_secret_args_are_flagged_and_masked() -> None:
-    assert BACKUP.secret_args == frozenset({"password", "token"})
+    assert BACKUP.secret_args == ("/password", "/token")
     args = {"target": "/m", "password": "s3cr3t-pass", "token": None}
     assert mask_secrets(BACKUP, args) == {"target": "/m", "password": "***", "token": None}
     assert secret_values(BACKUP, args) == ["s3cr3t-pass"]
-    assert secret_values(BACKUP, {"password": "", "token": {"k": 1}}) == ['{"k": 1}']
+    # a structure: each scalar, its JSON spaced and compact, and its environment form
+    assert set(secret_values(BACKUP, {"password": "", "token": {"k": 1}})) == {
+        "1",
+        '{"k": 1}',
+        '{"k":1}',
+    }

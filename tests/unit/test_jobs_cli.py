@@ -37,10 +37,13 @@ def jobs_cli_tree(jobs_tree: JobsTree, monkeypatch: pytest.MonkeyPatch) -> JobsT
     return jobs_tree
 
 
-def test_jobs_json_is_the_contract_body(jobs_cli_tree: JobsTree) -> None:
+def test_jobs_json_is_the_api_body(jobs_cli_tree: JobsTree) -> None:
     result = run("jobs", "--json", "--jobs", f"local-fs={jobs_cli_tree.root}")
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {
+    body = json.loads(result.stdout)
+    (invalid,) = body.pop("invalid")
+    assert invalid["id"] == "broken" and invalid["diagnostics"][0]["line"] == 2
+    assert body == {
         "jobs": [
             {
                 "id": "backup/daily",
@@ -49,6 +52,7 @@ def test_jobs_json_is_the_contract_body(jobs_cli_tree: JobsTree) -> None:
                 "version": "1.0.0",
                 "description": "Daily backup job",
                 "source": "local-fs",
+                "tags": [],
             },
             {
                 "id": "hello",
@@ -57,6 +61,7 @@ def test_jobs_json_is_the_contract_body(jobs_cli_tree: JobsTree) -> None:
                 "version": None,
                 "description": "Say hello",
                 "source": "local-fs",
+                "tags": [],
             },
         ]
     }
@@ -98,7 +103,7 @@ def test_show_json_has_contract_fields_and_extras(jobs_cli_tree: JobsTree) -> No
     assert contract <= set(detail)
     assert detail["args"]["required"] == ["target"]
     assert detail["args"]["properties"]["target"]["type"] == "string"
-    assert detail["secret_args"] == ["password"]
+    assert detail["secret_args"] == ["/password"]
     assert detail["steps"] == [
         {"id": "main", "needs": [], "script": None, "timeout": None, "retries": 0}
     ]
@@ -142,12 +147,19 @@ def test_validate_reports_every_problem(jobs_cli_tree: JobsTree) -> None:
         "remove one of these 'needs'",
     ]
     assert "4 job folders checked: 2 valid, 2 invalid" in result.stderr
+    # a secret with no minLength may be too short to be masked in log lines
+    assert (
+        f"{jobs_cli_tree.root}/backup/daily/config.yaml: warning: secret argument /password "
+        "may be shorter than 4 characters"
+    ) in result.stderr
 
 
 def test_validate_json(jobs_cli_tree: JobsTree) -> None:
     result = run("validate", "--json", str(jobs_cli_tree.root))
     body = json.loads(result.stdout)
     assert body["valid"] == ["backup/daily", "hello"]
+    (warning,) = body["warnings"]
+    assert "secret argument /password" in warning["reason"]
     (bad,) = body["invalid"]
     assert bad["id"] == "broken"
     assert bad["diagnostics"][0]["line"] == 2

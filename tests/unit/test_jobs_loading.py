@@ -206,7 +206,7 @@ def test_secret_args_are_flagged(jobs_tree: JobsTree) -> None:
             user: {type: string}
         """,
     )
-    assert jobs_tree.job("s").secret_args == frozenset({"password", "token"})
+    assert jobs_tree.job("s").secret_args == ("/password", "/token")
 
 
 def test_digest_is_stable_and_covers_every_file(jobs_tree: JobsTree) -> None:
@@ -277,7 +277,7 @@ def test_example_jobs_load_without_diagnostics() -> None:
     assert {"backup/daily", "hello", "examples/dag", "examples/secret"} <= ids
     daily = next(job for job in result.jobs if job.id == "backup/daily")
     assert daily.args["required"] == ["target"]
-    assert "password" in next(j for j in result.jobs if j.id == "examples/secret").secret_args
+    assert "/password" in next(j for j in result.jobs if j.id == "examples/secret").secret_args
     dag = next(job for job in result.jobs if job.id == "examples/dag")
     parallel = [s.id for s in dag.steps if s.needs == ("prepare",)]
     assert parallel == ["left", "right"]

@@ -162,3 +162,36 @@ async def test_follow_replays_then_goes_live_without_gap_or_duplicate(
         assert streams["start"] == stored
         assert streams["default"] == stored  # a run's stream starts at its first event
         assert streams["middle"] == [e for e in stored if e.id > middle]
+
+
+async def test_stored_output_is_read_in_pages_bounded_in_bytes(engine_world: EngineWorld) -> None:
+    # ~3 MB of numbered 100-byte lines: dozens of stored chunks of up to 64 KiB each
+    engine_world.job("big", {"command": "seq -f '%099g' 1 30000"})
+    async with engine_world.open() as service:
+        run = await run_job(service, "big")
+        journal = service.journal
+        everything = await journal.read_logs(run.run_id)
+        assert [int(x.message) for x in everything] == list(range(1, 30001))
+        assert await journal.count_logs(run.run_id) == 30000
+
+        # pages of stored rows: each about PAGE_BYTES, together every event once
+        since, seen, pages = 0, [], 0
+        while records := await journal.read_records(since=since, run_id=run.run_id):
+            text = sum(len(r.text or "") for r in records)
+            assert text <= 256 * 1024 + 80 * 1024, text
+            seen += [e.id for r in records for e in r.iter_events(since)]
+            since = records[-1].last_id
+            pages += 1
+        assert pages > 5
+        assert seen == sorted(set(seen))
+        assert [i for i in seen if i >= everything[0].id][:30000] == [x.id for x in everything]
+
+        # lines from inside a chunk, a limited number, across chunk boundaries
+        middle = everything[12345].id
+        page = await journal.read_logs(run.run_id, since_id=middle, limit=5000)
+        assert page == everything[12346:17346]
+
+        # the last lines, located from the rows' ids alone
+        start = await journal.tail_position(run.run_id, 777)
+        assert await journal.read_logs(run.run_id, since_id=start) == everything[-777:]
+        assert await journal.tail_position(run.run_id, 10**6) == 0
