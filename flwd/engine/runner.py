@@ -15,16 +15,11 @@ makes each of them durable before anything queued after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import functools
 import logging
-import os
-import stat
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -48,6 +43,7 @@ from flwd.engine.processes import (
     terminate,
     unwaited_children,
 )
+from flwd.engine.rooms import Room, UnsafeEntry
 from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
@@ -105,7 +101,7 @@ class RunExecutor:
         self._base_env = inherited_environment()
         #: escaped processes are found among this process's children (see processes.py)
         self.adopting = False
-        self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 64))
+        self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 32))
 
     def begin(self, active: ActiveRun) -> None:
         """Queue `run.started`, and `step.started` of the steps that need none, at once
@@ -148,9 +144,7 @@ class RunExecutor:
 
     async def execute(self, active: ActiveRun) -> None:
         run, job = active.run, active.job
-        # paths are strings on the way of every run: pathlib objects cost more than the
-        # rest of building a step's environment
-        workdir = f"{self.work_root}/{run.run_id}"
+        room: Room | None = None
         output = RunOutput(
             self.journal,
             run.run_id,
@@ -169,10 +163,10 @@ class RunExecutor:
         try:
             if active.started_at is None:
                 self.begin(active)
-            self.workdirs.open(workdir, active.args)
+            room = await self.workdirs.open(run.run_id, active.args, secret=bool(active.redactor))
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
-            await self._run_dag(active, workdir, output, outcomes, results)
+            await self._run_dag(active, room, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
             if failure_reason_of(exc) is FailureReason.RESOURCES_EXHAUSTED:
                 log.error("run %s: %s", run.run_id, exc)
@@ -187,12 +181,12 @@ class RunExecutor:
                 timer.cancel()
             if error is None and self.journal.store.failures != failures:
                 error = "internal error: a storage write failed while the run was active"
-            await self._finish(active, workdir, output, outcomes, results, error, error_reason)
+            await self._finish(active, room, output, outcomes, results, error, error_reason)
 
     async def _run_dag(
         self,
         active: ActiveRun,
-        workdir: str,
+        room: Room,
         output: RunOutput,
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
@@ -201,7 +195,7 @@ class RunExecutor:
         if len(steps) == 1 and not active.stop.is_set():
             # one step: awaited here, without a task to run it beside others
             (step,) = steps.values()
-            outcomes[step.id] = await self._run_step(active, step, workdir, output, results)
+            outcomes[step.id] = await self._run_step(active, step, room, output, results)
             return
         state = dict.fromkeys(steps, StepStatus.PENDING)
         running: dict[asyncio.Task[Outcome], StepSpec] = {}
@@ -213,7 +207,7 @@ class RunExecutor:
                     if state[step.id] is StepStatus.PENDING and ready:
                         state[step.id] = StepStatus.RUNNING
                         task = asyncio.create_task(
-                            self._run_step(active, step, workdir, output, results)
+                            self._run_step(active, step, room, output, results)
                         )
                         running[task] = step
             if not running:
@@ -269,12 +263,12 @@ class RunExecutor:
         self,
         active: ActiveRun,
         step: StepSpec,
-        workdir: str,
+        room: Room,
         output: RunOutput,
         results: dict[str, Any],
     ) -> Outcome:
         run, job = active.run, active.job
-        result_file = f"{workdir}/.flwd/results/{step.id}.json"
+        result_file = room.result_file(step.id)
         outcome = Outcome(status=StepStatus.CANCELLED)
         for attempt in range(step.retries + 1):
             flwd_env = {
@@ -282,10 +276,10 @@ class RunExecutor:
                 "FLWD_JOB_ID": job.id,
                 "FLWD_STEP_ID": step.id,
                 "FLWD_ATTEMPT": str(attempt),
-                "FLWD_RUN_DIR": workdir,
-                "FLWD_ARGS_FILE": f"{workdir}/.flwd/args.json",
+                "FLWD_RUN_DIR": room.run_dir,
+                "FLWD_ARGS_FILE": room.args_file,
                 "FLWD_RESULT_FILE": result_file,
-                "FLWD_ARTIFACTS_DIR": f"{workdir}/.flwd/artifacts",
+                "FLWD_ARTIFACTS_DIR": room.artifacts_dir,
             }
             ctx = StepContext(
                 run=run,
@@ -294,7 +288,7 @@ class RunExecutor:
                 settings=self.settings,
                 attempt=attempt,
                 argv=list(step.argv),
-                cwd=workdir,
+                cwd=room.run_dir,
                 env=step_environment(self._base_env, job, step, active.args, flwd_env),
             )
             started = active.step_started.pop(step.id, None) if attempt == 0 else None
@@ -321,7 +315,7 @@ class RunExecutor:
                 for handle in stored_later:
                     handle.cancel()
             if outcome.status is StepStatus.SUCCESS:
-                outcome = await self._collect_result(active, step, result_file, results, outcome)
+                outcome = await self._collect_result(active, step, room, results, outcome)
             last = outcome.status is not StepStatus.FAILED or attempt == step.retries
             self._step_finished(
                 active,
@@ -332,8 +326,7 @@ class RunExecutor:
             )
             if last or active.stop.is_set():
                 return outcome
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(result_file)
+            room.remove_result(step.id)
         return outcome
 
     def _record_pgid(
@@ -358,21 +351,21 @@ class RunExecutor:
         self,
         active: ActiveRun,
         step: StepSpec,
-        path: str,
+        room: Room,
         results: dict[str, Any],
         outcome: Outcome,
     ) -> Outcome:
         problem: str | None = None
-        if not os.path.lexists(path):  # most steps write none: no hop to a thread
+        if not room.result_written(step.id):  # most steps write none: no hop to a thread
             return outcome
         try:
-            raw = await asyncio.to_thread(_read_result, path)
+            raw = await asyncio.to_thread(room.read_result, step.id, _RESULT_LIMIT)
             if raw is None:
                 return outcome
             value = msgspec.json.decode(raw)
             # kept as parsed, for the run's result_schema; only masked copies leave
             masked = active.redactor.value(value)
-        except _ResultProblem as exc:
+        except UnsafeEntry as exc:
             problem = str(exc)
         except msgspec.DecodeError as exc:
             problem = f"result file is not valid JSON: {exc}"
@@ -450,7 +443,7 @@ class RunExecutor:
     async def _finish(
         self,
         active: ActiveRun,
-        workdir: str,
+        room: Room | None,
         output: RunOutput,
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
@@ -461,13 +454,14 @@ class RunExecutor:
         try:
             await self._stop_escaped(active)
             await output.finish()
-            artifacts_dir = f"{workdir}/.flwd/artifacts"
-            if _has_entries(artifacts_dir):
-                artifacts = await collect_artifacts(
-                    Path(artifacts_dir), self.blob_root, run.run_id, active.redactor
+            if room is not None and room.has_artifacts():
+                collected = await collect_artifacts(
+                    room, self.blob_root, run.run_id, active.redactor
                 )
-                for artifact in artifacts:
+                for artifact in collected.artifacts:
                     self.journal.store.write([rows.insert_artifact(artifact)], wait=False)
+                for note in collected.notes():
+                    await output.note(note)
         except Exception as exc:
             error = error or _internal_error(active, exc, "could not be finished")
         try:
@@ -490,6 +484,7 @@ class RunExecutor:
             if k in ("status", "reason", "error", "exit_code", "signal")
         }
         try:
+            removed: asyncio.Future[None] | None = None
             try:
                 finished = self.journal.post(
                     "run.finished",
@@ -500,9 +495,11 @@ class RunExecutor:
                 )
             finally:
                 # out of the way (secret arguments blanked) while the commit is in flight
-                self._discard_workdir(workdir, active)
+                removed = self._discard_room(active, room)
             assert finished is not None
             await finished
+            if removed is not None:
+                await removed
             active.final = msgspec.structs.replace(
                 run,
                 status=RunStatus(fields["status"]),
@@ -549,11 +546,15 @@ class RunExecutor:
             except Exception:
                 log.exception("could not end step %s of run %s", step.id, active.run.run_id)
 
-    def _discard_workdir(self, workdir: str, active: ActiveRun) -> None:
+    def _discard_room(self, active: ActiveRun, room: Room | None) -> asyncio.Future[None] | None:
+        """Put the run's room away; with secret arguments (which its results, artifact
+        names or other files may hold unmasked), the deletion to wait for before the run
+        is reported finished."""
         try:
-            self.workdirs.discard(workdir, secret=bool(active.redactor))
+            return self.workdirs.discard(active.run.run_id, room, now=bool(active.redactor))
         except Exception:
             log.exception("could not put away the work dir of run %s", active.run.run_id)
+            return None
 
     async def _stop_escaped(self, active: ActiveRun) -> None:
         """Stop the processes that left their step's group but belong to this run."""
@@ -583,45 +584,9 @@ def _committed(future: asyncio.Future[None]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def _has_entries(path: str) -> bool:
-    try:
-        with os.scandir(path) as entries:
-            return next(entries, None) is not None
-    except OSError:
-        return False
-
-
 def _time_out(active: ActiveRun) -> None:
     active.timed_out = True
     active.stop.set()
-
-
-class _ResultProblem(Exception):
-    pass
-
-
-def _read_result(path: str) -> bytes | None:
-    """The bytes of a step's result file, None when it wrote none.
-
-    Only a regular file is read: never through a symbolic link (a job could otherwise
-    publish any file the server can read, as with artifacts) and never a FIFO, whose
-    open or read would wait forever for a writer that is gone.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _ResultProblem("result file is a symbolic link; write a regular file") from None
-        raise _ResultProblem(f"result file cannot be read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _ResultProblem("result file is not a regular file")
-        data = handle.read(_RESULT_LIMIT + 1)
-    if len(data) > _RESULT_LIMIT:
-        raise _ResultProblem(f"result file is larger than the {_RESULT_LIMIT} bytes allowed")
-    return data
 
 
 #: Reasons a run ends with before all its steps did: each step not ended yet ends too.

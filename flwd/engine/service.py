@@ -54,6 +54,7 @@ from flwd.settings import Settings
 from flwd.states import TERMINAL_RUN, FailureReason, RunStatus
 from flwd.storage import retention
 from flwd.storage import runs as rows
+from flwd.storage.private import PRIVATE_FILE, make_private_dir, narrow
 from flwd.storage.runs import RunRepository
 from flwd.storage.store import Store
 
@@ -67,8 +68,10 @@ class DataDirBusy(FlwdError):
 def lock_data_dir(settings: Settings) -> int:
     """Take the data dir's engine lock (held while the returned descriptor is open), or
     raise `DataDirBusy`: one engine — a server or a local `flwd run` — per data dir."""
-    settings.data_path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(settings.data_path / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    make_private_dir(settings.data_path)
+    lock = settings.data_path / "engine.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    narrow(lock, PRIVATE_FILE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

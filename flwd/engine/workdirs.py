@@ -1,216 +1,254 @@
-"""Work directories of runs: `<data dir>/work/<run_id>/` with `.flwd/args.json`,
-`.flwd/results/` and `.flwd/artifacts/`.
+"""Work directories: each run's room under `<data dir>/work/`, made new for the run and
+deleted when it ends (what is inside a room, and how the server reaches it without
+following links, is in `rooms.py`).
 
-Creating directories and files is the slowest thing a no-op run does on some disks
-(ext4 on a virtual disk: 0.2-0.6 ms per `mkdir` or new file, more than spawning the
-process; truncating a file is slow too), so directories are recycled: a finished run's
-work dir that the job left as it found it (only the files flwd made, no links, same
-modes) becomes a spare, and the next run renames a spare into place and writes its
-arguments over the previous ones (padded with spaces, which JSON allows, rather than
-truncated). Spares are made ahead and anything else a run left behind is deleted in a
-worker thread; the rest is a handful of metadata operations, cheaper inline than a hop to
-a thread and back. A run with secret arguments has them blanked out before it is reported
-over; other arguments are stored in the database anyway.
+    work/<run_id>/        the room (0700), made by the server
+    ├── args.json         $FLWD_ARGS_FILE (0600)
+    ├── results/          $FLWD_RESULT_FILE is results/<step id>.json
+    ├── artifacts/        $FLWD_ARTIFACTS_DIR
+    └── run/              $FLWD_RUN_DIR, the working directory of every step
+
+Nothing a step has seen is ever used again: a recycled directory or file is exactly what a
+job can keep a hard link or a descriptor into, and read the next run's arguments through.
+Every run gets a new room and a new `args.json`. The server keeps a descriptor of `work/`
+and deletes only by name under it, without following links.
+
+The layout is ready for a user per run (docs/storage.md): a room the server keeps, only
+searchable by the step's user, with `run/`, `results/` and `artifacts/` given to that
+user, is one whose entries the step cannot replace at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import errno
+import logging
 import os
+import secrets
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-_ARGS_MODE = 0o600
-_SUBDIRS = ("results", "artifacts")
+from flwd.engine.rooms import DIR_FLAGS, DIR_MODE, FILE_MODE, Room, write_all
+
+log = logging.getLogger(__name__)
+
+#: what the server makes in a room besides `args.json`
+_SUBDIRS = ("results", "artifacts", "run")
 
 
 class WorkDirs:
-    def __init__(self, root: Path, *, spares: int) -> None:
-        self.root = root
+    """Makes each run's room under `root` and deletes it when the run ends.
+
+    Making and deleting directories is the slowest thing a no-op run does on some disks
+    (ext4 on a virtual disk: 0.2-0.6 ms per `mkdir`, and more than 10 ms when other
+    processes keep the file system busy), so both are done on worker threads, off the
+    event loop: up to `spares` empty rooms are made ahead under random names, and a run
+    takes one by renaming it to its own name. Such a room is new: no step has seen it.
+    Finished rooms are deleted in the background (see `discard`).
+    """
+
+    def __init__(self, root: Path, *, spares: int = 0) -> None:
+        self.root = str(root)
         self.spares = spares
-        self._pool: list[str] = []
-        self._trash: list[str] = []
-        self._names = itertools.count()
+        self._root_fd: int | None = None
+        #: rooms made ahead: name under `work/` -> descriptor of the directory made
+        self._pool: list[tuple[str, int]] = []
         self._filler: asyncio.Task[None] | None = None
+        self._trash: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
-        #: the mode a directory gets here (from the umask), learnt from the first one made
-        self._dir_mode: int | None = None
         self._closing = False
 
-    def open(self, workdir: str, args: dict[str, Any]) -> None:
-        """Make the run's work dir (`<root>/<run_id>`), with its arguments written to
-        `.flwd/args.json`."""
+    async def open(self, run_id: str, args: dict[str, Any], *, secret: bool) -> Room:
+        """The run's room, with its arguments written to `args.json`. With `secret`
+        arguments the file's descriptor is kept, to overwrite them when the run ends."""
+        root = self._open_root()
+        data = msgspec.json.encode(args)
         while self._pool:
-            spare = self._pool.pop()
-            try:
-                os.rename(spare, workdir)
-                break
-            except OSError:
-                self._throw_away(spare)
-        else:
-            _make(workdir)
-            if self._dir_mode is None:
-                self._dir_mode = stat.S_IMODE(os.lstat(workdir).st_mode)
+            name, fd = self._pool.pop()
+            self._refill()
+            room = self._take(name, fd, run_id, data, secret)
+            if room is not None:
+                return room
         self._refill()
-        # the only place unmasked secret arguments touch the disk: private, and blanked
-        # out when the run ends
-        _write_args(f"{workdir}/.flwd/args.json", msgspec.json.encode(args))
+        # none made ahead (or none usable): one made now, off the loop; tried again if
+        # it was deleted meanwhile (the start-up clean-up of `work/` may run beside us)
+        for _ in range(3):
+            name = _fresh_name()
+            fd = await asyncio.to_thread(_make_room, root, name)
+            room = self._take(name, fd, run_id, data, secret)
+            if room is not None:
+                return room
+        raise OSError(f"the work directory of run {run_id} could not be set up")
 
-    def discard(self, workdir: str, *, secret: bool) -> None:
-        """Take a finished run's work dir out of the way: a spare if the job left it as it
-        was made, else deleted in the background. With `secret` arguments, they are
-        blanked out first."""
-        if secret and not _blank(f"{workdir}/.flwd/args.json"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{workdir}/.flwd/args.json")
-        aside = f"{self.root}/.spare-{next(self._names)}"
+    def _take(self, name: str, fd: int, run_id: str, data: bytes, secret: bool) -> Room | None:
+        """Give the room made as `name` (directory `fd`) to the run: renamed to its id,
+        its arguments written. None if it is not exactly as made (then thrown away)."""
+        assert self._root_fd is not None
+        root = self._root_fd
+        args_fd: int | None = None
         try:
-            os.rename(workdir, aside)
-        except FileNotFoundError:
-            return
+            try:
+                os.rename(name, run_id, src_dir_fd=root, dst_dir_fd=root)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise
+                # left by a previous life of the engine, for a run queued again since
+                self._throw_away(self._set_aside(run_id, f".old-{run_id}.{time.time_ns()}"))
+                os.rename(name, run_id, src_dir_fd=root, dst_dir_fd=root)
+            name = run_id
+            # the name is ours, as is the only link of an empty `args.json`
+            made = os.fstat(fd)
+            named = os.stat(run_id, dir_fd=root, follow_symlinks=False)
+            args_fd = os.open("args.json", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            info = os.fstat(args_fd)
+            if (named.st_dev, named.st_ino) != (made.st_dev, made.st_ino) or (
+                info.st_nlink,
+                info.st_size,
+                stat.S_IFMT(info.st_mode),
+            ) != (1, 0, stat.S_IFREG):
+                raise OSError(f"room {name} was changed before its run")
+            write_all(args_fd, data)
         except OSError:
-            self._throw_away(workdir)
-            return
-        keep = (
-            not self._closing
-            and self._dir_mode is not None
-            and len(self._pool) < 2 * self.spares
-            and _as_made(aside, self._dir_mode)
-        )
-        if keep:
-            self._pool.append(aside)
-        else:
-            self._throw_away(aside)
+            log.warning("a work directory was not as made: made another", exc_info=True)
+            if args_fd is not None:
+                os.close(args_fd)
+            os.close(fd)
+            self._throw_away(name)
+            return None
+        if not secret:
+            os.close(args_fd)
+            return Room(f"{self.root}/{run_id}", fd, None)
+        return Room(f"{self.root}/{run_id}", fd, (args_fd, len(data)))
+
+    def discard(
+        self, run_id: str, room: Room | None, *, now: bool = False
+    ) -> asyncio.Future[None] | None:
+        """End a run's room: its secret arguments overwritten, its name under `work/`
+        freed at once (renamed aside), and whatever is there deleted in the background;
+        with `now`, by a deletion of its own, returned to be awaited."""
+        if room is not None:
+            room.close()
+        if self._root_fd is None:
+            return None
+        aside = self._set_aside(run_id, f".old-{run_id}")
+        if aside is None:
+            return None
+        if now:
+            return asyncio.ensure_future(asyncio.to_thread(remove_entries, self._root_fd, [aside]))
+        self._throw_away(aside)
+        return None
+
+    def _set_aside(self, name: str, aside: str) -> str | None:
+        """Rename `name` under `work/` (whatever it is now) to `aside`, and return the
+        name it now has (`name` if it could not be renamed; None if it is gone)."""
+        assert self._root_fd is not None
+        try:
+            os.rename(name, aside, src_dir_fd=self._root_fd, dst_dir_fd=self._root_fd)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return name
+        return aside
 
     async def aclose(self) -> None:
-        """Delete the spares and wait for background work: afterwards `work/` holds only
-        the directories of runs still active."""
+        """Delete the rooms made ahead and wait for the rooms being deleted: afterwards
+        `work/` holds only the rooms of runs still active."""
         self._closing = True
         while self._filler is not None and not self._filler.done():
             await asyncio.wait({self._filler})
         spares, self._pool = self._pool, []
-        for spare in spares:
-            self._throw_away(spare)
+        for name, fd in spares:
+            os.close(fd)
+            self._throw_away(name)
         while self._sweeper is not None and not self._sweeper.done():
             await asyncio.wait({self._sweeper})
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
 
-    def _throw_away(self, path: str) -> None:
-        self._trash.append(path)
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
-
-    async def _sweep(self) -> None:
-        while self._trash:
-            paths, self._trash = self._trash, []
-            await asyncio.to_thread(_remove_trees, paths)
+    def _open_root(self) -> int:
+        if self._root_fd is None:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.root, DIR_MODE)
+            self._root_fd = os.open(self.root, DIR_FLAGS)
+        return self._root_fd
 
     def _refill(self) -> None:
-        if self._closing or len(self._pool) >= self.spares // 2:
+        if self._closing or len(self._pool) > self.spares // 2:
             return
         if self._filler is None or self._filler.done():
             self._filler = asyncio.create_task(self._fill(), name="flwd-workdir-spares")
 
     async def _fill(self) -> None:
+        root = self._open_root()
         while not self._closing and len(self._pool) < self.spares:
-            wanted = [
-                f"{self.root}/.spare-{next(self._names)}"
-                for _ in range(self.spares - len(self._pool))
-            ]
-            made = await asyncio.to_thread(_make_all, wanted)
-            if not made:
-                return
-            if self._dir_mode is None:
-                self._dir_mode = stat.S_IMODE(os.lstat(made[0]).st_mode)
+            wanted = [_fresh_name() for _ in range(self.spares - len(self._pool))]
+            made = await asyncio.to_thread(_make_rooms, root, wanted)
             self._pool.extend(made)
+            if len(made) < len(wanted):
+                return
+
+    def _throw_away(self, name: str | None) -> None:
+        if name is None:
+            return
+        self._trash.append(name)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep(), name="flwd-workdir-sweeper")
+
+    async def _sweep(self) -> None:
+        assert self._root_fd is not None
+        while self._trash:
+            names, self._trash = self._trash, []
+            await asyncio.to_thread(remove_entries, self._root_fd, names)
 
 
-def _make(workdir: str) -> None:
-    os.makedirs(f"{workdir}/.flwd", exist_ok=True)
-    for sub in _SUBDIRS:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(f"{workdir}/.flwd/{sub}")
-    os.close(os.open(f"{workdir}/.flwd/args.json", os.O_WRONLY | os.O_CREAT, _ARGS_MODE))
+def _fresh_name() -> str:
+    # random: with a user per run, a step may search `work/` but must not guess a name
+    return f".new-{secrets.token_hex(8)}"
 
 
-def _make_all(paths: list[str]) -> list[str]:
+def _make_room(root: int, name: str) -> int:
+    """Make an empty room `name` in `root`; the descriptor of its directory."""
+    os.mkdir(name, DIR_MODE, dir_fd=root)
+    fd = os.open(name, DIR_FLAGS, dir_fd=root)
+    try:
+        for sub in _SUBDIRS:
+            os.mkdir(sub, DIR_MODE, dir_fd=fd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open("args.json", flags, FILE_MODE, dir_fd=fd))
+    except BaseException:
+        os.close(fd)
+        remove_entries(root, [name])
+        raise
+    return fd
+
+
+def _make_rooms(root: int, names: list[str]) -> list[tuple[str, int]]:
     made = []
-    for path in paths:
+    for name in names:
         try:
-            _make(path)
+            made.append((name, _make_room(root, name)))
         except OSError:
-            shutil.rmtree(path, ignore_errors=True)
+            log.warning("could not make a work directory ahead", exc_info=True)
             break
-        made.append(path)
     return made
 
 
-def _as_made(workdir: str, dir_mode: int) -> bool:
-    """True if the work dir holds exactly what `_make` made (result files aside, which
-    are removed): no other file, no link, every mode as made."""
-    flwd = f"{workdir}/.flwd"
-    try:
-        if os.listdir(workdir) != [".flwd"] or sorted(os.listdir(flwd)) != [
-            "args.json",
-            "artifacts",
-            "results",
-        ]:
-            return False
-        directory = stat.S_IFDIR | dir_mode  # type and permission bits, compared at once
-        if (
-            os.lstat(workdir).st_mode != directory
-            or os.lstat(flwd).st_mode != directory
-            or os.lstat(f"{flwd}/args.json").st_mode != stat.S_IFREG | _ARGS_MODE
-            or os.lstat(f"{flwd}/artifacts").st_mode != directory
-            or os.lstat(f"{flwd}/results").st_mode != directory
-        ):
-            return False
-        if os.listdir(f"{flwd}/artifacts"):
-            return False
-        for name in os.listdir(f"{flwd}/results"):
-            if not stat.S_ISREG(os.lstat(f"{flwd}/results/{name}").st_mode):
-                return False
-            os.unlink(f"{flwd}/results/{name}")
-    except OSError:
-        return False
-    return True
-
-
-def _write_args(path: str, data: bytes) -> None:
-    """Write `data` over the file from its start, padded with spaces to the old length
-    (JSON allows trailing whitespace): no truncation."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, _ARGS_MODE)
-    try:
-        size = os.fstat(fd).st_size
-        if size > len(data):
-            data += b" " * (size - len(data))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-def _blank(path: str) -> bool:
-    """Overwrite the arguments file with spaces, if it is still the regular file flwd
-    wrote."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    with os.fdopen(fd, "wb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        handle.write(b" " * info.st_size)
-    return True
-
-
-def _remove_trees(paths: list[str]) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+def remove_entries(dir_fd: int, names: list[str]) -> None:
+    """Delete each of `names` in `dir_fd`: a directory with all it holds, anything else
+    by itself; never following a link, never failing."""
+    for name in names:
+        try:
+            is_dir = stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+            if is_dir:
+                shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            continue

@@ -34,6 +34,7 @@ from typing import Any
 import aiosqlite
 
 from flwd.errors import StorageError
+from flwd.storage.private import PRIVATE_FILE, make_private_dir, make_private_file, narrow
 from flwd.storage.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,11 @@ class Store:
             self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
             await self._reader.execute("PRAGMA busy_timeout=5000")
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
+        # SQLite gives the WAL and shared-memory files the database file's mode
+        make_private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            narrow(self.path.with_name(self.path.name + suffix), PRIVATE_FILE)
         # used by the writer task only, one call at a time: on the connection's thread, or
         # for a small batch on the loop's (see `_apply`)
         self._writer = await aiosqlite.connect(self.path, check_same_thread=False)

@@ -74,7 +74,7 @@ async def test_per_run_working_directory(engine_world: EngineWorld) -> None:
             info = run.result.value  # type: ignore[union-attr]
             cwd = Path(info["cwd"])
             assert cwd == Path(info["env"]["FLWD_RUN_DIR"])
-            assert cwd == engine_world.data_dir / "work" / run.run_id
+            assert cwd == engine_world.data_dir / "work" / run.run_id / "run"
             # gone after the run: it held the arguments file, secrets included
             assert not cwd.exists()
             dirs.append(cwd)
@@ -124,9 +124,12 @@ async def test_clean_environment_and_flwd_variables(
     assert env["FLWD_RUN_ID"] == run.run_id
     assert env["FLWD_JOB_ID"] == "probe" and env["FLWD_STEP_ID"] == "py"
     assert env["PYTHONUNBUFFERED"] == "1"
-    run_dir = Path(env["FLWD_RUN_DIR"])
-    for name in ("FLWD_ARGS_FILE", "FLWD_RESULT_FILE", "FLWD_ARTIFACTS_DIR"):
-        assert Path(env[name]).is_relative_to(run_dir), name
+    # in the run's room, beside its working directory (docs/storage.md)
+    room = Path(env["FLWD_RUN_DIR"]).parent
+    assert room == engine_world.data_dir / "work" / run.run_id
+    assert env["FLWD_ARGS_FILE"] == str(room / "args.json")
+    assert env["FLWD_RESULT_FILE"] == str(room / "results" / "py.json")
+    assert env["FLWD_ARTIFACTS_DIR"] == str(room / "artifacts")
 
 
 async def test_args_file_holds_the_arguments_as_json(engine_world: EngineWorld) -> None:

@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from flwd.engine import runner
 from flwd.engine.recovery import REPAIRED_MESSAGE
+from flwd.engine.rooms import Room
 from flwd.states import TERMINAL_STEP, FailureReason, RunStatus, StepStatus
 from tests.unit.engine_support import EngineWorld, events_of, run_job
 
@@ -66,10 +66,10 @@ async def test_a_failure_inside_flwd_ends_every_step_and_the_run_as_internal(
         },
     )
 
-    def broken(path: str) -> bytes | None:
-        raise RuntimeError(f"disk said no while reading {path} with {SECRET}")
+    def broken(room: Room, step_id: str, limit: int) -> bytes | None:
+        raise RuntimeError(f"disk said no while reading {step_id} with {SECRET}")
 
-    monkeypatch.setattr(runner, "_read_result", broken)
+    monkeypatch.setattr(Room, "read_result", broken)
     async with engine_world.open() as service:
         run = await run_job(service, "dag", {"password": SECRET})
         assert run.status is RunStatus.FAILED and run.reason is FailureReason.INTERNAL

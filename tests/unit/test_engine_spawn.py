@@ -68,7 +68,7 @@ async def test_the_step_process_is_the_same_either_way(
         out = [x.message for x in logs if x.level == "info"]
         sid, pid = (part.split("=")[1] for part in out[0].split())
         assert sid == pid
-        assert out[1] == f"cwd={engine_world.data_dir / 'work' / run.run_id}"
+        assert out[1] == f"cwd={engine_world.data_dir / 'work' / run.run_id / 'run'}"
         assert out[2] == "greeting=hello"
         assert out[3].split() == ["0", "1", "2", "3"]  # 3 is ls's own listing of the dir
         assert [x.message for x in logs if x.level == "error"] == ["to-stderr"]

@@ -1,53 +1,181 @@
-"""Work directories are recycled, but only when a run left one exactly as it was made, and
-secret arguments never outlive their run."""
+"""Rooms (`engine/workdirs.py`, `engine/rooms.py`): every run gets a new one, everything
+in it is reached through the descriptor of the directory the server made, and secret
+arguments are overwritten in the file the server wrote, wherever a job moved or linked it."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
+import pytest
+
+from flwd.engine.artifacts import MAX_SKIP_NOTES, Collected
+from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
 from flwd.engine.workdirs import WorkDirs
+from tests.unit.engine_support import wait_for
 
 
-def _args(workdir: Path) -> object:
-    return json.loads((workdir / ".flwd" / "args.json").read_bytes())
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-async def test_work_dirs_are_recycled_as_made_and_secrets_blanked(tmp_path: Path) -> None:
-    root = tmp_path / "work"
-    root.mkdir()
-    dirs = WorkDirs(root, spares=4)
+async def test_each_run_gets_a_new_room_with_private_modes(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        dirs = WorkDirs(tmp_path / "work")
+        first = await dirs.open("run_a", {"n": 1}, secret=False)
+    finally:
+        os.umask(old_umask)
+    room = Path(first.path)
+    assert room == tmp_path / "work" / "run_a"
+    assert json.loads((room / "args.json").read_bytes()) == {"n": 1}
+    assert Path(first.args_file) == room / "args.json"
+    assert Path(first.run_dir) == room / "run"
+    assert Path(first.artifacts_dir) == room / "artifacts"
+    assert Path(first.result_file("main")) == room / "results" / "main.json"
+    assert _mode(tmp_path / "work") == 0o700
+    assert {p.name: _mode(p) for p in room.iterdir()} == {
+        "args.json": 0o600,
+        "results": 0o700,
+        "artifacts": 0o700,
+        "run": 0o700,
+    }
+    # a job could keep descriptors into its room (while one is open, no other file or
+    # directory can have the same inode)
+    kept = [os.open(p, os.O_RDONLY) for p in [room, *room.rglob("*")]]
+    dirs.discard("run_a", first)
+    assert not room.exists()
 
-    first = root / "run_a"
-    dirs.open(str(first), {"token": "s3cret", "padding": "x" * 100})
-    assert _args(first) == {"token": "s3cret", "padding": "x" * 100}
-    inode = os.stat(first).st_ino
-    (first / ".flwd" / "results" / "main.json").write_text("{}")  # result files are fine
-    dirs.discard(str(first), secret=True)
-    assert not first.exists()
-    files = [p for p in root.rglob("*") if p.is_file()]
-    assert files and not [p for p in files if b"s3cret" in p.read_bytes()]
-
-    # the next run gets the same directory, emptied of results, its shorter arguments
-    # written over the old ones (the rest is whitespace, which JSON allows)
-    second = root / "run_b"
-    dirs.open(str(second), {"n": 1})
-    assert os.stat(second).st_ino == inode
-    assert _args(second) == {"n": 1}
-    assert not any((second / ".flwd" / "results").iterdir())
-
-    # a directory the job changed is not recycled: the next run gets a new one
-    (second / "left-behind").write_text("x")
-    os.symlink("/etc", second / ".flwd" / "artifacts" / "link")
-    dirs.discard(str(second), secret=False)
-    third = root / "run_c"
-    dirs.open(str(third), {})
-    assert os.stat(third).st_ino != inode
-    assert sorted(os.listdir(third)) == [".flwd"]
-    assert not any((third / ".flwd" / "artifacts").iterdir())
-    assert _args(third) == {}
-
-    dirs.discard(str(third), secret=False)
+    # left exactly as made, and still not reused: no directory or file of the first run
+    # is part of the second's room
+    second = await dirs.open("run_b", {"n": 2}, secret=False)
+    room_b = Path(second.path)
+    assert {os.fstat(fd).st_ino for fd in kept}.isdisjoint(
+        {os.stat(p).st_ino for p in [room_b, *room_b.rglob("*")]}
+    )
+    dirs.discard("run_b", second)
     await dirs.aclose()
-    assert not any(root.iterdir())
+    assert list((tmp_path / "work").iterdir()) == []
+    assert all(os.fstat(fd).st_nlink == 0 for fd in kept)  # deleted, not kept anywhere
+    for fd in kept:
+        os.close(fd)
+
+
+async def test_rooms_made_ahead_are_used_only_as_made(tmp_path: Path) -> None:
+    dirs = WorkDirs(tmp_path / "work", spares=4)
+    first = await dirs.open("run_a", {}, secret=False)  # none made yet: made for it
+    await wait_for_spares(dirs, tmp_path / "work", 4)
+    spares = sorted(p for p in (tmp_path / "work").iterdir() if p.name.startswith(".new-"))
+    assert len(spares) == 4
+    # a spare someone tampered with (here: a hard link to its arguments file) is not used
+    for spare in spares:
+        os.link(spare / "args.json", tmp_path / f"link-{spare.name}")
+    second = await dirs.open("run_b", {"token": "s3cret"}, secret=True)
+    assert not [p for p in tmp_path.glob("link-*") if p.read_bytes()]
+    assert json.loads(Path(second.args_file).read_bytes()) == {"token": "s3cret"}
+    assert os.stat(second.args_file).st_nlink == 1
+    for room, run_id in ((first, "run_a"), (second, "run_b")):
+        dirs.discard(run_id, room)
+    await dirs.aclose()
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+async def wait_for_spares(dirs: WorkDirs, work: Path, count: int) -> None:
+    def made() -> bool:
+        return len([p for p in work.iterdir() if p.name.startswith(".new-")]) >= count
+
+    await wait_for(made, what=f"{count} rooms made ahead")
+
+
+async def test_secret_arguments_are_overwritten_wherever_the_file_went(tmp_path: Path) -> None:
+    dirs = WorkDirs(tmp_path / "work")
+    room = await dirs.open("run_a", {"token": "s3cret"}, secret=True)
+    # the job keeps a hard link, then moves the file itself out of the room
+    os.link(room.args_file, tmp_path / "kept-link")
+    os.rename(room.args_file, tmp_path / "moved")
+    dirs.discard("run_a", room)
+    for path in (tmp_path / "kept-link", tmp_path / "moved"):
+        assert path.read_bytes().strip() == b"", path
+    await dirs.aclose()
+
+
+async def test_the_server_reaches_into_a_room_without_following_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "main.json").write_text('{"stolen": true}')
+    dirs = WorkDirs(tmp_path / "work")
+    room = await dirs.open("run_a", {}, secret=False)
+    results = Path(room.path) / "results"
+
+    # a symbolic link in place of the results directory: refused, never read or deleted
+    results.rmdir()
+    results.symlink_to(outside)
+    assert room.result_written("main")
+    with pytest.raises(UnsafeEntry, match="'results' is a symbolic link"):
+        room.read_result("main", 1024)
+    room.remove_result("main")
+    assert (outside / "main.json").exists()
+
+    # a result file that is a link, a hard link or a FIFO is refused
+    results.unlink()
+    results.mkdir()
+    (results / "link.json").symlink_to(outside / "main.json")
+    os.link(outside / "main.json", results / "hard.json")
+    os.mkfifo(results / "fifo.json")
+    (results / "big.json").write_bytes(b" " * 11)
+    (results / "ok.json").write_bytes(b"[1]")
+    for step, message in [
+        ("link", "symbolic link"),
+        ("hard", "other hard links"),
+        ("fifo", "not a regular file"),
+        ("big", "larger than the 10 bytes"),
+    ]:
+        with pytest.raises(UnsafeEntry, match=message):
+            room.read_result(step, 10)
+    assert room.read_result("ok", 10) == b"[1]"
+    assert room.read_result("none", 10) is None
+    assert not room.result_written("none")
+
+    # the room itself replaced by a link: the server still works in the directory it made
+    moved = tmp_path / "work" / "moved-away"
+    os.rename(room.path, moved)
+    os.symlink(outside, room.path)
+    assert room.read_result("ok", 10) == b"[1]"
+    dirs.discard("run_a", room)
+    await dirs.aclose()
+    # the link was deleted, not followed
+    assert sorted(p.name for p in outside.iterdir()) == ["main.json"]
+    assert not os.path.lexists(room.path)
+
+
+def test_open_dir_and_open_file_refuse_what_is_not_what_they_open(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir-link").symlink_to(tmp_path / "dir")
+    (tmp_path / "file-link").symlink_to(tmp_path / "file")
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(open_dir(top, "dir"))
+        os.close(open_file(top, "file"))
+        for name, kind in [("dir-link", "a symbolic link"), ("file", "a regular file")]:
+            with pytest.raises(UnsafeEntry, match=f"'{name}' is {kind}, not a directory"):
+                open_dir(top, name)
+        for name in ("file-link", "dir-link"):
+            with pytest.raises(UnsafeEntry, match="symbolic link"):
+                open_file(top, name)
+        with pytest.raises(FileNotFoundError):
+            open_dir(top, "missing")
+    finally:
+        os.close(top)
+
+
+def test_skipped_artifacts_are_named_up_to_a_limit() -> None:
+    collected = Collected(
+        skipped=[f"'f{i}' not collected: it is a symbolic link" for i in range(25)]
+    )
+    notes = collected.notes()
+    assert len(notes) == MAX_SKIP_NOTES + 1
+    assert notes[0] == "[flwd: artifact 'f0' not collected: it is a symbolic link]"
+    assert notes[-1] == "[flwd: 5 more files under $FLWD_ARTIFACTS_DIR not collected]"

@@ -134,11 +134,11 @@ async def test_a_killed_engine_leaves_nothing_behind_after_restart(
         assert (await run_job(service, "short")).status is RunStatus.SUCCESS
         ids_now = [e.id for e in await service.journal.read(since=0, limit=10_000)]
         assert ids_now == sorted(set(ids_now))
-        # no run's work dir is left: what remains are spares kept for the next runs
-        # (holding at most the arguments of a run without secrets: none here)
+        # no run's room is left under its name: what remains are finished runs' rooms
+        # being deleted (holding at most the arguments of a run without secrets: none here)
         work = engine_world.data_dir / "work"
         assert not [p for p in work.iterdir() if p.name.startswith("run_")]
-        assert {f.read_bytes().strip() for f in work.glob("*/.flwd/args.json")} <= {b"", b"{}"}
+        assert {f.read_bytes().strip() for f in work.glob("*/args.json")} <= {b"", b"{}"}
     assert not any((engine_world.data_dir / "work").iterdir())
 
 
