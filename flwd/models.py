@@ -156,3 +156,13 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     level: str
     message: str
     step_id: str | None = None
+
+
+class ContainmentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """How the server keeps every process of a run from outliving it (system info):
+    `mode` is `cgroup` or `subreaper`; `path` is the cgroup v2 directory holding the runs'
+    cgroups (cgroup mode only); `guarantee` says in words what the mode ensures."""
+
+    mode: str
+    guarantee: str
+    path: str | None = None

@@ -16,7 +16,17 @@ import pluggy
 
 from flwd import errors
 from flwd.api.backend import Backend
-from flwd.models import Artifact, Event, InvalidJob, JobSpec, LogLine, Result, Run, Step
+from flwd.models import (
+    Artifact,
+    ContainmentInfo,
+    Event,
+    InvalidJob,
+    JobSpec,
+    LogLine,
+    Result,
+    Run,
+    Step,
+)
 from flwd.settings import Settings
 from flwd.states import TERMINAL_RUN, RunStatus
 
@@ -248,6 +258,9 @@ class FakeRunService:
 
     async def healthy(self) -> bool:
         return self.is_healthy
+
+    def containment_info(self) -> ContainmentInfo:
+        return ContainmentInfo(mode="subreaper", guarantee="the fake's")
 
 
 def fake_backend_factory(runs: FakeRunService) -> Any:

@@ -17,7 +17,16 @@ from typing import Any, Protocol
 
 import pluggy
 
-from flwd.models import Artifact, Event, InvalidJob, JobSpec, LogLine, Run, Step
+from flwd.models import (
+    Artifact,
+    ContainmentInfo,
+    Event,
+    InvalidJob,
+    JobSpec,
+    LogLine,
+    Run,
+    Step,
+)
 from flwd.settings import Settings
 from flwd.states import RunStatus
 
@@ -108,6 +117,8 @@ class RunServiceView(Protocol):
     ) -> AsyncIterator[Event]: ...
 
     async def healthy(self) -> bool: ...
+
+    def containment_info(self) -> ContainmentInfo: ...
 
 
 class EventFeedView(Protocol):

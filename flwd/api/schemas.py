@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from flwd.models import Artifact, Diagnostic, JobSpec, LogLine, Run, Step
+from flwd.models import Artifact, ContainmentInfo, Diagnostic, JobSpec, LogLine, Run, Step
 
 
 class CreateRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -151,3 +151,5 @@ class SystemInfo(msgspec.Struct, frozen=True, kw_only=True):
     version: str
     sources: list[SourceInfo]
     extensions: list[str]
+    #: how the server keeps every process of a run from outliving it
+    containment: ContainmentInfo | None = None

@@ -16,7 +16,7 @@ import uvicorn
 from flwd import __version__
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
-from flwd.settings import Settings, SettingsError, load_settings
+from flwd.settings import CONTAINMENT_MODES, Settings, SettingsError, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -95,6 +95,13 @@ def _settings(**flags: Any) -> Settings:
     default=None,
     help="Log every request (costs ~38% of small-request throughput) [off; FLWD_ACCESS_LOG].",
 )
+@click.option(
+    "--containment",
+    type=click.Choice(CONTAINMENT_MODES),
+    default=None,
+    help="How a run's processes are kept together: a cgroup per run, or the subreaper "
+    "[auto; FLWD_CONTAINMENT].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -102,6 +109,7 @@ def serve(
     data_dir: str | None,
     profile: str | None,
     access_log: bool | None,
+    containment: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -114,8 +122,10 @@ def serve(
         data_dir=data_dir,
         profile=profile,
         access_log=access_log,
+        containment=containment,
     )
     _check_data_dir_free(settings)
+    _check_containment(settings)
     _configure_logging(settings.access_log)
     app = create_app(settings, make_plugin_manager())
     server = _Server(uvicorn_config(settings, app), settings)
@@ -127,6 +137,14 @@ def serve(
     server.run()
     if not server.started:
         raise CliError(f"could not start on {settings.host}:{settings.port}", exit_code=1)
+
+
+def _check_containment(settings: Settings) -> None:
+    """Refuse `--containment cgroup` where no cgroup can be made, with one line."""
+    from flwd.engine.containment import Containment
+
+    if settings.containment == "cgroup":
+        Containment.choose(settings.containment, settings.data_path)  # FlwdError: `error:`
 
 
 def _check_data_dir_free(settings: Settings) -> None:

@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 # glibc's values (bits/spawn.h)
@@ -151,7 +152,8 @@ class _Spawner:
                     os.waitpid(args, 0)
                 continue
             try:
-                pid = _libc(*args)
+                *spawn_args, place = args
+                pid = _placed(_libc(*spawn_args), place)
             except BaseException as exc:  # handed to the caller
                 loop.call_soon_threadsafe(self._settle, future, None, exc)
             else:
@@ -196,26 +198,49 @@ async def spawn(
     env: dict[str, str],
     fds: tuple[int, int, int],
     busy: bool = True,
+    place: Callable[[int], None] | None = None,
 ) -> int:
     """Start `argv` in a new session with `fds` as its stdin, stdout and stderr; its pid.
     OSError if it cannot be started. The caller reaps it.
 
     `busy` says the loop has other work (other steps running): the spawn then runs on a
     worker thread. Without, it is made right here, which is quicker than the hop to a
-    thread and back when nothing else is waiting for the loop."""
+    thread and back when nothing else is waiting for the loop.
+
+    `place(pid)` is called on the spawning thread as soon as the process exists (the
+    run's cgroup moves it in); if it raises, the process is killed and reaped and the
+    error is the caller's. A spawn with `place` always runs on a worker thread: moving a
+    process between cgroups waits for the kernel."""
     arguments = [os.fsencode(arg) for arg in argv]
     variables = [os.fsencode(f"{key}={value}") for key, value in env.items()]
     if any(b"\0" in item for item in (*arguments, *variables)) or "\0" in cwd:
         raise OSError(errno.EINVAL, "embedded null byte in the command or its environment")
     if not _libc.usable:
+        if place is not None:
+            return await asyncio.to_thread(_popen, argv, cwd=cwd, env=env, fds=fds, place=place)
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
     args, envp = _strings(arguments), _strings(variables)
-    if not busy:
+    if not busy and place is None:
         return _libc(path, args, envp, os.fsencode(cwd), fds)
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    _spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds)
+    _spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds, place)
     return await started
+
+
+def _placed(pid: int, place: Callable[[int], None] | None) -> int:
+    if place is None:
+        return pid
+    try:
+        place(pid)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        reaped(pid, -signal.SIGKILL)
+        raise
+    return pid
 
 
 #: processes started by `Popen`, until reaped: a Popen object collected while its process
@@ -230,7 +255,14 @@ def reaped(pid: int, returncode: int) -> None:
         process.returncode = returncode
 
 
-def _popen(argv: list[str], *, cwd: str, env: dict[str, str], fds: tuple[int, int, int]) -> int:
+def _popen(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    fds: tuple[int, int, int],
+    place: Callable[[int], None] | None = None,
+) -> int:
     process = subprocess.Popen(
         argv,
         stdin=fds[0],
@@ -241,4 +273,4 @@ def _popen(argv: list[str], *, cwd: str, env: dict[str, str], fds: tuple[int, in
         start_new_session=True,
     )
     _popens[process.pid] = process
-    return process.pid
+    return _placed(process.pid, place)
