@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from flwd.engine.processes import children, wait_until
+from flwd.engine.processes import adopted_children, children, wait_until
 from flwd.errors import FlwdError
 from flwd.models import ContainmentInfo
 
@@ -121,6 +121,15 @@ class RunCgroup:
                     moved.add(child)
                     self._move(procs, child)
                     pending.append(child)
+            if not pending:
+                # a child forked and orphaned before the move was re-parented to the
+                # engine (the subreaper) and is still in the engine's cgroup: it is
+                # taken in too (the sweep above sees any orphaned later)
+                for orphan in window_orphans():
+                    if orphan not in moved:
+                        moved.add(orphan)
+                        self._move(procs, orphan)
+                        pending.append(orphan)
 
     @staticmethod
     def _move(procs: int, pid: int) -> None:
@@ -237,6 +246,30 @@ class Containment:
         if self.root is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self.root)
+
+
+def window_orphans() -> list[int]:
+    """Processes the engine adopted that are still in its own cgroup: in
+    cgroup mode, only a child a step orphaned before it was moved into its run's cgroup
+    can be one (the engine's steps are children of its spawning threads, not of its main
+    thread, where orphans go)."""
+    found = []
+    own = None
+    for pid in adopted_children():
+        try:
+            with open(f"/proc/{pid}/cgroup", "rb") as handle:
+                line = next(x for x in handle.read().splitlines() if x.startswith(b"0::"))
+        except (OSError, StopIteration):
+            continue
+        if own is None:
+            own = _own_cgroup_line()
+        if line == own:
+            found.append(pid)
+    return found
+
+
+def _own_cgroup_line() -> bytes:
+    return b"0::" + Path("/proc/self/cgroup").read_bytes().split(b"0::", 1)[1].split(b"\n")[0]
 
 
 def _make_root(data_path: Path) -> Path:
