@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from flwd.engine.processes import adopted_children, children, wait_until
+from flwd.engine.processes import adopted_children, children, still_running, wait_until
 from flwd.errors import FlwdError
 from flwd.models import ContainmentInfo
 
@@ -165,7 +165,8 @@ class RunCgroup:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         if await wait_until(self.pids, time.monotonic() + grace):
-            return True
+            return await wait_until(lambda: still_running(pids), time.monotonic() + _KILL_WAIT)
+        pids = sorted(set(pids) | set(self.pids()))
         try:
             (self.path / "cgroup.kill").write_text("1")
         except OSError as exc:  # a kernel without cgroup.kill: SIGKILL one by one
@@ -174,7 +175,8 @@ class RunCgroup:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
         if await wait_until(self.pids, time.monotonic() + _KILL_WAIT):
-            return True
+            # out of the cgroup, each is still finishing its exit for a moment
+            return await wait_until(lambda: still_running(pids), time.monotonic() + _KILL_WAIT)
         log.error("processes %s of cgroup %s survived cgroup.kill", self.pids(), self.path)
         return False
 

@@ -60,6 +60,12 @@ def _stat_fields(pid: str) -> tuple[str, int, int, int] | None:
     return rest[0].decode(), int(rest[2]), int(rest[3]), int(rest[19])
 
 
+def still_running(pids: list[int]) -> list[int]:
+    """Those of `pids` that exist and are not zombies (a process leaves its cgroup's
+    `cgroup.procs` a moment before it is a zombie)."""
+    return [pid for pid in pids if (f := _stat_fields(str(pid))) is not None and f[0] != "Z"]
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group `pgid`."""
     try:
