@@ -204,7 +204,7 @@ async def test_lost_runs_ignoring_sigterm_are_stopped_in_about_one_grace_period(
     # next engine stops them all at once, so it is ready after about one grace period
     # (one after another it would take six). In cgroup mode each run also left an
     # escapee that wiped its environment, which only the run's cgroup still finds.
-    count, grace = 6, 1.0
+    count, grace = 6, 1.5
     pids = engine_world.root / "pids"
     pids.touch()
     escapee = (
