@@ -137,12 +137,20 @@ class _Spawner:
         self.started = False
 
     def spawn(self, future: asyncio.Future[int], *args: Any) -> None:
+        self._start()
+        self.requests.put((future.get_loop(), future, args))
+
+    def spawn_reaper(self, pid: int) -> None:
+        """Have a worker thread reap `pid` (killed already)."""
+        self._start()
+        self.requests.put((None, None, pid))
+
+    def _start(self) -> None:
         if not self.started:
             self.started = True
             for n in range(self.threads):
                 name = f"flwd-spawn-{n}"
                 threading.Thread(target=self._work, name=name, daemon=True).start()
-        self.requests.put((future.get_loop(), future, args))
 
     def _work(self) -> None:
         while True:
@@ -217,7 +225,14 @@ async def spawn(
         raise OSError(errno.EINVAL, "embedded null byte in the command or its environment")
     if not _libc.usable:
         if place is not None:
-            return await asyncio.to_thread(_popen, argv, cwd=cwd, env=env, fds=fds, place=place)
+            work = asyncio.ensure_future(
+                asyncio.to_thread(_popen, argv, cwd=cwd, env=env, fds=fds, place=place)
+            )
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:  # the process starts all the same: not unwatched
+                work.add_done_callback(_abandon)
+                raise
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
     args, envp = _strings(arguments), _strings(variables)
@@ -226,6 +241,17 @@ async def spawn(
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     _spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds, place)
     return await started
+
+
+def _abandon(started: asyncio.Future[int]) -> None:
+    """Kill a process whose caller stopped waiting for it; a spawning thread reaps it."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    pid = started.result()
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    reaped(pid, -signal.SIGKILL)  # its Popen object is not to reap it
+    _spawner.spawn_reaper(pid)
 
 
 def _placed(pid: int, place: Callable[[int], None] | None) -> int:
