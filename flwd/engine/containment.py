@@ -3,14 +3,17 @@ make one, else the child subreaper alone (see `processes.py`).
 
 **cgroup mode.** The engine finds its own cgroup v2 (`/proc/self/cgroup`, the `cgroup2`
 mount in `/proc/self/mountinfo`) and, below it, makes one directory per data dir,
-`flwd-<digest of the data dir>`, holding one cgroup per active run, `run-<run id>`. Each
+`flwd-<digest of the data dir>-<server pid>`, holding one cgroup per active run,
+`run-<run id>`. Each
 step is moved into its run's cgroup right after it is spawned, with the children it may
 already have started (see `RunCgroup.place`); everything it starts afterwards is born in
 the cgroup, whatever it does to its session, process group or environment. At the end of
 the run (success, failure, cancel, timeout, shutdown) the cgroup's processes get SIGTERM,
 the grace period, then `cgroup.kill`, and the cgroup is removed once it is empty. At
-start-up the engine owns the data dir's lock, so every `run-*` cgroup left in its
-directory is a crashed engine's: it is killed the same way and removed.
+start-up the engine owns the data dir's lock, so every directory of its data dir left by
+an earlier server is a crashed engine's: its `run-*` cgroups are killed the same way and
+it is removed. Empty directories of servers that no longer exist (another data dir's,
+crashed) are removed too.
 
 No controller is enabled anywhere (the cgroups only group, they limit nothing), so the
 cgroup v2 rule of "no processes in an inner cgroup with controllers" never applies: the
@@ -108,8 +111,9 @@ class RunCgroup:
         own, until a pass finds none new."""
         with self._lock:
             if self._procs is None:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(self.path)
+                # (the parent too: a server in another pid namespace may have taken
+                # this one's empty directory for a dead server's)
+                os.makedirs(self.path, exist_ok=True)
                 self._procs = os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
             procs = self._procs
         self._move(procs, pid)
@@ -202,9 +206,13 @@ class RunCgroup:
 class Containment:
     """Where this engine keeps its runs' processes: `mode` is `cgroup` or `subreaper`."""
 
-    def __init__(self, mode: str, root: Path | None = None) -> None:
+    def __init__(
+        self, mode: str, root: Path | None = None, stale: list[Path] | None = None
+    ) -> None:
         self.mode = mode
         self.root = root
+        #: directories of this data dir that earlier (crashed) servers left
+        self.stale = stale or []
 
     @classmethod
     def choose(cls, wanted: str, data_path: Path) -> Containment:
@@ -214,13 +222,13 @@ class Containment:
         if wanted == SUBREAPER:
             return cls(SUBREAPER)
         try:
-            root = _make_root(data_path)
+            root, stale = _make_root(data_path)
         except ContainmentUnavailable as exc:
             if wanted == CGROUP:
                 raise
             log.info("runs are contained by the subreaper only: %s", exc)
             return cls(SUBREAPER)
-        return cls(CGROUP, root)
+        return cls(CGROUP, root, stale)
 
     def info(self) -> ContainmentInfo:
         if self.root is None:
@@ -233,15 +241,22 @@ class Containment:
 
     def leftovers(self) -> list[RunCgroup]:
         """The run cgroups a previous engine on this data dir left behind."""
-        if self.root is None:
-            return []
-        try:
-            return [RunCgroup(p) for p in sorted(self.root.glob("run-*")) if p.is_dir()]
-        except OSError:
-            return []
+        found = []
+        for directory in self.stale:
+            with contextlib.suppress(OSError):
+                found += [RunCgroup(p) for p in sorted(directory.glob("run-*")) if p.is_dir()]
+        return found
 
     async def stop_leftovers(self, grace: float) -> None:
+        """Kill and remove the run cgroups earlier servers of this data dir left, then
+        their directories."""
         await asyncio.gather(*(group.stop(grace) for group in self.leftovers()))
+        for directory in self.stale:
+            try:
+                directory.rmdir()
+            except OSError as exc:
+                log.error("could not remove the cgroup %s: %s", directory, exc)
+        self.stale = []
 
     def close(self) -> None:
         """Remove this data dir's cgroup directory once no run cgroup is left in it."""
@@ -274,10 +289,12 @@ def _own_cgroup_line() -> bytes:
     return b"0::" + Path("/proc/self/cgroup").read_bytes().split(b"0::", 1)[1].split(b"\n")[0]
 
 
-def _make_root(data_path: Path) -> Path:
+def _make_root(data_path: Path) -> tuple[Path, list[Path]]:
+    """This server's directory for its runs' cgroups, and those earlier servers of the
+    same data dir left."""
     base = _own_cgroup_dir()
     digest = hashlib.sha256(str(data_path).encode()).hexdigest()[:16]
-    root = base / f"flwd-{digest}"
+    root = base / f"flwd-{digest}-{os.getpid()}"
     try:
         root.mkdir(exist_ok=True)
     except OSError as exc:
@@ -290,4 +307,24 @@ def _make_root(data_path: Path) -> Path:
         with contextlib.suppress(OSError):
             root.rmdir()
         raise ContainmentUnavailable(f"processes cannot be moved out of {base}")
-    return root
+    stale = []
+    for directory in base.glob("flwd-*-*"):
+        digest_of, _, pid = directory.name[5:].partition("-")
+        if directory == root or not pid.isdigit():
+            continue
+        if digest_of == digest:
+            stale.append(directory)
+        elif not _exists(int(pid)):
+            with contextlib.suppress(OSError):  # not empty: left for its own data dir's server
+                directory.rmdir()
+    return root, stale
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True

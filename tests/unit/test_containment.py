@@ -237,7 +237,10 @@ async def test_lost_runs_ignoring_sigterm_are_stopped_in_about_one_grace_period(
                 lost = await service.get_run(run_id)
                 assert lost.status is RunStatus.FAILED and lost.reason is FailureReason.LOST
             if mode == "cgroup":
+                # the crashed worker's cgroup directory (and its runs') is gone
                 root = Path(service.containment_info().path or "")
+                ours = root.name.rsplit("-", 1)[0]
+                assert list(root.parent.glob(f"{ours}-*")) == [root]
                 assert list(root.glob("run-*")) == []
         await wait_for(lambda: not [pid for pid in left if alive(pid)], what="no leftover")
 
