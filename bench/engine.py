@@ -1,6 +1,7 @@
 """Engine benchmark: flwd's run engine against the bare process-spawn floor, in one run.
 
     .venv/bin/python bench/engine.py [--quick] [--ingest-mb 200] [--no-ingest]
+                                     [--containment auto|cgroup|subreaper]
 
 Measures, on the standard asyncio loop (never uvloop: DESIGN section 12):
 
@@ -272,7 +273,7 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
     try:
         if not opts.no_throughput:
             noop = job("bench/noop", NOOP_ARGV)
-            async with engine(tmp / "noop", [noop]) as service:
+            async with engine(tmp / "noop", [noop], containment=opts.containment) as service:
 
                 async def through_flwd() -> None:
                     await flwd_once(service, noop.id)
@@ -365,6 +366,12 @@ if __name__ == "__main__":
     parser.add_argument("--ingest-mb", type=int, default=200, help="MB printed by the log job")
     parser.add_argument("--no-ingest", action="store_true", help="skip the log-ingest part")
     parser.add_argument("--no-throughput", action="store_true", help="skip the no-op runs")
+    parser.add_argument(
+        "--containment",
+        choices=("auto", "cgroup", "subreaper"),
+        default="auto",
+        help="the engine's containment mode for the no-op runs",
+    )
     options = parser.parse_args()
     outcome = asyncio.run(main(options))
     print(report(outcome, " ".join(["python bench/engine.py", *sys.argv[1:]])))

@@ -172,6 +172,16 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     step_id: str | None = None
 
 
+class ContainmentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """How the server keeps every process of a run from outliving it (system info):
+    `mode` is `cgroup` or `subreaper`; `path` is the cgroup v2 directory holding the runs'
+    cgroups (cgroup mode only); `guarantee` says in words what the mode ensures."""
+
+    mode: str
+    guarantee: str
+    path: str | None = None
+
+
 # -- response bodies of the HTTP API, decoded by the client as the same Structs -----------
 
 
@@ -231,3 +241,5 @@ class SystemInfo(msgspec.Struct, frozen=True, kw_only=True):
     version: str
     sources: list[SourceInfo]
     extensions: list[str]
+    #: how the server keeps every process of a run from outliving it
+    containment: ContainmentInfo | None = None

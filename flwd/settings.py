@@ -12,6 +12,7 @@ import durationpy
 import msgspec
 
 DEFAULT_SOURCE = "local-fs"
+CONTAINMENT_MODES = ("auto", "cgroup", "subreaper")
 
 
 class SettingsError(ValueError):
@@ -36,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_queue: int = 1000
     # Executor
     kill_grace: float = 5.0
+    #: how a run's processes are kept together: `auto` (a cgroup v2 per run where the
+    #: server can make one, else the subreaper), `cgroup` (or fail to start), `subreaper`
+    containment: str = "auto"
     line_limit: int = 16 * 1024
     output_head_bytes: int = 8 * 1024 * 1024
     output_tail_bytes: int = 2 * 1024 * 1024
@@ -116,6 +120,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_MAX_CONCURRENCY": ("max_concurrency", int),
     "FLWD_MAX_QUEUE": ("max_queue", int),
     "FLWD_KILL_GRACE": ("kill_grace", parse_duration),
+    "FLWD_CONTAINMENT": ("containment", lambda v: v.strip().lower()),
     "FLWD_LINE_LIMIT": ("line_limit", int),
     "FLWD_OUTPUT_HEAD_BYTES": ("output_head_bytes", int),
     "FLWD_OUTPUT_TAIL_BYTES": ("output_tail_bytes", int),
@@ -184,4 +189,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for origin in settings.cors_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise SettingsError(f"CORS origin '{origin}' must look like https://host[:port]")
+    if settings.containment not in CONTAINMENT_MODES:
+        raise SettingsError(
+            f"containment {settings.containment!r} must be one of {', '.join(CONTAINMENT_MODES)}"
+        )
     return settings

@@ -16,7 +16,17 @@ import pluggy
 
 from flwd import errors
 from flwd.api.backend import Backend
-from flwd.models import Artifact, Event, InvalidJob, JobSpec, LogLine, Result, Run, Step
+from flwd.models import (
+    Artifact,
+    ContainmentInfo,
+    Event,
+    InvalidJob,
+    JobSpec,
+    LogLine,
+    Result,
+    Run,
+    Step,
+)
 from flwd.settings import Settings
 from flwd.states import TERMINAL_RUN, RunStatus
 
@@ -263,6 +273,9 @@ class FakeRunService:
         self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
     ) -> None:
         """Nothing is ever pruned here (retention is tested against the real engine)."""
+
+    def containment_info(self) -> ContainmentInfo:
+        return ContainmentInfo(mode="subreaper", guarantee="the fake's")
 
 
 def fake_backend_factory(runs: FakeRunService) -> Any:

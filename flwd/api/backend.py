@@ -17,7 +17,16 @@ from typing import Any, Protocol
 
 import pluggy
 
-from flwd.models import Artifact, Event, InvalidJob, JobSpec, LogLine, Run, Step
+from flwd.models import (
+    Artifact,
+    ContainmentInfo,
+    Event,
+    InvalidJob,
+    JobSpec,
+    LogLine,
+    Run,
+    Step,
+)
 from flwd.settings import Settings
 from flwd.states import RunStatus
 
@@ -119,6 +128,8 @@ class RunServiceView(Protocol):
     ) -> None:
         """Raise `flwd.errors.EventsPruned` if resuming after `since` would skip events
         retention deleted."""
+
+    def containment_info(self) -> ContainmentInfo: ...
 
 
 class EventFeedView(Protocol):

@@ -35,11 +35,15 @@ class SystemController(Controller):
 
     @get("/system/info", operation_id="systemInfo", responses=problem_responses(500))
     async def info(self, backend: Services, plugin_manager: Plugins) -> SystemInfo:
-        """Version, configured job sources and installed extensions."""
+        """Version, configured job sources, installed extensions and how runs' processes
+        are contained."""
         sources = [
             SourceInfo(name=str(s["name"]), type=str(s["type"]), path=str(s["path"]))
             for s in backend.registry.source_info()
         ]
         return SystemInfo(
-            version=__version__, sources=sources, extensions=extension_names(plugin_manager)
+            version=__version__,
+            sources=sources,
+            extensions=extension_names(plugin_manager),
+            containment=backend.runs.containment_info(),
         )

@@ -23,7 +23,7 @@ from flwd.local_server import (
     remove_server_file,
     write_server_file,
 )
-from flwd.settings import Settings, SettingsError, load_settings, parse_duration
+from flwd.settings import CONTAINMENT_MODES, Settings, SettingsError, load_settings, parse_duration
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -222,6 +222,13 @@ def _settings(**flags: Any) -> Settings:
     metavar="ORIGIN",
     help="Grant CORS to this origin, e.g. https://ui.example (repeatable) [FLWD_CORS_ORIGINS].",
 )
+@click.option(
+    "--containment",
+    type=click.Choice(CONTAINMENT_MODES),
+    default=None,
+    help="How a run's processes are kept together: a cgroup per run, or the subreaper "
+    "[auto; FLWD_CONTAINMENT].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -239,6 +246,7 @@ def serve(
     header_timeout: str | None,
     allowed_hosts: tuple[str, ...],
     cors_origins: tuple[str, ...],
+    containment: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -261,8 +269,10 @@ def serve(
         header_timeout=_duration("--header-timeout", header_timeout),
         allowed_hosts=allowed_hosts,
         cors_origins=cors_origins,
+        containment=containment,
     )
     _check_data_dir_free(settings)
+    _check_containment(settings)
     _configure_logging(settings.access_log)
     app = create_app(settings, make_plugin_manager())
     server = _Server(uvicorn_config(settings, app), settings)
@@ -277,6 +287,14 @@ def serve(
         remove_server_file(settings.data_path, os.getpid())
     if not server.started:
         raise CliError(f"could not start on {settings.host}:{settings.port}", exit_code=1)
+
+
+def _check_containment(settings: Settings) -> None:
+    """Refuse `--containment cgroup` where no cgroup can be made, with one line."""
+    from flwd.engine.containment import Containment
+
+    if settings.containment == "cgroup":
+        Containment.choose(settings.containment, settings.data_path)  # FlwdError: `error:`
 
 
 def _check_data_dir_free(settings: Settings) -> None:

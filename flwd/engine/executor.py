@@ -118,8 +118,15 @@ class _StepProcess:
         self.resuming: asyncio.Task[None] | None = None
         self.unbounded = False  # the store's writer failed: read on, do not wait for it
 
-    async def start(self, argv: list[str], cwd: str, env: dict[str, str]) -> int:
-        """Spawn the process (OSError if it cannot be) and start watching it."""
+    async def start(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        place: Callable[[int], None] | None = None,
+    ) -> int:
+        """Spawn the process (OSError if it cannot be), `place` it (its run's cgroup),
+        and start watching it."""
         fds: list[int] = []
         try:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -127,7 +134,12 @@ class _StepProcess:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             fds += (err_r, err_w)
             self.pid = await spawn(
-                argv, cwd=cwd, env=env, fds=(_devnull(), out_w, err_w), busy=bool(WAITED_FOR)
+                argv,
+                cwd=cwd,
+                env=env,
+                fds=(_devnull(), out_w, err_w),
+                busy=bool(WAITED_FOR),
+                place=place,
             )
         except BaseException:
             for fd in fds:
@@ -272,13 +284,15 @@ async def execute_step(
     timeout: float | None,
     grace: float,
     on_spawn: Callable[[int], None] | None = None,
+    place: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Run the step once. `stop` set from outside (cancel, run timeout) ends it as
-    `cancelled`; the caller turns that into the run's own reason."""
+    `cancelled`; the caller turns that into the run's own reason. `place` puts the new
+    process where its run's processes are kept (`RunCgroup.place`)."""
     loop = asyncio.get_running_loop()
     process = _StepProcess(loop, output, ctx.step.id)
     try:
-        pgid = await process.start(ctx.argv, ctx.cwd, ctx.env)
+        pgid = await process.start(ctx.argv, ctx.cwd, ctx.env, place)
     except OSError as exc:
         message = f"cannot start {ctx.argv[0]!r}: {exc.strerror or exc}"
         reason = failure_reason_of(exc)

@@ -2,21 +2,29 @@
 
 A step runs as the leader of its own session and process group, so one `killpg` reaches
 everything it spawned. Processes that left the group (a `setsid` daemon, a double fork)
-are found in one of two ways:
+are held by the run's cgroup where the server can make one (`containment.py`); besides,
+and instead where it cannot, they are found in one of two ways:
 
 - **while the engine runs**, the engine's process is a *child subreaper*
-  (`PR_SET_CHILD_SUBREAPER`): a process whose parent exits is re-parented to the engine
-  instead of to init. Once a step's group is empty, every live process it left behind
-  is therefore a child of the engine, or a descendant of one, and carries the run's
-  `FLWD_RUN_ID`; listing the engine's own children (`/proc/self/task/*/children`) finds
-  them without looking at any other process on the machine;
+  (`PR_SET_CHILD_SUBREAPER`, through libc's `prctl`, on every Python version): a process
+  whose parent exits is re-parented to the engine instead of to init. Once a step's group
+  is empty, every live process it left behind is therefore a child of the engine, or a
+  descendant of one; listing the engine's own children (`/proc/self/task/*/children`)
+  finds them without looking at any other process on the machine. Such a child is of a
+  run if it carries that run's `FLWD_RUN_ID`; one that wiped its environment is of one of
+  the runs active when it was first found, and is stopped once none of those but the one
+  ending is still active (see `EscapedProcesses`);
 - **after a crash** (and wherever the subreaper is unavailable), by scanning every
   process's environment for `FLWD_RUN_ID=<run id>`.
 
 "Gone" means no process that is not a zombie: zombies hold no resources. Zombies the engine
-adopted are reaped by it when it looks for escaped processes at the end of each run; to
-tell them from the children asyncio waits for, the engine installs its own pidfd-based
-child watcher, which knows every pid it watches.
+adopted are reaped by it when it looks for escaped processes at the end of each run. No
+asyncio child watcher is involved (they are deprecated in Python 3.12 and gone in 3.14):
+the engine reaps a zombie child only if it is not one it waits for itself (`WAITED_FOR`)
+and it is not in the server's own session. Every adopted process descends from a step,
+which starts a session of its own, so it is never in the server's; a child that other
+code in the server starts (asyncio's subprocesses, without `start_new_session`) always
+is, and its exit status is left to that code.
 """
 
 from __future__ import annotations
@@ -29,22 +37,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVarTuple, Unpack
 
 log = logging.getLogger(__name__)
 _PROC = Path("/proc")
 _PR_SET_CHILD_SUBREAPER = 36
-#: pids of this process's children that something in it waits for (the executor's steps,
-#: asyncio's subprocesses under the pidfd watcher): never reaped as adopted zombies
+#: pids of this process's children that the engine waits for itself (the executor's
+#: steps): never reaped as adopted zombies
 WAITED_FOR: set[int] = set()
-_Ts = TypeVarTuple("_Ts")
 
 
-def _stat_fields(pid: str) -> tuple[str, int] | None:
-    """(state, pgrp) of a process from /proc, or None if it vanished."""
+def _stat_fields(pid: str) -> tuple[str, int, int, int] | None:
+    """(state, pgrp, session, start time) of a process from /proc, or None if it vanished."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             raw = handle.read()
@@ -52,7 +57,13 @@ def _stat_fields(pid: str) -> tuple[str, int] | None:
         return None
     # the command name is in parentheses and may contain spaces: split after the last ')'
     rest = raw[raw.rfind(b")") + 2 :].split()
-    return rest[0].decode(), int(rest[2])
+    return rest[0].decode(), int(rest[2]), int(rest[3]), int(rest[19])
+
+
+def still_running(pids: list[int]) -> list[int]:
+    """Those of `pids` that exist and are not zombies (a process leaves its cgroup's
+    `cgroup.procs` a moment before it is a zombie)."""
+    return [pid for pid in pids if (f := _stat_fields(str(pid))) is not None and f[0] != "Z"]
 
 
 def group_members(pgid: int) -> list[int]:
@@ -125,10 +136,27 @@ def adopted_candidates() -> list[int]:
     return [int(x) for x in raw.split()]
 
 
-def unwaited_children() -> bool:
-    """Whether this process has a child that nothing in it waits for: an adopted
-    process, alive or a zombie (one read of /proc, for the common case of none)."""
-    return any(pid not in WAITED_FOR for pid in adopted_candidates())
+def adopted_children() -> list[int]:
+    """This process's children that the engine did not start itself: adopted processes,
+    alive or zombies (those in the server's own session were started by other code in
+    it). One read of /proc for the common case of none."""
+    found = []
+    for pid in adopted_candidates():
+        if pid not in WAITED_FOR:
+            fields = _stat_fields(str(pid))
+            if fields is not None and fields[2] != _own_session():
+                found.append(pid)
+    return found
+
+
+_session: tuple[int, int] | None = None  # (pid, session id) of this process
+
+
+def _own_session() -> int:
+    global _session
+    if _session is None or _session[0] != os.getpid():
+        _session = (os.getpid(), os.getsid(0))
+    return _session[1]
 
 
 def children(pid: int | str = "self") -> list[int]:
@@ -147,93 +175,32 @@ def children(pid: int | str = "self") -> list[int]:
     return found
 
 
-class PidfdChildWatcher(asyncio.AbstractChildWatcher):
-    """asyncio's child watcher, on pidfds: no thread per child (Python 3.11's default
-    starts one), and it works with whichever loop spawns the child (3.11's own
-    `PidfdChildWatcher` is tied to one loop). Every child it waits for is in
-    `WAITED_FOR`."""
-
-    def add_child_handler(
-        self, pid: int, callback: Callable[[int, int, Unpack[_Ts]], object], *args: *_Ts
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        pidfd = os.pidfd_open(pid)
-        WAITED_FOR.add(pid)
-        loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
-
-    def _reap(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        pid: int,
-        pidfd: int,
-        callback: Callable[..., object],
-        args: tuple[Any, ...],
-    ) -> None:
-        loop.remove_reader(pidfd)
-        try:
-            _, status = os.waitpid(pid, 0)
-            returncode = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            log.warning("child process %d was reaped elsewhere: reporting exit status 255", pid)
-            returncode = 255
-        finally:
-            os.close(pidfd)
-            WAITED_FOR.discard(pid)
-        callback(pid, returncode, *args)
-
-    def remove_child_handler(self, pid: int) -> bool:
-        return False  # asyncio never removes a handler of a live child on Unix
-
-    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Nothing to attach: each child is watched on the loop running when it starts."""
-
-    def close(self) -> None:
-        """Nothing to release: a child's pidfd is closed as soon as it has exited."""
-
-    def is_active(self) -> bool:
-        return True
-
-    def __enter__(self) -> PidfdChildWatcher:
-        return self
-
-    def __exit__(
-        self,
-        a: type[BaseException] | None,
-        b: BaseException | None,
-        c: TracebackType | None,
-    ) -> None:
-        """Nothing to undo: the watcher is process-wide (see `adopt_orphans`)."""
-
-
-_watcher: PidfdChildWatcher | None = None
-_adopting = False
+_adopting: bool | None = None
 
 
 def adopt_orphans() -> bool:
-    """Make this process a child subreaper with the pidfd child watcher (once).
+    """Make this process a child subreaper (once; libc's `prctl` through ctypes).
 
     True when escaped processes can be found among this process's children; False where
-    that is not possible (not Linux, an old kernel, Python >= 3.12 where asyncio's child
-    watchers are deprecated), and the engine falls back to scanning every process.
+    that is not possible (not Linux, an old kernel), and the engine falls back to
+    scanning every process.
     """
-    global _watcher, _adopting
-    if _watcher is not None:
-        return _adopting and asyncio.get_child_watcher() is _watcher
-    if not sys.platform.startswith("linux") or sys.version_info >= (3, 12):
+    global _adopting
+    if _adopting is None:
+        _adopting = _become_subreaper()
+    return _adopting
+
+
+def _become_subreaper() -> bool:
+    if not sys.platform.startswith("linux"):
         return False
     try:
-        os.close(os.pidfd_open(os.getpid()))
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             return False
-        if not os.path.exists(f"/proc/self/task/{os.getpid()}/children"):
-            return False
     except (OSError, AttributeError):
         return False
-    _watcher = PidfdChildWatcher()
-    asyncio.set_child_watcher(_watcher)
-    _adopting = True
-    return True
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
 
 
 class EscapedProcesses:
@@ -241,28 +208,56 @@ class EscapedProcesses:
     (subreaper) process's children and their descendants; use it as `terminate`'s `find`
     once the run's groups are empty, when every such process is in that tree.
 
-    A child is one of the run's if it carries the run's id or was found before (its
-    environment may have been wiped since); its descendants are, whatever theirs says.
-    Zombie children met on the way that asyncio does not wait for are reaped.
+    A child is one of the run's if it carries the run's id, or no `FLWD_RUN_ID` of a run
+    in `active` (the runs this engine executes, `run_id` included) and none of the active
+    runs it was first found with but `run_id` is still active (its environment may have
+    been wiped: then it is of one of the runs active when it left its group), or it was
+    found before. Its descendants are, whatever theirs says. Zombie children met on the
+    way are reaped.
     """
 
-    def __init__(self, run_id: str, exclude: Iterable[int] = ()) -> None:
+    #: (pid, start time) of adopted processes of an unknown run -> the runs active when
+    #: each was first found, one of which it is of
+    suspects: dict[tuple[int, int], frozenset[str]] = {}
+
+    def __init__(self, run_id: str, active: Collection[str] = ()) -> None:
+        self.run_id = run_id
+        self.active = active
         self.needle = _needle(run_id)
-        self.exclude = set(exclude)
         self.seen: set[int] = set()
+
+    def _owner(self, pid: int, started: int) -> str | None:
+        """The run an adopted child is of, as far as can be told (None: unknown yet)."""
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            return None
+        if self.needle in environ:
+            return self.run_id
+        at = environ.find(b"FLWD_RUN_ID=")
+        if at >= 0 and (at == 0 or environ[at - 1] == 0):
+            owner = environ[at + 12 : environ.find(b"\0", at)].decode(errors="replace")
+            if owner in self.active:
+                return owner
+            return self.run_id  # of a run already over: a leftover, stopped now
+        key = (pid, started)
+        candidates = self.suspects.setdefault(key, frozenset(self.active) | {self.run_id})
+        if not (candidates & set(self.active)) - {self.run_id}:
+            del self.suspects[key]
+            return self.run_id
+        return None
 
     def __call__(self) -> list[int]:
         stack = []
         direct = set()
-        for pid in adopted_candidates():
-            if pid in WAITED_FOR or pid in self.exclude:
-                continue
+        for pid in adopted_children():
             fields = _stat_fields(str(pid))
             if fields is None:
                 continue
             if fields[0] == "Z":
-                _reap_adopted(pid)
-            elif pid in self.seen or _has_env(pid, self.needle):
+                _reap(pid)
+            elif pid in self.seen or self._owner(pid, fields[3]) == self.run_id:
                 stack.append(pid)
                 direct.add(pid)
         found: set[int] = set()
@@ -273,11 +268,14 @@ class EscapedProcesses:
                 continue
             if fields[0] == "Z":
                 if pid in direct:  # died since it was listed (a signal just sent)
-                    _reap_adopted(pid)
+                    _reap(pid)
                 continue
             found.add(pid)
             stack.extend(children(pid))
         self.seen |= found
+        live = {(pid, f[3]) for pid in adopted_children() if (f := _stat_fields(str(pid)))}
+        for key in [k for k in self.suspects if k not in live]:
+            del self.suspects[key]  # gone, or its pid reused
         return sorted(found)
 
 
@@ -285,17 +283,10 @@ def reap_adopted() -> None:
     """Reap the zombie children of this process that nothing in it waits for: adopted
     processes that have ended (once a run's escaped processes are stopped, those whose
     own parent was stopped with them are re-parented here as zombies)."""
-    for pid in adopted_candidates():
-        if pid not in WAITED_FOR:
-            fields = _stat_fields(str(pid))
-            if fields is not None and fields[0] == "Z":
-                _reap_adopted(pid)
-
-
-def _reap_adopted(pid: int) -> None:
-    # only with the engine's watcher, which knows every pid asyncio waits for
-    if asyncio.get_child_watcher() is _watcher:
-        _reap(pid)
+    for pid in adopted_children():
+        fields = _stat_fields(str(pid))
+        if fields is not None and fields[0] == "Z":
+            _reap(pid)
 
 
 def _reap(pid: int) -> bool:
@@ -318,7 +309,9 @@ def _signal_pids(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-async def _wait_until(probe: Callable[[], list[int]], deadline: float) -> bool:
+async def wait_until(probe: Callable[[], list[int]], deadline: float) -> bool:
+    """Poll `probe` (quickly at first, then every 0.1 s) until it lists nothing (True) or
+    the monotonic `deadline` has passed (False)."""
     delay = 0.005
     while True:
         if not probe():
@@ -363,14 +356,14 @@ async def terminate(
     if pgid is not None:
         _signal_group(pgid, signal.SIGTERM)
     _signal_pids(pids, signal.SIGTERM)
-    if await _wait_until(probe, time.monotonic() + grace):
+    if await wait_until(probe, time.monotonic() + grace):
         return True
     for _ in range(3):  # a fork between probe and kill can add a process: repeat
         left = probe()
         if pgid is not None:
             _signal_group(pgid, signal.SIGKILL)
         _signal_pids(left, signal.SIGKILL)
-        if await _wait_until(probe, time.monotonic() + 2.0):
+        if await wait_until(probe, time.monotonic() + 2.0):
             return True
     survivors = probe()
     log.error("processes %s of run %s survived SIGKILL", survivors, run_id)

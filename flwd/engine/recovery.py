@@ -10,10 +10,12 @@ run that already ended (flwd failed while finishing it) are ended too: `failed` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from pathlib import Path
 
+from flwd.engine.containment import Containment
 from flwd.engine.processes import group_members, run_processes, terminate
 from flwd.events.journal import Journal, iso
 from flwd.models import Run, utcnow
@@ -26,16 +28,23 @@ log = logging.getLogger(__name__)
 LOST_MESSAGE = "the flwd process running this run stopped unexpectedly (killed or crashed)"
 
 
-async def recover_lost_runs(repo: RunRepository, journal: Journal, grace: float) -> list[Run]:
-    """Kill what is left of runs marked `running` and mark them `failed`/`lost`."""
+async def recover_lost_runs(
+    repo: RunRepository,
+    journal: Journal,
+    grace: float,
+    containment: Containment | None = None,
+) -> list[Run]:
+    """Kill what is left of runs marked `running` and mark them `failed`/`lost`.
+
+    Every leftover is stopped at once (SIGTERM to all, one grace period, SIGKILL to what
+    remains): recovery, and with it the server's start, takes about one grace period
+    however many runs were lost. Left-over run cgroups (`containment`) are killed too."""
     lost = await repo.with_status(RunStatus.RUNNING)
+    stopping = [_stop_lost(repo, run, grace) for run in lost]
+    if containment is not None:
+        stopping.append(containment.stop_leftovers(grace))
+    await asyncio.gather(*stopping)
     for run in lost:
-        strays = set(run_processes(run.run_id))
-        for pgid in await repo.step_pgids(run.run_id):
-            # the id may have been reused by an unrelated process group since the crash
-            if strays.intersection(group_members(pgid)):
-                await terminate(pgid, grace=grace)
-        await terminate(None, run_id=run.run_id, grace=grace)
         now = utcnow()
         await journal.append(
             "run.finished",
@@ -105,6 +114,17 @@ async def repair_unended_steps(repo: RunRepository, journal: Journal, grace: flo
         log.warning("step %s of ended run %s was never ended: repaired", step_id, run_id)
         repaired += 1
     return repaired
+
+
+async def _stop_lost(repo: RunRepository, run: Run, grace: float) -> None:
+    """Stop the process groups and stray processes of one lost run, all at once."""
+    strays = set(run_processes(run.run_id))
+    # the id may have been reused by an unrelated process group since the crash
+    pgids = [p for p in await repo.step_pgids(run.run_id) if strays.intersection(group_members(p))]
+    await asyncio.gather(
+        *(terminate(pgid, grace=grace) for pgid in pgids),
+        terminate(None, run_id=run.run_id, grace=grace),
+    )
 
 
 def clean_work_root(work_root: Path, keep: set[str]) -> None:

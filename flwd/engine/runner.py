@@ -27,6 +27,7 @@ import msgspec
 import pluggy
 
 from flwd.engine.artifacts import collect_artifacts
+from flwd.engine.containment import Containment, RunCgroup
 from flwd.engine.executor import (
     Outcome,
     StepContext,
@@ -38,10 +39,10 @@ from flwd.engine.executor import (
 from flwd.engine.output import Redactor, RunOutput
 from flwd.engine.processes import (
     EscapedProcesses,
+    adopted_children,
     group_members,
     reap_adopted,
     terminate,
-    unwaited_children,
 )
 from flwd.engine.rooms import Room, UnsafeEntry
 from flwd.engine.workdirs import WorkDirs
@@ -84,6 +85,8 @@ class ActiveRun:
     ended_steps: set[str] = field(default_factory=set)
     #: set when flwd itself failed: the steps still running are stopped and end `internal`
     failing: bool = False
+    #: where the run's processes are kept (cgroup mode), from its start to its end
+    cgroup: RunCgroup | None = None
 
 
 class RunExecutor:
@@ -92,10 +95,14 @@ class RunExecutor:
         settings: Settings,
         journal: Journal,
         pm: pluggy.PluginManager,
+        containment: Containment | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
         self.pm = pm
+        self.containment = containment or Containment("subreaper")
+        #: ids of the runs being executed, from `execute` until their end is written
+        self.active_ids: set[str] = set()
         self.work_root = settings.data_path / "work"
         self.blob_root = settings.data_path / "artifacts"
         self._base_env = inherited_environment()
@@ -160,6 +167,8 @@ class RunExecutor:
         error: str | None = None
         error_reason = FailureReason.INTERNAL
         failures = self.journal.store.failures
+        self.active_ids.add(run.run_id)
+        active.cgroup = self.containment.run_cgroup(run.run_id)
         try:
             if active.started_at is None:
                 self.begin(active)
@@ -310,6 +319,7 @@ class RunExecutor:
                     timeout=step.timeout,
                     grace=self.settings.kill_grace,
                     on_spawn=functools.partial(self._record_pgid, active, step.id, stored_later),
+                    place=active.cgroup.place if active.cgroup is not None else None,
                 )
             finally:
                 for handle in stored_later:
@@ -512,6 +522,7 @@ class RunExecutor:
                 finished_at=fields["finished_at"],
             )
         finally:
+            self.active_ids.discard(run.run_id)
             active.done.set()
 
     def _checked_result(
@@ -557,15 +568,20 @@ class RunExecutor:
             return None
 
     async def _stop_escaped(self, active: ActiveRun) -> None:
-        """Stop the processes that left their step's group but belong to this run."""
+        """Stop the processes that left their step's group but belong to this run: its
+        cgroup's (cgroup mode), then those the subreaper adopted (in cgroup mode, only a
+        process orphaned before its step was moved into the cgroup can be one)."""
         grace = self.settings.kill_grace
         run_id = active.run.run_id
+        if active.cgroup is not None:
+            await active.cgroup.stop(grace)
         # a group with a survivor (stuck in the kernel) may still be the parent of an
         # escaped process, which is then not among our children: scan everything
         if self.adopting and not any(group_members(pgid) for pgid in active.pgids):
-            if not unwaited_children():
+            if not adopted_children():
                 return  # the common case: nothing left the groups, nothing to reap
-            await terminate(None, run_id=run_id, grace=grace, find=EscapedProcesses(run_id))
+            find = EscapedProcesses(run_id, self.active_ids)
+            await terminate(None, run_id=run_id, grace=grace, find=find)
             reap_adopted()
         else:
             await terminate(None, run_id=run_id, grace=grace)

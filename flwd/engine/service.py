@@ -22,6 +22,7 @@ import msgspec
 import pluggy
 from ulid import ULID
 
+from flwd.engine.containment import SUBREAPER, Containment
 from flwd.engine.output import Redactor
 from flwd.engine.processes import adopt_orphans
 from flwd.engine.recovery import clean_work_root, recover_lost_runs, repair_unended_steps
@@ -49,7 +50,17 @@ from flwd.jobs.arguments import (
     without_secrets,
 )
 from flwd.jobs.registry import JobRegistry
-from flwd.models import Artifact, Event, JobSpec, LogLine, RetentionSpec, Run, Step, utcnow
+from flwd.models import (
+    Artifact,
+    ContainmentInfo,
+    Event,
+    JobSpec,
+    LogLine,
+    RetentionSpec,
+    Run,
+    Step,
+    utcnow,
+)
 from flwd.settings import Settings
 from flwd.states import TERMINAL_RUN, FailureReason, RunStatus
 from flwd.storage import retention
@@ -128,6 +139,8 @@ class RunService:
             active=self._active_runs,
         )
         self._pruning: asyncio.Task[None] | None = None
+        #: where runs' processes are kept: chosen at start (`settings.containment`)
+        self.containment = Containment(SUBREAPER)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -144,11 +157,17 @@ class RunService:
         self._lock_data_dir()
         self.executor.adopting = adopt_orphans()
         try:
+            self.containment = Containment.choose(
+                self.settings.containment, self.settings.data_path
+            )
+            self.executor.containment = self.containment
             await self.store.__aenter__()
             await self.journal.open()
             if self.pm.hook.run_event.get_hookimpls():
                 self.journal.listeners.append(self._notify_plugins)
-            await recover_lost_runs(self.repo, self.journal, self.settings.kill_grace)
+            await recover_lost_runs(
+                self.repo, self.journal, self.settings.kill_grace, self.containment
+            )
             await repair_unended_steps(self.repo, self.journal, self.settings.kill_grace)
             await self._requeue_pending()
             keep = {a.run.run_id for a in self.scheduler.running() + self.scheduler.pending()}
@@ -178,6 +197,7 @@ class RunService:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.kill_grace + 10)
         await self.executor.aclose()
+        self.containment.close()
         await self.store.__aexit__(None, None, None)
         self._unlock_data_dir()
 
@@ -203,6 +223,10 @@ class RunService:
 
     async def healthy(self) -> bool:
         return await self.store.healthy()
+
+    def containment_info(self) -> ContainmentInfo:
+        """How this engine keeps every process of a run from outliving it."""
+        return self.containment.info()
 
     # -- runs -----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 # glibc's values (bits/spawn.h)
@@ -136,12 +137,20 @@ class _Spawner:
         self.started = False
 
     def spawn(self, future: asyncio.Future[int], *args: Any) -> None:
+        self._start()
+        self.requests.put((future.get_loop(), future, args))
+
+    def spawn_reaper(self, pid: int) -> None:
+        """Have a worker thread reap `pid` (killed already)."""
+        self._start()
+        self.requests.put((None, None, pid))
+
+    def _start(self) -> None:
         if not self.started:
             self.started = True
             for n in range(self.threads):
                 name = f"flwd-spawn-{n}"
                 threading.Thread(target=self._work, name=name, daemon=True).start()
-        self.requests.put((future.get_loop(), future, args))
 
     def _work(self) -> None:
         while True:
@@ -151,7 +160,8 @@ class _Spawner:
                     os.waitpid(args, 0)
                 continue
             try:
-                pid = _libc(*args)
+                *spawn_args, place = args
+                pid = _placed(_libc(*spawn_args), place)
             except BaseException as exc:  # handed to the caller
                 loop.call_soon_threadsafe(self._settle, future, None, exc)
             else:
@@ -196,26 +206,67 @@ async def spawn(
     env: dict[str, str],
     fds: tuple[int, int, int],
     busy: bool = True,
+    place: Callable[[int], None] | None = None,
 ) -> int:
     """Start `argv` in a new session with `fds` as its stdin, stdout and stderr; its pid.
     OSError if it cannot be started. The caller reaps it.
 
     `busy` says the loop has other work (other steps running): the spawn then runs on a
     worker thread. Without, it is made right here, which is quicker than the hop to a
-    thread and back when nothing else is waiting for the loop."""
+    thread and back when nothing else is waiting for the loop.
+
+    `place(pid)` is called on the spawning thread as soon as the process exists (the
+    run's cgroup moves it in); if it raises, the process is killed and reaped and the
+    error is the caller's. A spawn with `place` always runs on a worker thread: moving a
+    process between cgroups waits for the kernel."""
     arguments = [os.fsencode(arg) for arg in argv]
     variables = [os.fsencode(f"{key}={value}") for key, value in env.items()]
     if any(b"\0" in item for item in (*arguments, *variables)) or "\0" in cwd:
         raise OSError(errno.EINVAL, "embedded null byte in the command or its environment")
     if not _libc.usable:
+        if place is not None:
+            work = asyncio.ensure_future(
+                asyncio.to_thread(_popen, argv, cwd=cwd, env=env, fds=fds, place=place)
+            )
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:  # the process starts all the same: not unwatched
+                work.add_done_callback(_abandon)
+                raise
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
     args, envp = _strings(arguments), _strings(variables)
-    if not busy:
+    if not busy and place is None:
         return _libc(path, args, envp, os.fsencode(cwd), fds)
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    _spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds)
+    _spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds, place)
     return await started
+
+
+def _abandon(started: asyncio.Future[int]) -> None:
+    """Kill a process whose caller stopped waiting for it; a spawning thread reaps it."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    pid = started.result()
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    reaped(pid, -signal.SIGKILL)  # its Popen object is not to reap it
+    _spawner.spawn_reaper(pid)
+
+
+def _placed(pid: int, place: Callable[[int], None] | None) -> int:
+    if place is None:
+        return pid
+    try:
+        place(pid)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        reaped(pid, -signal.SIGKILL)
+        raise
+    return pid
 
 
 #: processes started by `Popen`, until reaped: a Popen object collected while its process
@@ -230,7 +281,14 @@ def reaped(pid: int, returncode: int) -> None:
         process.returncode = returncode
 
 
-def _popen(argv: list[str], *, cwd: str, env: dict[str, str], fds: tuple[int, int, int]) -> int:
+def _popen(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    fds: tuple[int, int, int],
+    place: Callable[[int], None] | None = None,
+) -> int:
     process = subprocess.Popen(
         argv,
         stdin=fds[0],
@@ -241,4 +299,4 @@ def _popen(argv: list[str], *, cwd: str, env: dict[str, str], fds: tuple[int, in
         start_new_session=True,
     )
     _popens[process.pid] = process
-    return process.pid
+    return _placed(process.pid, place)

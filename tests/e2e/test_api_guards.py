@@ -437,4 +437,5 @@ def test_running_out_of_descriptors_fails_runs_clearly_logs_little_and_recovers(
     with server.client() as again:
         done = again.post("/runs", json={"job_id": "hello", "async": False})
         assert done.status_code == 201, done.text
-        assert done.json()["status"] == "success", done.json()
+        ended = done.json()
+        assert ended["status"] == "success", (ended["reason"], ended["error"])

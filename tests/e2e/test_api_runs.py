@@ -151,6 +151,10 @@ def test_health_ready_info(api_http: httpx.Client, api_server: ServerProcess) ->
     info = api_http.get("/system/info").json()
     assert info["sources"] == [{"name": "local-fs", "type": "fs", "path": str(api_server.jobs)}]
     assert isinstance(info["extensions"], list)
+    # which containment mode is active, and what it guarantees, in words
+    assert info["containment"]["mode"] in ("cgroup", "subreaper")
+    assert (info["containment"]["path"] is not None) == (info["containment"]["mode"] == "cgroup")
+    assert "run" in info["containment"]["guarantee"]
 
 
 def test_protocol_errors_are_problems_over_uvicorn(api_http: httpx.Client) -> None:

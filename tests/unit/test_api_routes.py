@@ -207,6 +207,7 @@ async def test_health_ready_and_system_info(
         "version": __version__,
         "sources": [{"name": "local-fs", "type": "fs", "path": "/srv/jobs"}],
         "extensions": [],
+        "containment": {"mode": "subreaper", "guarantee": "the fake's", "path": None},
     }
     api_service.is_healthy = False
     not_ready = await api_client.get("/api/v1/ready")
