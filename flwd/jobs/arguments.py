@@ -20,6 +20,7 @@ import msgspec
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from flwd.errors import ArgumentsInvalid, FieldError
+from flwd.jobs.schemas import shorten_values
 from flwd.models import JobSpec
 
 SECRET_MASK = "***"
@@ -124,7 +125,8 @@ def _field_errors(job: JobSpec, error: ValidationError, secrets: list[str]) -> I
 
 
 def _message(job: JobSpec, error: ValidationError, path: list[Any], secrets: list[str]) -> str:
-    """jsonschema's message, which quotes the failing value: never let it echo a secret.
+    """jsonschema's message, which quotes the failing value: never let it echo a secret,
+    nor more than a short prefix of a long value.
     An error at a secret argument gets a message without its value; an error about the
     whole arguments object (`anyOf`, `maxProperties`, ...) quotes them with secrets masked;
     anything else that still contains a secret's text falls back to a generic message."""
@@ -132,11 +134,13 @@ def _message(job: JobSpec, error: ValidationError, path: list[Any], secrets: lis
     if path and path[0] in job.secret_args:
         return f"must be of type {error.validator_value}" if error.validator == "type" else generic
     message = str(error.message)
+    quoted = error.instance
     if not path and isinstance(error.instance, dict):
-        message = message.replace(repr(error.instance), repr(mask_secrets(job, error.instance)))
+        quoted = mask_secrets(job, error.instance)
+        message = message.replace(repr(error.instance), repr(quoted))
     if any(s in message or repr(s)[1:-1] in message for s in secrets):
         return generic
-    return message
+    return shorten_values(message, quoted)
 
 
 def _additional(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ from flwd.jobs.schemas import (
     close_object_schemas,
     schema_issues,
     secret_arg_names,
+    unrunnable_issues,
 )
 from flwd.jobs.step_builder import build_steps
 from flwd.jobs.yamlfile import ConfigUnreadable, decode_config, parse_config
@@ -91,9 +92,12 @@ def _without_unknown(data: dict[Any, Any]) -> dict[str, Any]:
 def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | None:
     args: dict[str, Any] = DEFAULT_ARGS_SCHEMA
     if raw.args is not None:
-        for path, reason in schema_issues(raw.args, require_object=True):
-            problems.config(("args", *path), f"args{pointer(path)} {reason}")
+        issues = list(schema_issues(raw.args, require_object=True))
         args = close_object_schemas(raw.args)
+        if not issues:  # only a valid schema can check its defaults (closed, as runs see it)
+            issues = list(unrunnable_issues(args))
+        for path, reason in issues:
+            problems.config(("args", *path), f"args{pointer(path)} {reason}")
     if raw.result_schema is not None:
         for path, reason in schema_issues(raw.result_schema, require_object=False):
             problems.config(("result_schema", *path), f"result_schema{pointer(path)} {reason}")

@@ -187,3 +187,25 @@ def test_secret_args_are_flagged_and_masked() -> None:
     assert mask_secrets(BACKUP, args) == {"target": "/m", "password": "***", "token": None}
     assert secret_values(BACKUP, args) == ["s3cr3t-pass"]
     assert secret_values(BACKUP, {"password": "", "token": {"k": 1}}) == ['{"k": 1}']
+
+
+def test_an_error_about_a_huge_value_quotes_only_its_start() -> None:
+    job = make_job(
+        {
+            "type": "object",
+            "properties": {"blob": {"type": "string", "maxLength": 10}},
+            "maxProperties": 1,
+        }
+    )
+    huge = "x" * 200_000
+    with pytest.raises(ArgumentsInvalid) as caught:
+        validate_args(job, {"blob": huge})
+    (error,) = caught.value.errors
+    assert error.path == "/blob"
+    assert len(error.message) < 200
+    assert error.message.startswith("'xxxxxxxx") and "(200,002 characters)" in error.message
+    assert error.message.endswith("is too long")
+    with pytest.raises(ArgumentsInvalid) as caught:
+        validate_args(job, {"blob": "short", "other": huge})
+    messages = [e.message for e in caught.value.errors]
+    assert messages and all(len(m) < 200 for m in messages), messages
