@@ -68,6 +68,8 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     result_schema: dict[str, Any] | None = None
     secret_args: frozenset[str] = frozenset()
     digest: str = ""
+    #: what discovery found suspicious but not wrong (`flwd validate` prints them)
+    warnings: tuple[Diagnostic, ...] = ()
 
 
 class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,7 +20,13 @@ from flwd.hookspecs import hookimpl
 from flwd.jobs.catalog import Catalog
 from flwd.jobs.registry import JobRegistry
 from flwd.jobs.scanner import FolderScanner
-from flwd.jobs.views import format_diagnostic, invalid_job_dict, job_detail, job_summary
+from flwd.jobs.views import (
+    diagnostic_dict,
+    format_diagnostic,
+    invalid_job_dict,
+    job_detail,
+    job_summary,
+)
 from flwd.models import InvalidJob, JobSpec
 from flwd.plugins import make_plugin_manager
 from flwd.settings import SettingsError, load_settings
@@ -167,7 +173,8 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     """Check job folders; print every problem as `file:line: reason`.
 
     PATH is a source root (a directory of job folders) or one job folder; the default is
-    ./jobs. Exits 1 when any job folder is invalid, 0 otherwise.
+    ./jobs. Warnings (`file:line: warning: reason`) are printed too but do not make a
+    job invalid. Exits 1 when any job folder is invalid, 0 otherwise.
     """
     valid: list[JobSpec] = []
     invalid: list[InvalidJob] = []
@@ -178,19 +185,32 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         result = FolderScanner("validate", path, single_job=single).scan()
         valid.extend(result.jobs)
         invalid.extend(result.invalid)
+    warned = [job for job in valid if job.warnings]
     if as_json:
         _echo_json(
-            {"valid": [job.id for job in valid], "invalid": [invalid_job_dict(b) for b in invalid]}
+            {
+                "valid": [job.id for job in valid],
+                "invalid": [invalid_job_dict(b) for b in invalid],
+                "warnings": [
+                    {"id": job.id, "diagnostics": [diagnostic_dict(d) for d in job.warnings]}
+                    for job in warned
+                ],
+            }
         )
     else:
         cwd = os.getcwd()
         for bad in invalid:
             for diagnostic in bad.diagnostics:
                 click.echo(format_diagnostic(diagnostic, relative_to=cwd))
+        for job in warned:
+            for diagnostic in job.warnings:
+                click.echo(format_diagnostic(diagnostic, relative_to=cwd, warning=True))
         total = len(valid) + len(invalid)
+        count = sum(len(job.warnings) for job in warned)
         click.echo(
             f"{total} job folder{'s' if total != 1 else ''} checked: "
-            f"{len(valid)} valid, {len(invalid)} invalid",
+            f"{len(valid)} valid, {len(invalid)} invalid"
+            + (f"; {count} warning{'s' if count != 1 else ''}" if count else ""),
             err=True,
         )
     sys.exit(1 if invalid else 0)

@@ -36,6 +36,7 @@ from flwd.engine.executor import (
     StepContext,
     StopSignal,
     execute_step,
+    fit_environment,
     inherited_environment,
     step_environment,
 )
@@ -50,6 +51,7 @@ from flwd.engine.processes import (
 from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
+from flwd.jobs.steps import SHELL, job_dir_hint, job_files_named
 from flwd.models import JobSpec, Result, Run, StepSpec, utcnow
 from flwd.settings import Settings
 from flwd.states import FailureReason, RunStatus, StepStatus
@@ -260,6 +262,7 @@ class RunExecutor:
                 "FLWD_STEP_ID": step.id,
                 "FLWD_ATTEMPT": str(attempt),
                 "FLWD_RUN_DIR": workdir,
+                "FLWD_JOB_DIR": job.path,
                 "FLWD_ARGS_FILE": f"{workdir}/.flwd/args.json",
                 "FLWD_RESULT_FILE": result_file,
                 "FLWD_ARTIFACTS_DIR": f"{workdir}/.flwd/artifacts",
@@ -278,6 +281,9 @@ class RunExecutor:
             if started is None:
                 started = self._post_step_started(active, step, attempt)
             self.pm.hook.prepare_step(context=ctx)
+            left_out = fit_environment(ctx.argv, ctx.env)
+            if left_out and attempt == 0:
+                await output.note(_left_out_note(left_out), step_id=step.id)
             # durable before the process starts: after a crash the run is found running
             # and its processes are killed, instead of it being queued and run again
             await started
@@ -299,6 +305,8 @@ class RunExecutor:
                     handle.cancel()
             if outcome.status is StepStatus.SUCCESS:
                 outcome = await self._collect_result(active, step, result_file, results, outcome)
+            elif outcome.reason in (FailureReason.EXIT_CODE, FailureReason.ERROR):
+                outcome = _with_job_dir_hint(outcome, step, job, workdir)
             last = outcome.status is not StepStatus.FAILED or attempt == step.retries
             self._step_finished(
                 active,
@@ -519,6 +527,28 @@ def _has_entries(path: str) -> bool:
             return next(entries, None) is not None
     except OSError:
         return False
+
+
+def _with_job_dir_hint(outcome: Outcome, step: StepSpec, job: JobSpec, workdir: str) -> Outcome:
+    """A failed step whose command names files of the job folder by relative paths, which
+    are not in the run dir either, is told why (looked at only when a step fails)."""
+    missing = [
+        name
+        for name in job_files_named(step.argv, job.path)
+        if not os.path.exists(os.path.join(workdir, name))
+    ]
+    if not missing:
+        return outcome
+    hint = job_dir_hint(missing, shell=list(step.argv[:2]) == list(SHELL))
+    return msgspec.structs.replace(outcome, error=f"{outcome.error}; {hint}")
+
+
+def _left_out_note(names: list[str]) -> str:
+    them = "it" if len(names) == 1 else "them"
+    return (
+        f"[flwd: {', '.join(names)} left out of the environment: too large for it (Linux "
+        f"takes at most 128 KiB per variable, ARG_MAX in all); read {them} from $FLWD_ARGS_FILE]"
+    )
 
 
 def _time_out(active: ActiveRun) -> None:

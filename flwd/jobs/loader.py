@@ -128,6 +128,7 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
         result_schema=raw.result_schema,
         secret_args=secret_arg_names(args),
         digest=folder.digest,
+        warnings=tuple(problems.warnings),
     )
 
 

@@ -176,3 +176,39 @@ def test_validate_repository_examples() -> None:
     examples = Path(__file__).resolve().parents[2] / "jobs"
     result = run("validate", str(examples))
     assert result.exit_code == 0, result.stdout
+
+
+def test_validate_warns_of_job_files_named_by_relative_paths(jobs_tree: JobsTree) -> None:
+    script = {"myscript.sh": "echo hi\n", "main.py": "print(1)\n", "data.csv": "a\n"}
+    jobs_tree.add("dot", "command: ./myscript.sh\n", script)
+    jobs_tree.add("bare", "command: myscript.sh --fast\n", script)
+    jobs_tree.add("python", "description: d\ncommand: python3 main.py\n", script)
+    jobs_tree.add(
+        "steps",
+        "steps:\n  - id: a\n    run: bash myscript.sh && cat data.csv\n"
+        "  - id: b\n    command: [python3, main.py]\n",
+        script,
+    )
+    jobs_tree.add("right", 'command: python3 "$FLWD_JOB_DIR/main.py"\n', script)
+    jobs_tree.add("scripted", "steps:\n  - script: main.py\n", script)
+    result = run("validate", str(jobs_tree.root))
+    assert result.exit_code == 0, result.stdout  # warnings do not make a job invalid
+    root = jobs_tree.root
+    hint = "of the job folder, but steps run in $FLWD_RUN_DIR, where a relative path finds nothing"
+    assert result.stdout.splitlines() == [
+        f"{root}/bare/config.yaml:1: warning: 'myscript.sh' is a file {hint}; "
+        'write "$FLWD_JOB_DIR/myscript.sh"',
+        f"{root}/dot/config.yaml:1: warning: 'myscript.sh' is a file {hint}; "
+        'write "$FLWD_JOB_DIR/myscript.sh"',
+        f"{root}/python/config.yaml:2: warning: 'main.py' is a file {hint}; "
+        'write "$FLWD_JOB_DIR/main.py"',
+        f"{root}/steps/config.yaml:3: warning: 'myscript.sh', 'data.csv' are files {hint}; "
+        'write "$FLWD_JOB_DIR/myscript.sh"',
+        f"{root}/steps/config.yaml:5: warning: 'main.py' is a file {hint}; a list command "
+        'has no shell to expand "$FLWD_JOB_DIR/main.py": use a command string, or a step '
+        "with script: main.py",
+    ]
+    assert "6 job folders checked: 6 valid, 0 invalid; 5 warnings" in result.stderr
+    body = json.loads(run("validate", "--json", str(jobs_tree.root)).stdout)
+    assert [w["id"] for w in body["warnings"]] == ["bare", "dot", "python", "steps"]
+    assert body["warnings"][0]["diagnostics"][0]["line"] == 1
