@@ -145,9 +145,12 @@ def job_files_named(argv: Sequence[str], folder: str) -> list[str]:
     (`./run.sh`, `main.py`, `data/input.csv`), normalised (`run.sh`). Steps run in
     `$FLWD_RUN_DIR`, not the job folder, so such a word finds nothing there. A
     `/bin/sh -c` text is split into shell words; words with `$`, `~`, globs or options
-    are not paths of the job as written and are skipped."""
+    are not paths of the job as written and are skipped, and a text that changes
+    directory (`cd`) is left alone."""
     if list(argv[:2]) == list(SHELL) and len(argv) == 3:
         words = _shell_words(argv[2])
+        if "cd" in words or "pushd" in words:  # `cd "$FLWD_JOB_DIR" && ./run.sh` is fine
+            return []
     else:
         words = list(argv)
     found: list[str] = []

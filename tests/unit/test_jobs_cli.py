@@ -191,6 +191,7 @@ def test_validate_warns_of_job_files_named_by_relative_paths(jobs_tree: JobsTree
     )
     jobs_tree.add("right", 'command: python3 "$FLWD_JOB_DIR/main.py"\n', script)
     jobs_tree.add("scripted", "steps:\n  - script: main.py\n", script)
+    jobs_tree.add("moved", 'command: cd "$FLWD_JOB_DIR" && ./myscript.sh\n', script)
     result = run("validate", str(jobs_tree.root))
     assert result.exit_code == 0, result.stdout  # warnings do not make a job invalid
     root = jobs_tree.root
@@ -208,7 +209,7 @@ def test_validate_warns_of_job_files_named_by_relative_paths(jobs_tree: JobsTree
         'has no shell to expand "$FLWD_JOB_DIR/main.py": use a command string, or a step '
         "with script: main.py",
     ]
-    assert "6 job folders checked: 6 valid, 0 invalid; 5 warnings" in result.stderr
+    assert "7 job folders checked: 7 valid, 0 invalid; 5 warnings" in result.stderr
     body = json.loads(run("validate", "--json", str(jobs_tree.root)).stdout)
     assert [w["id"] for w in body["warnings"]] == ["bare", "dot", "python", "steps"]
     assert body["warnings"][0]["diagnostics"][0]["line"] == 1
