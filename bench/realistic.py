@@ -130,12 +130,16 @@ class Sample:
 
     mixes: int = 0
     elapsed: float = 0.0
+    #: CPU seconds (user + system, every thread) this process and the server (if any)
+    #: spent: unlike wall time, hardly changed by other load on the machine
+    cpu: float = 0.0
     latencies: dict[str, list[float]] = field(default_factory=dict)
     loads: list[str] = field(default_factory=list)
 
     def add(self, other: Sample) -> None:
         self.mixes += other.mixes
         self.elapsed += other.elapsed
+        self.cpu += other.cpu
         for job_id, values in other.latencies.items():
             self.latencies.setdefault(job_id, []).extend(values)
         self.loads += other.loads
@@ -144,13 +148,26 @@ class Sample:
     def rate(self) -> float:
         return self.mixes / self.elapsed if self.elapsed else 0.0
 
+    @property
+    def cpu_ms(self) -> float:
+        """CPU milliseconds per mix (the jobs' own processes not counted)."""
+        return self.cpu / self.mixes * 1000 if self.mixes else 0.0
+
 
 Runner = Callable[[str, int], Awaitable[None]]
 
 
+#: CPU seconds used so far by other processes taking part (the server), if any
+OTHER_CPU: list[Callable[[], float]] = []
+
+
+def cpu_now() -> float:
+    return time.process_time() + sum(f() for f in OTHER_CPU)
+
+
 async def drive(mixes: int, concurrency: int, one: Runner) -> Sample:
     """`mixes` times the three jobs, by `concurrency` workers (worker n runs its jobs in
-    order); the latency of each run."""
+    order); the latency of each run, and CPU time used."""
     sample = Sample(mixes=mixes, loads=[load()])
     remaining = mixes
 
@@ -163,9 +180,11 @@ async def drive(mixes: int, concurrency: int, one: Runner) -> Sample:
                 await one(job_id, n)
                 sample.latencies.setdefault(job_id, []).append(time.perf_counter() - start)
 
+    cpu = cpu_now()
     start = time.perf_counter()
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
     sample.elapsed = time.perf_counter() - start
+    sample.cpu = cpu_now() - cpu
     return sample
 
 
@@ -352,8 +371,8 @@ OPTIMISATIONS = (
 async def ab(tmp: Path, rounds: int, mixes: dict[int, int], only: list[str]) -> list[str]:
     lines = [
         "| optimisation | c | with: mixes/s | without | gain | with: mix p50 ms | without | "
-        "gain ms | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "gain ms | with: CPU ms/mix | without | gain ms | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     async with engine(tmp, "ab") as service:
         one = through(service)
@@ -377,7 +396,9 @@ async def ab(tmp: Path, rounds: int, mixes: dict[int, int], only: list[str]) -> 
                 lines.append(
                     f"| {name} | {c} | {on.rate:.1f} | {no.rate:.1f} | "
                     f"{on.rate / no.rate - 1:+.1%} | {mix_on:.1f} | {mix_no:.1f} | "
-                    f"{mix_no - mix_on:+.2f} | {min(loads)}-{max(loads)} |"
+                    f"{mix_no - mix_on:+.2f} | {on.cpu_ms:.2f} | {no.cpu_ms:.2f} | "
+                    f"{no.cpu_ms - on.cpu_ms:+.2f} | "
+                    f"{min(loads, key=float)}-{max(loads, key=float)} |"
                 )
                 print(lines[-1], flush=True)
     return lines
@@ -408,10 +429,13 @@ def table(title: str, totals: dict[str, Sample], floor: str = "floor") -> list[s
         share = "" if name == floor else f" = {sample.rate / base.rate:.0%} of the floor's"
         per_run = (1 / sample.rate - 1 / base.rate) * 1000 / len(JOBS) if sample.rate else 0
         extra = "" if name == floor else f"; {per_run:+.2f} ms per run"
+        cpu = sample.cpu_ms - base.cpu_ms
+        cpu_extra = "" if name == floor else f" ({cpu / len(JOBS):+.2f} ms per run)"
         lines.append(
             f"- {name}: {sample.mixes} mixes in {sample.elapsed:.1f} s, "
-            f"{sample.rate:.1f} mixes/s{share}{extra} (load {min(sample.loads)}-"
-            f"{max(sample.loads)})"
+            f"{sample.rate:.1f} mixes/s{share}{extra}; CPU {sample.cpu_ms:.2f} ms per "
+            f"mix{cpu_extra} (load {min(sample.loads, key=float)}-"
+            f"{max(sample.loads, key=float)})"
         )
     return lines
 
@@ -437,6 +461,7 @@ async def main(opts: argparse.Namespace) -> list[str]:
         if not opts.no_http:
             (tmp / "data").mkdir()
             server = Server(tmp)  # serves tmp/jobs with tmp/data
+            OTHER_CPU.append(server.cpu_s)
             try:
                 limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
                 async with httpx.AsyncClient(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -398,6 +399,7 @@ MAX_ENV_STRING = 32 * 4096
 _ARG_SPACE_MARGIN = 64 * 1024
 
 
+@functools.cache
 def _arg_space() -> int:
     try:
         return max(os.sysconf("SC_ARG_MAX"), 256 * 1024) - _ARG_SPACE_MARGIN
@@ -411,6 +413,15 @@ def fit_environment(argv: list[str], env: dict[str, str]) -> list[str]:
     longer than `MAX_ENV_STRING`, then the largest ones while argv and environment
     together exceed `ARG_MAX`. The names taken out, in that order."""
 
+    space = _arg_space()
+    # every step comes here: first a bound without encoding (4 bytes per character at most)
+    chars = [len(key) + len(value) + 2 for key, value in env.items()]
+    argv_chars = sum(len(arg) + 1 for arg in argv)
+    if max(chars, default=0) * 4 <= MAX_ENV_STRING and (
+        (sum(chars) + argv_chars) * 4 + 8 * (len(chars) + len(argv)) <= space
+    ):
+        return []
+
     def size(key: str, value: str) -> int:
         return len(key.encode()) + len(value.encode(errors="surrogateescape")) + 2
 
@@ -418,7 +429,6 @@ def fit_environment(argv: list[str], env: dict[str, str]) -> list[str]:
     out = [key for key in env if key.startswith("FLWD_ARG_") and sizes[key] > MAX_ENV_STRING]
     total = sum(sizes.values()) + 8 * len(env) + sum(len(a.encode()) + 9 for a in argv)
     total -= sum(sizes[key] + 8 for key in out)
-    space = _arg_space()
     if total > space:
         candidates = sorted(
             (k for k in env if k.startswith("FLWD_ARG_") and k not in out),

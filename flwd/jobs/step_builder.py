@@ -98,7 +98,7 @@ def _warn_of_job_files(
 ) -> None:
     """A command naming files of the job folder by relative paths fails where it runs
     (`$FLWD_RUN_DIR`): a warning, since the step may create such a file itself first."""
-    names = job_files_named(argv, folder.path)
+    names = job_files_named(argv, folder.path, folder.plain_files)
     if names:
         problems.warn(at, job_dir_hint(names, shell=argv[:2] == list(SHELL)))
 

@@ -12,7 +12,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import PurePosixPath
 
 from flwd.jobs.ids import normalise_segment
@@ -140,13 +140,18 @@ def find_cycle(needs: dict[str, tuple[str, ...]]) -> list[str] | None:
     return None
 
 
-def job_files_named(argv: Sequence[str], folder: str) -> list[str]:
+def job_files_named(
+    argv: Sequence[str], folder: str, known: Collection[str] | None = None
+) -> list[str]:
     """Words of a step's command that name a file of the job folder by a relative path
     (`./run.sh`, `main.py`, `data/input.csv`), normalised (`run.sh`). Steps run in
     `$FLWD_RUN_DIR`, not the job folder, so such a word finds nothing there. A
     `/bin/sh -c` text is split into shell words; words with `$`, `~`, globs or options
     are not paths of the job as written and are skipped, and a text that changes
-    directory (`cd`) is left alone."""
+    directory (`cd`) is left alone. `known` (the folder's files, relative paths, as the
+    scanner saw them) spares looking at the disk and most of the splitting."""
+    if known is not None and not any(name in arg for arg in argv for name in known):
+        return []
     if list(argv[:2]) == list(SHELL) and len(argv) == 3:
         words = _shell_words(argv[2])
         if "cd" in words or "pushd" in words:  # `cd "$FLWD_JOB_DIR" && ./run.sh` is fine
@@ -160,7 +165,11 @@ def job_files_named(argv: Sequence[str], folder: str) -> list[str]:
         relative = os.path.normpath(word)
         if relative.startswith("..") or relative in found or relative == ".":
             continue
-        if os.path.isfile(os.path.join(folder, relative)):
+        if (
+            relative in known
+            if known is not None
+            else os.path.isfile(os.path.join(folder, relative))
+        ):
             found.append(relative)
     return found
 
