@@ -54,7 +54,6 @@ sys.path.insert(0, str(ROOT))
 from bench.api import Server  # noqa: E402
 from flwd.engine import executor, spawn  # noqa: E402
 from flwd.engine.service import RunService  # noqa: E402
-from flwd.jobs import arguments  # noqa: E402
 from flwd.jobs.registry import JobRegistry  # noqa: E402
 from flwd.plugins import make_plugin_manager  # noqa: E402
 from flwd.settings import JobSource, Settings  # noqa: E402
@@ -294,13 +293,6 @@ async def compare(
 # -- optimisations switched off from outside (A/B) -------------------------------------------
 
 
-class _ForgetAll(dict[Any, Any]):
-    """A cache that never keeps anything: arguments are validated on every run."""
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        return None
-
-
 @contextlib.contextmanager
 def without(optimisation: str) -> Iterator[None]:
     """The engine without one optimisation, for as long as the block runs."""
@@ -329,13 +321,6 @@ def without(optimisation: str) -> Iterator[None]:
             yield
         finally:
             store._INLINE_STATEMENTS = saved_count
-    elif optimisation == "remembered arguments":
-        saved_valid = arguments._valid
-        arguments._valid = _ForgetAll()
-        try:
-            yield
-        finally:
-            arguments._valid = saved_valid
     elif optimisation == "pidfd watching":  # the exit of a long step polled for instead
         pidfd_open = os.pidfd_open
 
@@ -362,7 +347,6 @@ OPTIMISATIONS = (
     "posix_spawn",
     "spawn threads",
     "inline commits",
-    "remembered arguments",
     "pidfd watching",
     "commit linger",
 )

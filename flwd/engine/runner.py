@@ -188,11 +188,6 @@ class RunExecutor:
         results: dict[str, Any],
     ) -> None:
         steps = {step.id: step for step in active.job.steps}
-        if len(steps) == 1 and not active.stop.is_set():
-            # one step: awaited here, without a task to run it beside others
-            (step,) = steps.values()
-            outcomes[step.id] = await self._run_step(active, step, workdir, output, results)
-            return
         state = dict.fromkeys(steps, StepStatus.PENDING)
         running: dict[asyncio.Task[Outcome], StepSpec] = {}
         while True:

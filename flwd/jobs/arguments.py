@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import msgspec
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from flwd.errors import ArgumentsInvalid, FieldError
@@ -62,35 +61,9 @@ def _validators_for(job: JobSpec) -> tuple[Any | None, Draft202012Validator]:
     return pair
 
 
-#: valid arguments already seen, by job and their JSON, as the JSON of the result:
-#: validation is a function of the schema and the arguments alone, and many runs repeat
-#: theirs (schedules, CI). Jobs with secret arguments are left out, so that a secret stays
-#: in memory no longer than its run.
-_valid: dict[tuple[tuple[str, str], bytes], bytes] = {}
-
-
 def validate_args(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any]:
     """The arguments with defaults applied, or `ArgumentsInvalid` listing every error as a
     JSON Pointer (a missing required argument points at where it should be: `/target`)."""
-    seen: tuple[tuple[str, str], bytes] | None = None
-    if not job.secret_args:
-        try:
-            seen = (_schema_key(job), msgspec.json.encode(args or {}))
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-            seen = None  # not plain JSON: validated below, and not remembered
-        known = _valid.get(seen) if seen is not None else None
-        if known is not None:
-            result: dict[str, Any] = msgspec.json.decode(known)
-            return result
-    validated = _validate(job, args)
-    if seen is not None:
-        if len(_valid) >= _CACHE_LIMIT:
-            _valid.clear()
-        _valid[seen] = msgspec.json.encode(validated)
-    return validated
-
-
-def _validate(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any]:
     instance: Any = copy.deepcopy(dict(args)) if args is not None else {}
     defaulting, strict = _validators_for(job)
     if defaulting is not None:
