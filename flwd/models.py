@@ -82,6 +82,8 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     secret_args: tuple[str, ...] = ()
     digest: str = ""
     retention: RetentionSpec | None = None
+    #: what discovery found suspicious but not wrong (`flwd validate` prints them)
+    warnings: tuple[Diagnostic, ...] = ()
 
 
 class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):

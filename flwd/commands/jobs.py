@@ -22,7 +22,6 @@ from flwd.errors import FlwdError, InvalidInput, JobNotFound, JobNotRunnable, No
 from flwd.hookspecs import hookimpl
 from flwd.jobs.registry import JobRegistry
 from flwd.jobs.scanner import FolderScanner
-from flwd.jobs.schemas import MIN_MASKED_LENGTH, short_secrets
 from flwd.jobs.views import (
     InvalidJobInfo,
     JobDetail,
@@ -31,7 +30,7 @@ from flwd.jobs.views import (
     format_diagnostic,
     invalid_job_dict,
 )
-from flwd.models import Diagnostic, InvalidJob, JobSpec, SourceInfo
+from flwd.models import InvalidJob, JobSpec, SourceInfo
 from flwd.plugins import make_plugin_manager
 from flwd.settings import Settings, SettingsError, load_settings
 
@@ -258,7 +257,8 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     """Check job folders; print every problem as `file:line: reason`.
 
     PATH is a source root (a directory of job folders) or one job folder; the default is
-    ./jobs. Exits 1 when any job folder is invalid, 0 otherwise.
+    ./jobs. Warnings (`file:line: warning: reason`) are printed too but do not make a
+    job invalid. Exits 1 when any job folder is invalid, 0 otherwise.
     """
     valid: list[JobSpec] = []
     invalid: list[InvalidJob] = []
@@ -269,13 +269,16 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         result = FolderScanner("validate", path, single_job=single).scan()
         valid.extend(result.jobs)
         invalid.extend(result.invalid)
-    warnings = [warning for job in valid for warning in _secret_warnings(job)]
+    warned = [job for job in valid if job.warnings]
     if as_json:
         _echo_json(
             {
                 "valid": [job.id for job in valid],
                 "invalid": [invalid_job_dict(b) for b in invalid],
-                "warnings": msgspec.to_builtins(warnings),
+                "warnings": [
+                    {"id": job.id, "diagnostics": msgspec.to_builtins(job.warnings)}
+                    for job in warned
+                ],
             }
         )
     else:
@@ -283,28 +286,18 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         for bad in invalid:
             for diagnostic in bad.diagnostics:
                 click.echo(format_diagnostic(diagnostic, relative_to=cwd))
-        for warning in warnings:
-            click.echo(format_diagnostic(warning, relative_to=cwd), err=True)
+        for job in warned:
+            for diagnostic in job.warnings:
+                click.echo(format_diagnostic(diagnostic, relative_to=cwd, warning=True))
         total = len(valid) + len(invalid)
+        count = sum(len(job.warnings) for job in warned)
         click.echo(
             f"{total} job folder{'s' if total != 1 else ''} checked: "
-            f"{len(valid)} valid, {len(invalid)} invalid",
+            f"{len(valid)} valid, {len(invalid)} invalid"
+            + (f"; {count} warning{'s' if count != 1 else ''}" if count else ""),
             err=True,
         )
     sys.exit(1 if invalid else 0)
-
-
-def _secret_warnings(job: JobSpec) -> list[Diagnostic]:
-    """Secrets whose schema allows values too short to be masked in log lines."""
-    return [
-        Diagnostic(
-            file=os.path.join(job.path, "config.yaml"),
-            reason=f"warning: secret argument {pointer} may be shorter than "
-            f"{MIN_MASKED_LENGTH} characters, and so short a value is not masked in log "
-            f"lines (only where it stands alone); give it minLength: {MIN_MASKED_LENGTH}",
-        )
-        for pointer in short_secrets(job.args)
-    ]
 
 
 @hookimpl

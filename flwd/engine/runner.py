@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,7 @@ from flwd.engine.executor import (
     StepContext,
     StopSignal,
     execute_step,
+    fit_environment,
     inherited_environment,
     step_environment,
 )
@@ -48,6 +50,7 @@ from flwd.engine.rooms import Room, UnsafeEntry
 from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
+from flwd.jobs.steps import SHELL, job_dir_hint, job_files_named
 from flwd.models import JobSpec, Result, Run, StepSpec, utcnow
 from flwd.settings import Settings
 from flwd.states import FailureReason, RunStatus, StepStatus, failure_reason_of
@@ -201,11 +204,6 @@ class RunExecutor:
         results: dict[str, Any],
     ) -> None:
         steps = {step.id: step for step in active.job.steps}
-        if len(steps) == 1 and not active.stop.is_set():
-            # one step: awaited here, without a task to run it beside others
-            (step,) = steps.values()
-            outcomes[step.id] = await self._run_step(active, step, room, output, results)
-            return
         state = dict.fromkeys(steps, StepStatus.PENDING)
         running: dict[asyncio.Task[Outcome], StepSpec] = {}
         crashed: BaseException | None = None
@@ -286,6 +284,7 @@ class RunExecutor:
                 "FLWD_STEP_ID": step.id,
                 "FLWD_ATTEMPT": str(attempt),
                 "FLWD_RUN_DIR": room.run_dir,
+                "FLWD_JOB_DIR": job.path,
                 "FLWD_ARGS_FILE": room.args_file,
                 "FLWD_RESULT_FILE": result_file,
                 "FLWD_ARTIFACTS_DIR": room.artifacts_dir,
@@ -304,6 +303,9 @@ class RunExecutor:
             if started is None:
                 started = self._post_step_started(active, step, attempt)
             self.pm.hook.prepare_step(context=ctx)
+            left_out = fit_environment(ctx.argv, ctx.env)
+            if left_out and attempt == 0:
+                await output.note(_left_out_note(left_out), step_id=step.id)
             # durable before the process starts: after a crash the run is found running
             # and its processes are killed, instead of it being queued and run again
             await started
@@ -326,6 +328,8 @@ class RunExecutor:
                     handle.cancel()
             if outcome.status is StepStatus.SUCCESS:
                 outcome = await self._collect_result(active, step, room, results, outcome)
+            elif outcome.reason in (FailureReason.EXIT_CODE, FailureReason.ERROR):
+                outcome = _with_job_dir_hint(outcome, step, job, room.run_dir)
             last = outcome.status is not StepStatus.FAILED or attempt == step.retries
             self._step_finished(
                 active,
@@ -598,6 +602,28 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 def _committed(future: asyncio.Future[None]) -> bool:
     # done by now: it was queued before this run's step.started, whose commit we awaited
     return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _with_job_dir_hint(outcome: Outcome, step: StepSpec, job: JobSpec, run_dir: str) -> Outcome:
+    """A failed step whose command names files of the job folder by relative paths, which
+    are not in the run dir either, is told why (looked at only when a step fails)."""
+    missing = [
+        name
+        for name in job_files_named(step.argv, job.path)
+        if not os.path.exists(os.path.join(run_dir, name))
+    ]
+    if not missing:
+        return outcome
+    hint = job_dir_hint(missing, shell=list(step.argv[:2]) == list(SHELL))
+    return msgspec.structs.replace(outcome, error=f"{outcome.error}; {hint}")
+
+
+def _left_out_note(names: list[str]) -> str:
+    them = "it" if len(names) == 1 else "them"
+    return (
+        f"[flwd: {', '.join(names)} left out of the environment: too large for it (Linux "
+        f"takes at most 128 KiB per variable, ARG_MAX in all); read {them} from $FLWD_ARGS_FILE]"
+    )
 
 
 def _time_out(active: ActiveRun) -> None:

@@ -20,6 +20,7 @@ import msgspec
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from flwd.errors import ArgumentsInvalid, FieldError
+from flwd.jobs.schemas import shorten_values
 from flwd.models import JobSpec
 
 SECRET_MASK = "***"
@@ -61,35 +62,9 @@ def _validators_for(job: JobSpec) -> tuple[Any | None, Draft202012Validator]:
     return pair
 
 
-#: valid arguments already seen, by job and their JSON, as the JSON of the result:
-#: validation is a function of the schema and the arguments alone, and many runs repeat
-#: theirs (schedules, CI). Jobs with secret arguments are left out, so that a secret stays
-#: in memory no longer than its run.
-_valid: dict[tuple[tuple[str, str], bytes], bytes] = {}
-
-
 def validate_args(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any]:
     """The arguments with defaults applied, or `ArgumentsInvalid` listing every error as a
     JSON Pointer (a missing required argument points at where it should be: `/target`)."""
-    seen: tuple[tuple[str, str], bytes] | None = None
-    if not job.secret_args:
-        try:
-            seen = (_schema_key(job), msgspec.json.encode(args or {}))
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-            seen = None  # not plain JSON: validated below, and not remembered
-        known = _valid.get(seen) if seen is not None else None
-        if known is not None:
-            result: dict[str, Any] = msgspec.json.decode(known)
-            return result
-    validated = _validate(job, args)
-    if seen is not None:
-        if len(_valid) >= _CACHE_LIMIT:
-            _valid.clear()
-        _valid[seen] = msgspec.json.encode(validated)
-    return validated
-
-
-def _validate(job: JobSpec, args: Mapping[str, Any] | None) -> dict[str, Any]:
     instance: Any = copy.deepcopy(dict(args)) if args is not None else {}
     defaulting, strict = _validators_for(job)
     if defaulting is not None:
@@ -124,20 +99,22 @@ def _field_errors(job: JobSpec, error: ValidationError, secrets: list[str]) -> I
 
 
 def _message(job: JobSpec, error: ValidationError, path: list[Any], secrets: list[str]) -> str:
-    """jsonschema's message, which quotes the failing value: never let it echo a secret.
-    An error at (or inside) a secret argument gets a message without its value; an error
-    about the whole arguments object (`anyOf`, `maxProperties`, ...) quotes them with
-    secrets masked; anything else that still contains a secret's text falls back to a
-    generic message."""
+    """jsonschema's message, which quotes the failing value: never let it echo a secret,
+    nor more than a short prefix of a long value.
+    An error at (or inside) a secret argument gets a message without its value; an error about the
+    whole arguments object (`anyOf`, `maxProperties`, ...) quotes them with secrets masked;
+    anything else that still contains a secret's text falls back to a generic message."""
     generic = f"the value does not satisfy '{error.validator}' of the schema"
     if is_secret_pointer(job, _pointer(path)):
         return f"must be of type {error.validator_value}" if error.validator == "type" else generic
     message = str(error.message)
+    quoted = error.instance
     if not path and isinstance(error.instance, dict):
-        message = message.replace(repr(error.instance), repr(mask_secrets(job, error.instance)))
+        quoted = mask_secrets(job, error.instance)
+        message = message.replace(repr(error.instance), repr(quoted))
     if any(s in message or repr(s)[1:-1] in message for s in secrets):
         return generic
-    return message
+    return shorten_values(message, quoted)
 
 
 def _additional(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:

@@ -33,11 +33,18 @@ class Problems:
     config_path: str
     text: str = ""
     found: list[Diagnostic] = field(default_factory=list)
+    #: things that look wrong but need not be: the job still runs
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     def config(self, path: KeyPath, reason: str) -> None:
         """A problem in config.yaml at key `path` (line looked up only now)."""
         line = line_of(self.text, path) if self.text else None
         self.found.append(Diagnostic(file=self.config_path, line=line, reason=reason))
+
+    def warn(self, path: KeyPath, reason: str) -> None:
+        """A warning about config.yaml at key `path`: reported, not an error."""
+        line = line_of(self.text, path) if self.text else None
+        self.warnings.append(Diagnostic(file=self.config_path, line=line, reason=reason))
 
     def file(self, file: str, reason: str, line: int | None = None) -> None:
         self.found.append(Diagnostic(file=file, line=line, reason=reason))

@@ -23,9 +23,12 @@ from flwd.jobs.folder import (
 from flwd.jobs.ids import split_job_id
 from flwd.jobs.schemas import (
     DEFAULT_ARGS_SCHEMA,
+    MIN_MASKED_LENGTH,
     close_object_schemas,
     schema_issues,
     secret_pointers,
+    short_secrets,
+    unrunnable_issues,
 )
 from flwd.jobs.step_builder import build_steps
 from flwd.jobs.yamlfile import ConfigUnreadable, decode_config, parse_config
@@ -92,9 +95,12 @@ def _without_unknown(data: dict[Any, Any]) -> dict[str, Any]:
 def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | None:
     args: dict[str, Any] = DEFAULT_ARGS_SCHEMA
     if raw.args is not None:
-        for path, reason in schema_issues(raw.args, require_object=True):
-            problems.config(("args", *path), f"args{pointer(path)} {reason}")
+        issues = list(schema_issues(raw.args, require_object=True))
         args = close_object_schemas(raw.args)
+        if not issues:  # only a valid schema can check its defaults (closed, as runs see it)
+            issues = list(unrunnable_issues(args))
+        for path, reason in issues:
+            problems.config(("args", *path), f"args{pointer(path)} {reason}")
     if raw.result_schema is not None:
         for path, reason in schema_issues(raw.result_schema, require_object=False):
             problems.config(("result_schema", *path), f"result_schema{pointer(path)} {reason}")
@@ -105,6 +111,15 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
     retention = _retention(raw, problems)
     if problems.found or steps is None:
         return None
+    secrets = secret_pointers(args)
+    if secrets:
+        for short in short_secrets(args):
+            problems.warn(
+                ("args",),
+                f"secret argument {short} may be shorter than {MIN_MASKED_LENGTH} characters, "
+                "and so short a value is not masked in log lines (only where it stands "
+                f"alone); give it minLength: {MIN_MASKED_LENGTH}",
+            )
     namespace, name = split_job_id(folder.job_id)
     return JobSpec(
         id=folder.job_id,
@@ -124,9 +139,10 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
         retries=raw.retries,
         security_profile=raw.security_profile,
         result_schema=raw.result_schema,
-        secret_args=secret_pointers(args),
+        secret_args=secrets,
         digest=folder.digest,
         retention=retention,
+        warnings=tuple(problems.warnings),
     )
 
 

@@ -8,8 +8,13 @@ allows them. A typo in an argument name must fail the run, not be silently ignor
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+import msgspec
+from jsonschema import Draft202012Validator
 
 from flwd.jobs.metaschema import check_schema
 
@@ -210,3 +215,102 @@ def _resolve(root: Mapping[str, Any], ref: Any) -> Any:
         else:
             return None
     return node
+
+
+def unrunnable_issues(schema: Mapping[str, Any]) -> Iterator[SchemaIssue]:
+    """Mistakes in a (meta-schema valid) `args` schema that make some or every run fail:
+    a `default` its own property's schema refuses (a run relying on it fails validation),
+    and a `required` name that no property declares (a run can never pass it where extra
+    arguments are refused). Object schemas are checked wherever `properties` nest; a
+    `required` name is only judged where the schema composes nothing (`allOf`, `$ref` ...
+    may declare it) and refuses other names (`additionalProperties` absent or false,
+    no `patternProperties` matching it)."""
+    root: list[Draft202012Validator] = []  # built for the first default only: discovery
+
+    def checker() -> Draft202012Validator:  # of thousands of jobs must stay quick
+        if not root:
+            formats = Draft202012Validator.FORMAT_CHECKER
+            root.append(Draft202012Validator(dict(schema), format_checker=formats))
+        return root[0]
+
+    yield from _object_issues(checker, schema, ())
+
+
+def _object_issues(
+    checker: Callable[[], Draft202012Validator],
+    schema: Mapping[str, Any],
+    at: tuple[str | int, ...],
+) -> Iterator[SchemaIssue]:
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for name, sub in properties.items():
+        if not isinstance(sub, dict):
+            continue
+        if "default" in sub:
+            message = _default_problem(checker, sub)
+            if message is not None:
+                yield (
+                    (*at, "properties", name, "default"),
+                    f"is a default its own property's schema refuses ({message}): a run "
+                    "leaving this argument out would fail validation; fix the default or "
+                    "the schema",
+                )
+        yield from _object_issues(checker, sub, (*at, "properties", name))
+    required = schema.get("required")
+    if not isinstance(required, list) or any(k in schema for k in _COMPOSITION):
+        return
+    if schema.get("additionalProperties", False) is not False:
+        return
+    patterns = [p for p in schema.get("patternProperties", {}) if isinstance(p, str)]
+    for index, name in enumerate(required):
+        if name in properties or any(re.search(p, str(name)) for p in patterns):
+            continue
+        yield (
+            (*at, "required", index),
+            f"names '{name}', which is not a property here (properties: "
+            f"{', '.join(map(str, properties)) or 'none'}): no run could pass it; declare "
+            "it under properties or remove it from required",
+        )
+
+
+def _default_problem(
+    checker: Callable[[], Draft202012Validator], sub: Mapping[str, Any]
+) -> str | None:
+    """Why `sub`'s own `default` does not match `sub`, or None. A property schema that
+    refers to nothing (no `$ref`) is checked on its own, remembered by its JSON text:
+    discovery meets the same few property schemas in thousands of jobs."""
+    text = msgspec.json.encode(sub, order="sorted")
+    if b'"$ref"' not in text and b'"$dynamicRef"' not in text:
+        return _self_contained_default_problem(text)
+    errors = list(checker().evolve(schema=sub).iter_errors(sub["default"]))
+    return shorten_values(str(errors[0].message), errors[0].instance) if errors else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _self_contained_default_problem(text: bytes) -> str | None:
+    sub = msgspec.json.decode(text)
+    validator = Draft202012Validator(sub, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    errors = list(validator.iter_errors(sub["default"]))
+    return shorten_values(str(errors[0].message), errors[0].instance) if errors else None
+
+
+#: how much of a value an error message may quote
+SHORT_VALUE = 60
+
+
+def short_repr(value: Any) -> str:
+    """`repr(value)`, cut to `SHORT_VALUE` characters plus `…` and its full length."""
+    text = repr(value)
+    if len(text) <= SHORT_VALUE:
+        return text
+    return f"{text[:SHORT_VALUE]}… ({len(text):,} characters)"
+
+
+def shorten_values(message: str, value: Any) -> str:
+    """`message` (jsonschema's, which quotes the failing value) with that value cut short:
+    a 200 KB argument must not come back in every error about it."""
+    full = repr(value)
+    if len(full) <= SHORT_VALUE:
+        return message
+    return message.replace(full, short_repr(value))

@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING
 
 from flwd.jobs.folder import env_strings, parse_timeout
 from flwd.jobs.steps import (
+    SHELL,
     STEP_ID,
     StepProblem,
     command_argv,
     find_cycle,
     interpreter_argv,
+    job_dir_hint,
+    job_files_named,
     numbered_scripts,
     resolve_script,
     step_id_from_file,
@@ -45,6 +48,7 @@ def build_steps(
         except StepProblem as exc:
             problems.config(("command",), str(exc))
             return None
+        _warn_of_job_files(folder, argv, ("command",), problems)
         return (StepSpec(id=MAIN_STEP, argv=tuple(argv), env=env, retries=raw.retries),)
     if raw.steps is not None:
         return _declared_steps(folder, raw, env, problems)
@@ -89,6 +93,16 @@ def _declared_steps(
     return tuple(built)
 
 
+def _warn_of_job_files(
+    folder: JobFolder, argv: list[str], at: tuple[str | int, ...], problems: Problems
+) -> None:
+    """A command naming files of the job folder by relative paths fails where it runs
+    (`$FLWD_RUN_DIR`): a warning, since the step may create such a file itself first."""
+    names = job_files_named(argv, folder.path, folder.plain_files)
+    if names:
+        problems.warn(at, job_dir_hint(names, shell=argv[:2] == list(SHELL)))
+
+
 def _failed_ids(raw: RawConfig) -> set[str]:
     """Ids written on steps that failed to build: already reported, not 'unknown'."""
     return {step.id for step in raw.steps or () if step.id}
@@ -122,6 +136,7 @@ def _declared_step(
             argv = interpreter_argv(script, step.interpreter or raw.interpreter)
         else:
             argv = command_argv(step.run if step.run is not None else step.command or "")
+            _warn_of_job_files(folder, argv, (*at, ways[0]), problems)
     except StepProblem as exc:
         problems.config((*at, ways[0]), f"steps[{index}] ('{step_id}'): {exc}")
         return None

@@ -12,7 +12,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import PurePosixPath
 
 from flwd.jobs.ids import normalise_segment
@@ -138,3 +138,63 @@ def find_cycle(needs: dict[str, tuple[str, ...]]) -> list[str] | None:
                 path.append(nxt)
                 iterators.append(iter(needs[nxt]))
     return None
+
+
+def job_files_named(
+    argv: Sequence[str], folder: str, known: Collection[str] | None = None
+) -> list[str]:
+    """Words of a step's command that name a file of the job folder by a relative path
+    (`./run.sh`, `main.py`, `data/input.csv`), normalised (`run.sh`). Steps run in
+    `$FLWD_RUN_DIR`, not the job folder, so such a word finds nothing there. A
+    `/bin/sh -c` text is split into shell words; words with `$`, `~`, globs or options
+    are not paths of the job as written and are skipped, and a text that changes
+    directory (`cd`) is left alone. `known` (the folder's files, relative paths, as the
+    scanner saw them) spares looking at the disk and most of the splitting."""
+    if known is not None and not any(name in arg for arg in argv for name in known):
+        return []
+    if list(argv[:2]) == list(SHELL) and len(argv) == 3:
+        words = _shell_words(argv[2])
+        if "cd" in words or "pushd" in words:  # `cd "$FLWD_JOB_DIR" && ./run.sh` is fine
+            return []
+    else:
+        words = list(argv)
+    found: list[str] = []
+    for word in words:
+        if not word or word[0] in "-/~" or any(c in word for c in "$*?[`=<>|;&(){}"):
+            continue
+        relative = os.path.normpath(word)
+        if relative.startswith("..") or relative in found or relative == ".":
+            continue
+        if (
+            relative in known
+            if known is not None
+            else os.path.isfile(os.path.join(folder, relative))
+        ):
+            found.append(relative)
+    return found
+
+
+def _shell_words(text: str) -> list[str]:
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        return list(lexer)
+    except ValueError:  # unbalanced quotes: the shell will say so itself
+        return []
+
+
+def job_dir_hint(names: Sequence[str], *, shell: bool) -> str:
+    """What to write instead of naming files of the job folder by relative paths."""
+    quoted = ", ".join(f"'{name}'" for name in names)
+    files = "is a file" if len(names) == 1 else "are files"
+    example = f'"$FLWD_JOB_DIR/{names[0]}"'
+    how = (
+        f"write {example}"
+        if shell
+        else f"a list command has no shell to expand {example}: use a command string, or a "
+        f"step with script: {names[0]}"
+    )
+    return (
+        f"{quoted} {files} of the job folder, but steps run in $FLWD_RUN_DIR, where a "
+        f"relative path finds nothing; {how}"
+    )

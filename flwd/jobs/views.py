@@ -131,13 +131,16 @@ def invalid_job_dict(bad: InvalidJob) -> dict[str, Any]:
     return msgspec.to_builtins(InvalidJobInfo.of(bad))  # type: ignore[no-any-return]
 
 
-def format_diagnostic(diagnostic: Diagnostic, *, relative_to: str | None = None) -> str:
-    """`file:line: reason` (`file: reason` when the line is unknown), like a compiler.
-    The file is shown relative to `relative_to` when it lies below it."""
+def format_diagnostic(
+    diagnostic: Diagnostic, *, relative_to: str | None = None, warning: bool = False
+) -> str:
+    """`file:line: reason` (`file: reason` when the line is unknown), like a compiler;
+    `file:line: warning: reason` for a warning. The file is shown relative to
+    `relative_to` when it lies below it."""
     file = diagnostic.file
     if relative_to is not None:
         relative = os.path.relpath(file, relative_to)
         if not relative.startswith(".."):
             file = relative
     where = f"{file}:{diagnostic.line}" if diagnostic.line else file
-    return f"{where}: {diagnostic.reason}"
+    return f"{where}: {'warning: ' if warning else ''}{diagnostic.reason}"

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from flwd.errors import ArgumentsInvalid, FieldError
-from flwd.jobs import arguments
 from flwd.jobs.arguments import mask_secrets, secret_values, validate_args
 from flwd.jobs.schemas import close_object_schemas, secret_pointers
 from flwd.models import JobSpec
@@ -68,7 +67,7 @@ def test_defaults_are_applied_also_nested() -> None:
     }
 
 
-def test_repeated_arguments_are_answered_from_memory_as_fresh_copies() -> None:
+def test_defaults_are_fresh_copies_for_every_run() -> None:
     job = make_job(
         {
             "type": "object",
@@ -80,19 +79,10 @@ def test_repeated_arguments_are_answered_from_memory_as_fresh_copies() -> None:
         job_id="repeat",
     )
     first = validate_args(job, {"target": "/mnt"})
-    schema_key = arguments._schema_key(job)
-    assert any(seen[0] == schema_key for seen in arguments._valid)
     first["options"]["level"] = 99  # the caller's copy is its own
     assert validate_args(job, {"target": "/mnt"}) == {"target": "/mnt", "options": {"level": 1}}
-    # an invalid value is never remembered as valid
     assert errors_of(job, {"target": 5})
     assert errors_of(job, {"target": 5})
-
-
-def test_arguments_of_jobs_with_secrets_are_not_remembered() -> None:
-    validate_args(BACKUP, {"target": "/mnt", "password": "hunter2hunter2"})
-    assert not [key for key in arguments._valid if b"hunter2" in key[1]]
-    assert not [value for value in arguments._valid.values() if b"hunter2" in value]
 
 
 def test_input_is_not_modified() -> None:
@@ -192,3 +182,25 @@ def test_secret_args_are_flagged_and_masked() -> None:
         '{"k": 1}',
         '{"k":1}',
     }
+
+
+def test_an_error_about_a_huge_value_quotes_only_its_start() -> None:
+    job = make_job(
+        {
+            "type": "object",
+            "properties": {"blob": {"type": "string", "maxLength": 10}},
+            "maxProperties": 1,
+        }
+    )
+    huge = "x" * 200_000
+    with pytest.raises(ArgumentsInvalid) as caught:
+        validate_args(job, {"blob": huge})
+    (error,) = caught.value.errors
+    assert error.path == "/blob"
+    assert len(error.message) < 200
+    assert error.message.startswith("'xxxxxxxx") and "(200,002 characters)" in error.message
+    assert error.message.endswith("is too long")
+    with pytest.raises(ArgumentsInvalid) as caught:
+        validate_args(job, {"blob": "short", "other": huge})
+    messages = [e.message for e in caught.value.errors]
+    assert messages and all(len(m) < 200 for m in messages), messages

@@ -140,25 +140,26 @@ def test_validate_reports_every_problem(jobs_cli_tree: JobsTree) -> None:
     result = run("validate", str(jobs_cli_tree.root))
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert lines == [
+    assert lines[:2] == [
         f"{jobs_cli_tree.root}/broken/config.yaml:2: unknown key 'timout' at the top level; "
         "did you mean 'timeout'?",
         f"{jobs_cli_tree.root}/cycle/config.yaml:1: steps form a cycle: a -> a; "
         "remove one of these 'needs'",
     ]
-    assert "4 job folders checked: 2 valid, 2 invalid" in result.stderr
     # a secret with no minLength may be too short to be masked in log lines
-    assert (
-        f"{jobs_cli_tree.root}/backup/daily/config.yaml: warning: secret argument /password "
-        "may be shorter than 4 characters"
-    ) in result.stderr
+    (warning,) = lines[2:]
+    assert warning.startswith(f"{jobs_cli_tree.root}/backup/daily/config.yaml:")
+    assert ": warning: secret argument /password may be shorter than 4 characters" in warning
+    assert "4 job folders checked: 2 valid, 2 invalid; 1 warning" in result.stderr
 
 
 def test_validate_json(jobs_cli_tree: JobsTree) -> None:
     result = run("validate", "--json", str(jobs_cli_tree.root))
     body = json.loads(result.stdout)
     assert body["valid"] == ["backup/daily", "hello"]
-    (warning,) = body["warnings"]
+    (warned,) = body["warnings"]
+    assert warned["id"] == "backup/daily"
+    (warning,) = warned["diagnostics"]
     assert "secret argument /password" in warning["reason"]
     (bad,) = body["invalid"]
     assert bad["id"] == "broken"
@@ -188,3 +189,40 @@ def test_validate_repository_examples() -> None:
     examples = Path(__file__).resolve().parents[2] / "jobs"
     result = run("validate", str(examples))
     assert result.exit_code == 0, result.stdout
+
+
+def test_validate_warns_of_job_files_named_by_relative_paths(jobs_tree: JobsTree) -> None:
+    script = {"myscript.sh": "echo hi\n", "main.py": "print(1)\n", "data.csv": "a\n"}
+    jobs_tree.add("dot", "command: ./myscript.sh\n", script)
+    jobs_tree.add("bare", "command: myscript.sh --fast\n", script)
+    jobs_tree.add("python", "description: d\ncommand: python3 main.py\n", script)
+    jobs_tree.add(
+        "steps",
+        "steps:\n  - id: a\n    run: bash myscript.sh && cat data.csv\n"
+        "  - id: b\n    command: [python3, main.py]\n",
+        script,
+    )
+    jobs_tree.add("right", 'command: python3 "$FLWD_JOB_DIR/main.py"\n', script)
+    jobs_tree.add("scripted", "steps:\n  - script: main.py\n", script)
+    jobs_tree.add("moved", 'command: cd "$FLWD_JOB_DIR" && ./myscript.sh\n', script)
+    result = run("validate", str(jobs_tree.root))
+    assert result.exit_code == 0, result.stdout  # warnings do not make a job invalid
+    root = jobs_tree.root
+    hint = "of the job folder, but steps run in $FLWD_RUN_DIR, where a relative path finds nothing"
+    assert result.stdout.splitlines() == [
+        f"{root}/bare/config.yaml:1: warning: 'myscript.sh' is a file {hint}; "
+        'write "$FLWD_JOB_DIR/myscript.sh"',
+        f"{root}/dot/config.yaml:1: warning: 'myscript.sh' is a file {hint}; "
+        'write "$FLWD_JOB_DIR/myscript.sh"',
+        f"{root}/python/config.yaml:2: warning: 'main.py' is a file {hint}; "
+        'write "$FLWD_JOB_DIR/main.py"',
+        f"{root}/steps/config.yaml:3: warning: 'myscript.sh', 'data.csv' are files {hint}; "
+        'write "$FLWD_JOB_DIR/myscript.sh"',
+        f"{root}/steps/config.yaml:5: warning: 'main.py' is a file {hint}; a list command "
+        'has no shell to expand "$FLWD_JOB_DIR/main.py": use a command string, or a step '
+        "with script: main.py",
+    ]
+    assert "7 job folders checked: 7 valid, 0 invalid; 5 warnings" in result.stderr
+    body = json.loads(run("validate", "--json", str(jobs_tree.root)).stdout)
+    assert [w["id"] for w in body["warnings"]] == ["bare", "dot", "python", "steps"]
+    assert body["warnings"][0]["diagnostics"][0]["line"] == 1

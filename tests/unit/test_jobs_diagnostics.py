@@ -282,3 +282,80 @@ def test_every_problem_of_a_folder_is_reported(jobs_tree: JobsTree) -> None:
     )
     reasons = jobs_tree.reasons("many")
     assert len(reasons) == 4, reasons
+
+
+def test_a_default_its_property_refuses_makes_the_job_invalid(jobs_tree: JobsTree) -> None:
+    jobs_tree.add(
+        "a",
+        """
+        command: x
+        args:
+          $defs:
+            port: {type: integer, maximum: 65535}
+          type: object
+          properties:
+            count: {type: integer, default: "three"}
+            mode: {enum: [fast, slow], default: medium}
+            port: {$ref: "#/$defs/port", default: 70000}
+            opts:
+              type: object
+              properties:
+                depth: {type: integer, minimum: 1, default: 0}
+            fine: {type: string, default: ok}
+        """,
+    )
+    by_line = {d.line: d.reason for d in jobs_tree.invalid("a").diagnostics}
+    assert sorted(by_line) == [8, 9, 10, 14]
+    assert by_line[8].startswith("args/properties/count/default is a default its own")
+    assert "'three' is not of type 'integer'" in by_line[8]
+    assert "args/properties/mode/default" in by_line[9] and "'medium'" in by_line[9]
+    assert "args/properties/port/default" in by_line[10]  # checked through its $ref
+    assert "args/properties/opts/properties/depth/default" in by_line[14]
+
+
+def test_a_required_name_that_is_no_property_makes_the_job_invalid(jobs_tree: JobsTree) -> None:
+    jobs_tree.add(
+        "a",
+        """
+        command: x
+        args:
+          type: object
+          properties:
+            target: {type: string}
+          required: [target, tagret]
+        """,
+    )
+    _, line, reason = only(jobs_tree, "a")
+    assert line == 7
+    assert reason.startswith("args/required/1 names 'tagret', which is not a property here")
+    assert "(properties: target)" in reason
+
+
+def test_a_required_name_other_keywords_may_declare_is_accepted(jobs_tree: JobsTree) -> None:
+    jobs_tree.add(
+        "open",
+        """
+        command: x
+        args: {type: object, properties: {}, additionalProperties: true, required: [any]}
+        """,
+    )
+    jobs_tree.add(
+        "patterned",
+        """
+        command: x
+        args: {type: object, patternProperties: {"^x-": {}}, properties: {}, required: [x-a]}
+        """,
+    )
+    jobs_tree.add(
+        "composed",
+        """
+        command: x
+        args:
+          type: object
+          properties: {a: {}}
+          allOf: [{properties: {b: {type: string}}}]
+          required: [a, b]
+        """,
+    )
+    for job_id in ("open", "patterned", "composed"):
+        assert jobs_tree.job(job_id).id == job_id
