@@ -119,7 +119,10 @@ class WorkDirs:
             if args_fd is not None:
                 os.close(args_fd)
             os.close(fd)
-            self._throw_away(name)
+            # renamed already: free the run's name at once, or the deletion in the
+            # background would later remove the room the run is given next
+            aside = self._set_aside(name, f".old-{run_id}.{time.time_ns()}")
+            self._throw_away(aside)
             return None
         if not secret:
             os.close(args_fd)

@@ -84,7 +84,9 @@ async def test_rooms_made_ahead_are_used_only_as_made(tmp_path: Path) -> None:
 
 async def wait_for_spares(dirs: WorkDirs, work: Path, count: int) -> None:
     def made() -> bool:
-        return len([p for p in work.iterdir() if p.name.startswith(".new-")]) >= count
+        # a room is listed from its mkdir on; it is made once its args.json is there
+        rooms = [p for p in work.iterdir() if p.name.startswith(".new-")]
+        return len(rooms) >= count and all((p / "args.json").exists() for p in rooms)
 
     await wait_for(made, what=f"{count} rooms made ahead")
 
