@@ -5,8 +5,9 @@ firstresult (the first non-None answer wins, defaults are registered `trylast`);
 or event names (`run_event`, `startup`, `shutdown`) are notifications whose return value
 is ignored.
 
-An extension is a module or object with functions decorated by `flwd.hookimpl`, found
-through the `flwd` entry-point group (see docs/plugins.md).
+An extension is a module or object with functions decorated by `flwd.hookspecs.hookimpl`
+(`from flwd.hookspecs import hookimpl`), found through the `flwd` entry-point group (see
+docs/plugins.md).
 """
 
 from __future__ import annotations

@@ -394,7 +394,7 @@ class RunExecutor:
             )
         results[step.id] = value
         self.journal.post(
-            "step.output",
+            "step.result",
             active.run.run_id,
             active.job.id,
             {"step_id": step.id, "value": masked},

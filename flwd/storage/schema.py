@@ -6,7 +6,7 @@ never edited once released, only followed by a new one.
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
 
 from flwd.errors import StorageError
 
@@ -101,18 +101,22 @@ MIGRATIONS: tuple[str, ...] = (
         pruned_through INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 4: a step's result event is `step.result` (it was `step.output`, which the contract
+    # names log output): journals stored before read with the new name
+    """
+    UPDATE events SET type = 'step.result' WHERE type = 'step.output';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def migrate(conn: aiosqlite.Connection) -> int:
+def migrate(conn: sqlite3.Connection) -> int:
     """Apply every migration newer than the database's `user_version`; return the version.
 
     A database newer than this flwd is refused rather than silently misread.
     """
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
+    row = conn.execute("PRAGMA user_version").fetchone()
     current = int(row[0]) if row else 0
     if current > SCHEMA_VERSION:
         raise StorageError(
@@ -120,7 +124,7 @@ async def migrate(conn: aiosqlite.Connection) -> int:
             f"understands ({SCHEMA_VERSION}); upgrade flwd"
         )
     for version in range(current, SCHEMA_VERSION):
-        await conn.executescript(
+        conn.executescript(
             "BEGIN;\n" + MIGRATIONS[version] + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
         )
     return SCHEMA_VERSION

@@ -13,9 +13,11 @@ job writing faster than the disk is slowed down instead of growing memory. State
 never wait for room: they are small, and a run must be able to end while its output is
 throttled.
 
-Each database call is one hop to the connection's thread: a whole batch (statements and
-commit), or a whole query (execute, fetch every row, close); a batch of state changes
-and events (no bulk output) is applied on the loop's thread instead (see `_apply`). No cursor stays
+Reads go through an aiosqlite connection; each is one hop to its thread (execute, fetch
+every row, close). The writer is a plain `sqlite3` connection that flwd drives itself, on
+one worker thread of its own (a whole batch, statements and commit, per hop) or, for a
+batch of state changes and events (no bulk output), on the loop's thread (see `_apply`);
+never two at once, as the writer task applies one batch at a time. No cursor stays
 open across an `await`, which matters for the shared reader: SQLite gives all open
 statements of a connection one read snapshot, so a statement left open by one coroutine
 would make another coroutine's query read an old snapshot.
@@ -28,8 +30,9 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -39,6 +42,7 @@ from flwd.storage.schema import migrate
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Statement = tuple[str, Sequence[Any]]
 
 _BATCH_WRITES = 2000
@@ -88,7 +92,9 @@ class Store:
         self.path = path
         self.on_commit = on_commit
         self.readonly = readonly
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        #: the writer's own thread: one, so the writer's calls never overlap
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._pending: deque[_Write] = deque()
         self._queued_bytes = 0
@@ -116,20 +122,15 @@ class Store:
         make_private_file(self.path)
         for suffix in ("-wal", "-shm"):
             narrow(self.path.with_name(self.path.name + suffix), PRIVATE_FILE)
-        # used by the writer task only, one call at a time: on the connection's thread, or
-        # for a small batch on the loop's (see `_apply`)
-        self._writer = await aiosqlite.connect(self.path, check_same_thread=False)
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            "PRAGMA busy_timeout=5000",
-            "PRAGMA foreign_keys=ON",
-            # never inside a commit (one might be applied on the loop's thread): `_apply`
-            # checkpoints on the writer's thread between batches
-            "PRAGMA wal_autocheckpoint=0",
-        ):
-            await self._writer.execute(pragma)
-        await migrate(self._writer)
+        # used by the writer task only, one call at a time: on the writer's thread, or for
+        # a small batch on the loop's (see `_apply`)
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flwd-store")
+        try:
+            self._writer = await self._on_writer_thread(_open_writer, self.path)
+        except BaseException:
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
+            raise
         self._reader = await aiosqlite.connect(self.path)
         await self._reader.execute("PRAGMA busy_timeout=5000")
         await self._reader.execute("PRAGMA query_only=ON")
@@ -143,10 +144,20 @@ class Store:
             self._wakeup.set()
             await self._task
             self._task = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._writer is not None:
+            await self._on_writer_thread(self._writer.close)
+            self._writer = None
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
+
+    async def _on_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call `fn(*args)` on the writer's own thread."""
+        assert self._writer_thread is not None
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -257,7 +268,7 @@ class Store:
         turns at the GIL meanwhile, even while other runs wait for the loop (measured:
         the engine's no-op runs at concurrency 16 went from about 50 % to about 60 % of
         the spawn floor's rate). A bigger batch (bulk output) and every checkpoint go to
-        the writer's thread, so the loop is never held for long.
+        the writer's own thread, so the loop is never held for long.
         """
         assert self._writer is not None
         writer = self._writer
@@ -270,7 +281,7 @@ class Store:
             if small:
                 _apply_in_thread(writer, groups)
             else:
-                await writer._execute(_apply_in_thread, writer, groups)  # type: ignore[no-untyped-call]
+                await self._on_writer_thread(_apply_in_thread, writer, groups)
         except Exception as exc:
             log.exception("storage write failed; %d queued writes were not applied", len(batch))
             self.failed = exc
@@ -309,16 +320,38 @@ class Store:
         self._since_checkpoint = (0, 0, 0)
         assert self._writer is not None
         try:
-            await self._writer._execute(_checkpoint_in_thread, self._writer)  # type: ignore[no-untyped-call]
+            await self._on_writer_thread(_checkpoint_in_thread, self._writer)
         except Exception:
             log.exception("WAL checkpoint failed; the next one will retry")
 
 
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """The writer connection, set up and with the schema migrated to the current one."""
+    # check_same_thread=False: used from the writer's thread and the loop's, never at once
+    conn = sqlite3.connect(path, check_same_thread=False)
+    try:
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA busy_timeout=5000",
+            "PRAGMA foreign_keys=ON",
+            # never inside a commit (one might be applied on the loop's thread): `_apply`
+            # checkpoints on the writer's thread between batches
+            "PRAGMA wal_autocheckpoint=0",
+        ):
+            conn.execute(pragma).fetchall()
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _apply_in_thread(
-    writer: aiosqlite.Connection, groups: list[tuple[str, list[Sequence[Any]]]]
+    conn: sqlite3.Connection, groups: list[tuple[str, list[Sequence[Any]]]]
 ) -> None:
-    """Apply a batch in one transaction, on the writer connection's own thread."""
-    conn = writer._conn
+    """Apply a batch in one transaction (on the writer's thread, or a small one on the
+    loop's)."""
     try:
         for sql, rows in groups:
             if len(rows) == 1:
@@ -334,9 +367,9 @@ def _apply_in_thread(
         raise
 
 
-def _checkpoint_in_thread(writer: aiosqlite.Connection) -> None:
+def _checkpoint_in_thread(conn: sqlite3.Connection) -> None:
     # passive: copies what no reader still needs; the next one continues
-    writer._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _group(batch: list[_Write]) -> list[tuple[str, list[Sequence[Any]]]]:

@@ -45,7 +45,7 @@ async def test_a_secret_equal_to_a_result_number_masks_it_without_breaking_the_r
         assert run.result.value == {"n": "***", "m": 123456, "ok": True}
         (step,) = await service.list_steps(run.run_id)
         assert step.status is StepStatus.SUCCESS
-        output = [e for e in await events_of(service, run.run_id) if e.type == "step.output"]
+        output = [e for e in await events_of(service, run.run_id) if e.type == "step.result"]
         assert [e.data["value"] for e in output] == [{"n": "***", "m": 123456, "ok": True}]
 
 

@@ -22,7 +22,7 @@ async def test_result_file_becomes_the_run_result(engine_world: EngineWorld) -> 
         assert run.result is not None
         assert run.result.value == {"answer": 42, "list": [1, "two", None]}
         assert run.result.steps == {"main": run.result.value}
-        outputs = [e for e in await events_of(service, run.run_id) if e.type == "step.output"]
+        outputs = [e for e in await events_of(service, run.run_id) if e.type == "step.result"]
         assert [e.data for e in outputs] == [{"step_id": "main", "value": run.result.value}]
 
 

@@ -39,7 +39,7 @@ async def test_contract_events_in_order_with_increasing_ids(engine_world: Engine
             "step.started",
             "run.output",
             "run.output",
-            "step.output",
+            "step.result",
             "step.finished",
             "run.finished",
         ]

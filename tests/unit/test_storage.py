@@ -65,9 +65,9 @@ async def test_a_chatty_job_is_stored_in_few_rows_and_few_commits(
         statements: list[str] = []
         writer = service.store._writer
         assert writer is not None
-        await writer.set_trace_callback(statements.append)
+        writer.set_trace_callback(statements.append)
         run = await run_job(service, "chatty")
-        await writer.set_trace_callback(None)
+        writer.set_trace_callback(None)
         assert run.status is RunStatus.SUCCESS
 
         (rows,) = await service.store.fetchone(
@@ -88,7 +88,7 @@ async def test_concurrent_writes_share_commits_and_publish_after_commit(tmp_path
     async with store:
         statements: list[str] = []
         assert store._writer is not None
-        await store._writer.set_trace_callback(statements.append)
+        store._writer.set_trace_callback(statements.append)
 
         def record(i: int) -> Record:
             return Record(id=i, last_id=i, run_id="r", job_id="j", type="t", ts=utcnow(), data={})
