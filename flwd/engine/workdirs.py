@@ -249,9 +249,30 @@ def remove_entries(dir_fd: int, names: list[str]) -> None:
     for name in names:
         try:
             is_dir = stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-            if is_dir:
+            if is_dir and not _remove_room_as_made(dir_fd, name):
                 shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
             else:
                 os.unlink(name, dir_fd=dir_fd)
         except OSError:
             continue
+
+
+def _remove_room_as_made(dir_fd: int, name: str) -> bool:
+    """Delete `name` if it holds just what `_make_room` put there, with nothing inside
+    (what a run that wrote no file leaves): five calls instead of `shutil.rmtree`'s walk,
+    which cost the no-op runs more than anything else the rooms do. False, with whatever
+    was removed so far gone, when anything else is there."""
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        os.unlink("args.json", dir_fd=fd)
+        for sub in _SUBDIRS:
+            os.rmdir(sub, dir_fd=fd)
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -13,7 +13,7 @@ import pytest
 
 from flwd.engine.artifacts import MAX_SKIP_NOTES, Collected
 from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
-from flwd.engine.workdirs import WorkDirs
+from flwd.engine.workdirs import WorkDirs, _make_room, remove_entries
 from tests.unit.engine_support import wait_for
 
 
@@ -181,3 +181,23 @@ def test_skipped_artifacts_are_named_up_to_a_limit() -> None:
     assert len(notes) == MAX_SKIP_NOTES + 1
     assert notes[0] == "[flwd: artifact 'f0' not collected: it is a symbolic link]"
     assert notes[-1] == "[flwd: 5 more files under $FLWD_ARTIFACTS_DIR not collected]"
+
+
+def test_rooms_are_deleted_whole_without_following_links(tmp_path: Path) -> None:
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    (outside / "keep.txt").write_text("kept")
+    root = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = ["as-made", "written", "linked"]
+        for name in names:
+            os.close(_make_room(root, name))
+        (work / "written" / "run" / "out.txt").write_text("x")  # a run that wrote a file
+        (work / "linked" / "run").rmdir()
+        (work / "linked" / "run").symlink_to(outside)  # a run that planted a link
+        remove_entries(root, names)
+    finally:
+        os.close(root)
+    assert list(work.iterdir()) == []
+    assert (outside / "keep.txt").read_text() == "kept"
