@@ -180,14 +180,7 @@ class RunExecutor:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, room, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
-            if failure_reason_of(exc) is FailureReason.RESOURCES_EXHAUSTED:
-                log.error("run %s: %s", run.run_id, exc)
-                error_reason = FailureReason.RESOURCES_EXHAUSTED
-                error = active.redactor.mask_text(
-                    f"the server is out of file descriptors, processes or memory: {exc}"
-                )
-            else:
-                error = _internal_error(active, exc, "failed inside flwd")
+            error, error_reason = _failure(active, exc, "failed inside flwd")
         finally:
             if timer is not None:
                 timer.cancel()
@@ -477,7 +470,8 @@ class RunExecutor:
                 for note in collected.notes():
                     await output.note(note)
         except Exception as exc:
-            error = error or _internal_error(active, exc, "could not be finished")
+            if error is None:
+                error, error_reason = _failure(active, exc, "could not be finished")
         try:
             if error is None and not active.ended_steps.issuperset(s.id for s in job.steps):
                 error = "internal error: a step of the run was never reported finished"
@@ -485,7 +479,8 @@ class RunExecutor:
             if results:
                 fields, result = self._checked_result(active, fields, results)
         except Exception as exc:
-            error = error or _internal_error(active, exc, "could not be finished")
+            if error is None:
+                error, error_reason = _failure(active, exc, "could not be finished")
             fields, result = _terminal_fields(active, outcomes, error, error_reason), None
         if fields.get("reason") in _ENDS_EVERY_STEP:
             self._end_remaining_steps(active)
@@ -637,6 +632,17 @@ _ENDS_EVERY_STEP = frozenset(
 )
 
 _STOPPED_BY_INTERNAL = "stopped: flwd failed internally while running this run (see its error)"
+
+
+def _failure(active: ActiveRun, exc: BaseException, what: str) -> tuple[str, FailureReason]:
+    """The error and reason of a run that flwd could not carry through: the machine out
+    of descriptors, processes or memory (`resources_exhausted`, logged in one line), or
+    flwd itself failing (`internal`, its traceback logged)."""
+    if failure_reason_of(exc) is FailureReason.RESOURCES_EXHAUSTED:
+        log.error("run %s %s: %s", active.run.run_id, what, exc)
+        message = f"the server is out of file descriptors, processes or memory: {exc}"
+        return active.redactor.mask_text(message), FailureReason.RESOURCES_EXHAUSTED
+    return _internal_error(active, exc, what), FailureReason.INTERNAL
 
 
 def _internal_error(active: ActiveRun, exc: BaseException, what: str) -> str:
