@@ -86,6 +86,9 @@ class RunServiceView(Protocol):
         job_id: str | None = None,
         status: RunStatus | None = None,
         tenant: str | None = None,
+        q: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Run], int]: ...

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from flwd import API_PREFIX
@@ -22,6 +23,7 @@ from flwd.api.deps import (
     log_page,
     paginated,
     parse_since,
+    parse_time,
     resume_id,
 )
 from flwd.api.openapi import EventStreamOperation, LogsOperation
@@ -58,6 +60,8 @@ LastEventId = Annotated[
     str | None,
     HeaderParameter(name="Last-Event-ID", description="Resume after this event id."),
 ]
+#: Longest `q` accepted by `GET /runs` (a search is a table scan: keep the pattern small).
+SEARCH_MAX = 200
 PAGE_HEADERS = [
     ResponseHeader(name=name, description=text, documentation_only=True)
     for name, text in (
@@ -104,12 +108,43 @@ class RunController(Controller):
         tenant: Annotated[
             str | None, QueryParameter(max_length=TENANT_MAX, pattern=TENANT_PATTERN)
         ] = None,
+        q: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=SEARCH_MAX,
+                description="Case-insensitive text searched in the job id, the error and the "
+                "(secret-masked) arguments",
+            ),
+        ] = None,
+        from_: Annotated[
+            str | None,
+            QueryParameter(
+                name="from",
+                description="Only runs created at or after this RFC 3339 time",
+                examples=[Example(value="2026-01-15T10:30:00Z")],
+            ),
+        ] = None,
+        to: Annotated[
+            str | None,
+            QueryParameter(
+                description="Only runs created before this RFC 3339 time",
+                examples=[Example(value="2026-01-16T00:00:00Z")],
+            ),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
     ) -> Response[RunList]:
-        """Runs, newest first, with the `total` matching the filters."""
+        """Runs, newest first, with the `total` matching the filters (`q`, `from`, `to`
+        combine with the others)."""
         items, total = await runs.list_runs(
-            job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
+            job_id=job_id,
+            status=status,
+            tenant=tenant,
+            q=q or None,
+            created_from=parse_time("from", from_),
+            created_to=parse_time("to", to),
+            limit=limit,
+            offset=offset,
         )
         body = RunList(runs=items, total=total)
         return paginated(request, body, total=total, limit=limit, offset=offset)

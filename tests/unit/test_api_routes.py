@@ -118,6 +118,23 @@ async def test_list_runs_rejects_bad_status_with_a_pointer(api_client: Client) -
     assert ("/status", "query") in paths or ("/limit", "query") in paths
 
 
+async def test_list_runs_rejects_a_bad_time_or_an_overlong_search(api_client: Client) -> None:
+    for params, path in (
+        ({"from": "yesterday"}, "/from"),
+        ({"to": "2026-01-15T10:30:00"}, "/to"),  # no UTC offset
+        ({"q": "x" * 201}, "/q"),
+    ):
+        response = await api_client.get("/api/v1/runs", params=params)
+        assert response.status_code == 400, params
+        body = response.json()
+        assert body["type"] == "https://flowd.org/problems/validation-error"
+        assert [e["path"] for e in body["errors"]] == [path]
+    ok = await api_client.get(
+        "/api/v1/runs", params={"q": "x" * 200, "from": "2026-01-15T10:30:00+02:00"}
+    )
+    assert ok.status_code == 200
+
+
 async def test_run_detail_cancel_and_restart(
     api_client: Client, api_service: FakeRunService
 ) -> None:
