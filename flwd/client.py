@@ -33,6 +33,7 @@ import msgspec
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from flwd import API_PREFIX, errors
+from flwd.api.schemas import JobsChanged
 from flwd.jobs.views import JobDetail, JobList
 from flwd.local_server import ServerInfo, find_local_server
 from flwd.models import (
@@ -409,6 +410,15 @@ class FlwdClient:
         context = {"run_id": run_id} if run_id else {}
         async for frame in self._resumable("/events/runs", params, since, context):
             yield _event(frame)
+
+    async def follow_jobs(self) -> AsyncIterator[JobsChanged]:
+        """`jobs.changed` events (`/events/jobs`) as hot reload changes the catalogue;
+        never ends by itself. Changes made while the connection was down are not replayed
+        (the stream is live only): after `FlwdClient.max_reconnects` are used up it raises;
+        a caller that must not miss a change re-reads `list_jobs()` when it (re)starts."""
+        async for frame in self._resumable("/events/jobs", {}, None, {}):
+            if frame.event == "jobs.changed":
+                yield msgspec.json.decode(frame.data, type=JobsChanged)
 
     async def _resumable(
         self,

@@ -41,6 +41,9 @@ class CatalogView(Protocol):
     @property
     def invalid(self) -> Sequence[InvalidJob]: ...
 
+    @property
+    def version(self) -> int: ...
+
 
 class JobRegistryView(Protocol):
     """The parts of `flwd.jobs.registry.JobRegistry` the API reads."""
@@ -52,6 +55,10 @@ class JobRegistryView(Protocol):
     def watching(self) -> bool: ...
 
     def source_info(self) -> list[dict[str, Any]]: ...
+
+    async def wait_for_change(
+        self, after_version: int, timeout: float | None = None
+    ) -> CatalogView: ...
 
 
 class RunServiceView(Protocol):
