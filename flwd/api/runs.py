@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -28,6 +29,7 @@ from flwd.api.deps import (
 )
 from flwd.api.openapi import EventStreamOperation, LogsOperation
 from flwd.api.problems import InvalidField, ProblemError, problem_responses
+from flwd.api.request_id import request_id
 from flwd.api.schemas import (
     TENANT_MAX,
     TENANT_PATTERN,
@@ -37,6 +39,7 @@ from flwd.api.schemas import (
     RunList,
     StepList,
 )
+from flwd.errors import FlwdError, StorageError
 from flwd.events.sse import (
     RUN_FINISHED,
     RUN_OUTPUT,
@@ -62,6 +65,7 @@ LastEventId = Annotated[
 ]
 #: Longest `q` accepted by `GET /runs` (a search is a table scan: keep the pattern small).
 SEARCH_MAX = 200
+log = logging.getLogger(__name__)
 PAGE_HEADERS = [
     ResponseHeader(name=name, description=text, documentation_only=True)
     for name, text in (
@@ -69,6 +73,22 @@ PAGE_HEADERS = [
         ("Link", "RFC 8288 links to the first, prev, next and last pages"),
     )
 ]
+
+
+def _not_started(request: Request[Any, Any, Any], exc: Exception) -> Exception:
+    """What a failure to create or start a run answers: a domain error (unknown job, bad
+    arguments, full queue, ...) as itself; the store failing or anything unexpected as the
+    contract's 500 `execution-error`, its cause logged server side only."""
+    if isinstance(exc, ProblemError) or (
+        isinstance(exc, FlwdError) and not isinstance(exc, StorageError) and exc.status < 500
+    ):
+        return exc
+    rid = request_id(request.scope)
+    log.error("request %s could not create or start a run", rid, exc_info=exc)
+    return ProblemError(
+        "execution-error",
+        f"The run could not be created or started; quote request id {rid} when reporting it",
+    )
 
 
 def _created(run: Run) -> Response[Run]:
@@ -85,13 +105,20 @@ class RunController(Controller):
         responses=problem_responses(400, 404, 409, 413, 415, 422, 429, 500),
     )
     async def create_run(
-        self, runs: Runs, data: JSONBody[CreateRun], idempotency_key: IdempotencyKey = None
+        self,
+        request: Request[Any, Any, Any],
+        runs: Runs,
+        data: JSONBody[CreateRun],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Run]:
         """Start a run. With `"async": false` the response waits for the run to end and
         carries its `result`; otherwise it returns at once with status `pending`."""
-        run = await runs.create_run(
-            data.job_id, data.args, tenant=data.tenant, idempotency_key=idempotency_key
-        )
+        try:
+            run = await runs.create_run(
+                data.job_id, data.args, tenant=data.tenant, idempotency_key=idempotency_key
+            )
+        except Exception as exc:
+            raise _not_started(request, exc) from exc
         return _created(run if data.async_ else await runs.wait_run(run.run_id))
 
     @get(
@@ -173,6 +200,7 @@ class RunController(Controller):
     )
     async def restart_run(
         self,
+        request: Request[Any, Any, Any],
         runs: Runs,
         run_id: FromPath[str],
         data: JSONBody[RestartRun | None] = None,
@@ -181,7 +209,10 @@ class RunController(Controller):
         """A new run of the same job with the same arguments (secret ones, never stored
         readable, must be given again in `args`)."""
         body = data or RestartRun()
-        run = await runs.restart_run(run_id, args=body.args, idempotency_key=idempotency_key)
+        try:
+            run = await runs.restart_run(run_id, args=body.args, idempotency_key=idempotency_key)
+        except Exception as exc:
+            raise _not_started(request, exc) from exc
         return _created(run if body.async_ else await runs.wait_run(run.run_id))
 
     @get(
