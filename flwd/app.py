@@ -10,14 +10,25 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pluggy
-from litestar import Litestar, Router
+from litestar import Litestar, Router, get
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Server, Tag
+from litestar.response import Redirect
+from litestar.types import (
+    HTTPScope,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Receive,
+    Scope,
+    Send,
+)
 
 from flwd import API_PREFIX, __version__
 from flwd.api.artifacts import ArtifactController
@@ -25,8 +36,10 @@ from flwd.api.backend import BackendFactory, default_backend
 from flwd.api.deps import dependencies
 from flwd.api.events import EventController
 from flwd.api.guards import RequestGuards, track_response
+from flwd.api.head import head_as_get
 from flwd.api.jobs import JobController
 from flwd.api.problems import EXCEPTION_HANDLERS
+from flwd.api.query import refuse_unknown_query
 from flwd.api.request_id import add_request_id
 from flwd.api.runs import RunController
 from flwd.api.system import SystemController
@@ -60,6 +73,27 @@ def openapi_config() -> OpenAPIConfig:
         ],
         render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
     )
+
+
+class FlwdApp(Litestar):
+    """Litestar, plus `HEAD` on every `GET` route (see `flwd.api.head`)."""
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] == ScopeType.HTTP and cast(HTTPScope, scope)["method"] == "HEAD":
+            await head_as_get(super().__call__, scope, receive, send)  # type: ignore[arg-type]
+            return
+        await super().__call__(scope, receive, send)
+
+
+@get("/", include_in_schema=False, sync_to_thread=False)
+def root() -> Redirect:
+    """`GET /`: to the API documentation."""
+    return Redirect(path=DOCS_PATH, status_code=307)
 
 
 def create_app(
@@ -97,14 +131,15 @@ def create_app(
         ],
     )
     state = _initial_state(settings, pm)
-    return Litestar(
-        route_handlers=[api],
+    return FlwdApp(
+        route_handlers=[root, api],
         lifespan=[lifespan],
         dependencies=dependencies(state),
         exception_handlers=EXCEPTION_HANDLERS,
         # Host, CORS, body media type and depth, stream cap: around every route and mount.
         middleware=[RequestGuards(settings)],
         before_send=[add_request_id, track_response],
+        before_request=refuse_unknown_query,
         # flwd configures logging itself (`flwd serve`); Litestar's own set-up would
         # replace its format and its rate limit on repeated lines.
         logging_config=None,

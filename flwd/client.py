@@ -33,6 +33,7 @@ import msgspec
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from flwd import API_PREFIX, errors
+from flwd.api.schemas import JobsChanged
 from flwd.jobs.views import JobDetail, JobList
 from flwd.local_server import ServerInfo, find_local_server
 from flwd.models import (
@@ -249,12 +250,23 @@ class FlwdClient:
         job_id: str | None = None,
         status: str | None = None,
         tenant: str | None = None,
+        q: str | None = None,
+        created_from: datetime | str | None = None,
+        created_to: datetime | str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> RunList:
-        """One page of runs, newest first, with the `total` matching the filters."""
+        """One page of runs, newest first, with the `total` matching the filters: `q`
+        searches the job id, error and (masked) arguments; `created_from`/`created_to`
+        (the API's `from`/`to`) bound the creation time."""
         params = self._params(
-            job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
+            job_id=job_id,
+            status=status,
+            tenant=tenant,
+            q=q,
+            limit=limit,
+            offset=offset,
+            **{"from": _stamp(created_from), "to": _stamp(created_to)},
         )
         return await self._call("GET", "/runs", RunList, params=params)
 
@@ -264,13 +276,23 @@ class FlwdClient:
         job_id: str | None = None,
         status: str | None = None,
         tenant: str | None = None,
+        q: str | None = None,
+        created_from: datetime | str | None = None,
+        created_to: datetime | str | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Run]:
         """Every matching run, newest first, fetched a page at a time."""
 
         async def page(offset: int) -> tuple[list[Run], int]:
             body = await self.list_runs(
-                job_id=job_id, status=status, tenant=tenant, limit=page_size, offset=offset
+                job_id=job_id,
+                status=status,
+                tenant=tenant,
+                q=q,
+                created_from=created_from,
+                created_to=created_to,
+                limit=page_size,
+                offset=offset,
             )
             return body.runs, body.total
 
@@ -388,6 +410,15 @@ class FlwdClient:
         context = {"run_id": run_id} if run_id else {}
         async for frame in self._resumable("/events/runs", params, since, context):
             yield _event(frame)
+
+    async def follow_jobs(self) -> AsyncIterator[JobsChanged]:
+        """`jobs.changed` events (`/events/jobs`) as hot reload changes the catalogue;
+        never ends by itself. Changes made while the connection was down are not replayed
+        (the stream is live only): after `FlwdClient.max_reconnects` are used up it raises;
+        a caller that must not miss a change re-reads `list_jobs()` when it (re)starts."""
+        async for frame in self._resumable("/events/jobs", {}, None, {}):
+            if frame.event == "jobs.changed":
+                yield msgspec.json.decode(frame.data, type=JobsChanged)
 
     async def _resumable(
         self,
@@ -553,3 +584,12 @@ def _event(frame: ServerSentEvent) -> Event:
         timestamp=timestamp,
         data=payload,
     )
+
+
+def _stamp(value: datetime | str | None) -> str | None:
+    """A time for a query parameter: RFC 3339 text as given, or an aware datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a time filter needs a timezone-aware datetime")
+        return value.isoformat()
+    return value

@@ -186,13 +186,20 @@ class FakeRunService:
         job_id: str | None = None,
         status: RunStatus | None = None,
         tenant: str | None = None,
+        q: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Run], int]:
         runs = [
             r
             for r in reversed(self.runs.values())
-            if (job_id is None or r.job_id == job_id) and (status is None or r.status == status)
+            if (job_id is None or r.job_id == job_id)
+            and (status is None or r.status == status)
+            and (q is None or q.lower() in r.job_id.lower())
+            and (created_from is None or r.created_at >= created_from)
+            and (created_to is None or r.created_at < created_to)
         ]
         return runs[offset : offset + limit], len(runs)
 

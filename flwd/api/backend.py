@@ -41,6 +41,9 @@ class CatalogView(Protocol):
     @property
     def invalid(self) -> Sequence[InvalidJob]: ...
 
+    @property
+    def version(self) -> int: ...
+
 
 class JobRegistryView(Protocol):
     """The parts of `flwd.jobs.registry.JobRegistry` the API reads."""
@@ -52,6 +55,10 @@ class JobRegistryView(Protocol):
     def watching(self) -> bool: ...
 
     def source_info(self) -> list[dict[str, Any]]: ...
+
+    async def wait_for_change(
+        self, after_version: int, timeout: float | None = None
+    ) -> CatalogView: ...
 
 
 class RunServiceView(Protocol):
@@ -86,6 +93,9 @@ class RunServiceView(Protocol):
         job_id: str | None = None,
         status: RunStatus | None = None,
         tenant: str | None = None,
+        q: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Run], int]: ...

@@ -216,3 +216,28 @@ def parse_since(since: str | None) -> tuple[int | None, datetime | None]:
             ],
         )
     return None, moment
+
+
+def parse_time(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp given in the query parameter `name` (with a UTC offset)."""
+    if value is None or value == "":
+        return None
+    try:
+        if not value.isascii():
+            raise ValueError(value)
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ProblemError(
+            "validation-error",
+            f"`{name}` must be an RFC 3339 timestamp with a UTC offset",
+            errors=[
+                InvalidField(
+                    path=f"/{name}",
+                    message="expected a timestamp like 2024-01-15T10:30:00Z",
+                    in_="query",
+                )
+            ],
+        )
+    return moment

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from flwd import API_PREFIX
@@ -22,10 +24,12 @@ from flwd.api.deps import (
     log_page,
     paginated,
     parse_since,
+    parse_time,
     resume_id,
 )
 from flwd.api.openapi import EventStreamOperation, LogsOperation
 from flwd.api.problems import InvalidField, ProblemError, problem_responses
+from flwd.api.request_id import request_id
 from flwd.api.schemas import (
     TENANT_MAX,
     TENANT_PATTERN,
@@ -35,6 +39,7 @@ from flwd.api.schemas import (
     RunList,
     StepList,
 )
+from flwd.errors import FlwdError, StorageError
 from flwd.events.sse import (
     RUN_FINISHED,
     RUN_OUTPUT,
@@ -58,6 +63,9 @@ LastEventId = Annotated[
     str | None,
     HeaderParameter(name="Last-Event-ID", description="Resume after this event id."),
 ]
+#: Longest `q` accepted by `GET /runs` (a search is a table scan: keep the pattern small).
+SEARCH_MAX = 200
+log = logging.getLogger(__name__)
 PAGE_HEADERS = [
     ResponseHeader(name=name, description=text, documentation_only=True)
     for name, text in (
@@ -65,6 +73,22 @@ PAGE_HEADERS = [
         ("Link", "RFC 8288 links to the first, prev, next and last pages"),
     )
 ]
+
+
+def _not_started(request: Request[Any, Any, Any], exc: Exception) -> Exception:
+    """What a failure to create or start a run answers: a domain error (unknown job, bad
+    arguments, full queue, ...) as itself; the store failing or anything unexpected as the
+    contract's 500 `execution-error`, its cause logged server side only."""
+    if isinstance(exc, ProblemError) or (
+        isinstance(exc, FlwdError) and not isinstance(exc, StorageError) and exc.status < 500
+    ):
+        return exc
+    rid = request_id(request.scope)
+    log.error("request %s could not create or start a run", rid, exc_info=exc)
+    return ProblemError(
+        "execution-error",
+        f"The run could not be created or started; quote request id {rid} when reporting it",
+    )
 
 
 def _created(run: Run) -> Response[Run]:
@@ -81,13 +105,20 @@ class RunController(Controller):
         responses=problem_responses(400, 404, 409, 413, 415, 422, 429, 500),
     )
     async def create_run(
-        self, runs: Runs, data: JSONBody[CreateRun], idempotency_key: IdempotencyKey = None
+        self,
+        request: Request[Any, Any, Any],
+        runs: Runs,
+        data: JSONBody[CreateRun],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Run]:
         """Start a run. With `"async": false` the response waits for the run to end and
         carries its `result`; otherwise it returns at once with status `pending`."""
-        run = await runs.create_run(
-            data.job_id, data.args, tenant=data.tenant, idempotency_key=idempotency_key
-        )
+        try:
+            run = await runs.create_run(
+                data.job_id, data.args, tenant=data.tenant, idempotency_key=idempotency_key
+            )
+        except Exception as exc:
+            raise _not_started(request, exc) from exc
         return _created(run if data.async_ else await runs.wait_run(run.run_id))
 
     @get(
@@ -104,12 +135,43 @@ class RunController(Controller):
         tenant: Annotated[
             str | None, QueryParameter(max_length=TENANT_MAX, pattern=TENANT_PATTERN)
         ] = None,
+        q: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=SEARCH_MAX,
+                description="Case-insensitive text searched in the job id, the error and the "
+                "(secret-masked) arguments",
+            ),
+        ] = None,
+        from_: Annotated[
+            str | None,
+            QueryParameter(
+                name="from",
+                description="Only runs created at or after this RFC 3339 time",
+                examples=[Example(value="2026-01-15T10:30:00Z")],
+            ),
+        ] = None,
+        to: Annotated[
+            str | None,
+            QueryParameter(
+                description="Only runs created before this RFC 3339 time",
+                examples=[Example(value="2026-01-16T00:00:00Z")],
+            ),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
     ) -> Response[RunList]:
-        """Runs, newest first, with the `total` matching the filters."""
+        """Runs, newest first, with the `total` matching the filters (`q`, `from`, `to`
+        combine with the others)."""
         items, total = await runs.list_runs(
-            job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
+            job_id=job_id,
+            status=status,
+            tenant=tenant,
+            q=q or None,
+            created_from=parse_time("from", from_),
+            created_to=parse_time("to", to),
+            limit=limit,
+            offset=offset,
         )
         body = RunList(runs=items, total=total)
         return paginated(request, body, total=total, limit=limit, offset=offset)
@@ -138,6 +200,7 @@ class RunController(Controller):
     )
     async def restart_run(
         self,
+        request: Request[Any, Any, Any],
         runs: Runs,
         run_id: FromPath[str],
         data: JSONBody[RestartRun | None] = None,
@@ -146,7 +209,10 @@ class RunController(Controller):
         """A new run of the same job with the same arguments (secret ones, never stored
         readable, must be given again in `args`)."""
         body = data or RestartRun()
-        run = await runs.restart_run(run_id, args=body.args, idempotency_key=idempotency_key)
+        try:
+            run = await runs.restart_run(run_id, args=body.args, idempotency_key=idempotency_key)
+        except Exception as exc:
+            raise _not_started(request, exc) from exc
         return _created(run if body.async_ else await runs.wait_run(run.run_id))
 
     @get(

@@ -6,6 +6,7 @@ the client decodes the same classes the server encodes."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -53,6 +54,17 @@ class RestartRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     async_: bool = msgspec.field(default=True, name="async")
 
 
+class JobsChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of a `jobs.changed` event on `/api/v1/events/jobs`: the ids of the valid jobs
+    the catalogue gained, changed or lost, and every folder now invalid."""
+
+    timestamp: datetime
+    added: list[str] = []
+    changed: list[str] = []
+    removed: list[str] = []
+    invalid: list[str] = []
+
+
 __all__ = [
     "ArtifactList",
     "CreateRun",
@@ -61,6 +73,7 @@ __all__ = [
     "JobDetail",
     "JobList",
     "JobSummary",
+    "JobsChanged",
     "LogList",
     "Ready",
     "RestartRun",

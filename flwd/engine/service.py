@@ -443,11 +443,21 @@ class RunService:
         job_id: str | None = None,
         status: RunStatus | None = None,
         tenant: str | None = None,
+        q: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Run], int]:
         return await self.repo.page(
-            job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
+            job_id=job_id,
+            status=status,
+            tenant=tenant,
+            q=q,
+            created_from=created_from,
+            created_to=created_to,
+            limit=limit,
+            offset=offset,
         )
 
     async def list_steps(self, run_id: str) -> list[Step]:

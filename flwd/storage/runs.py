@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -148,12 +148,35 @@ class RunRepository:
         job_id: str | None = None,
         status: RunStatus | None = None,
         tenant: str | None = None,
+        q: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Run], int]:
+        """A page of runs, newest first. `q` is a case-insensitive substring of the job
+        id, the error or the stored (secret-masked) arguments; `created_from`/`created_to`
+        bound `created_at` (inclusive/exclusive)."""
         where, params = _filters(
             job_id=job_id, status=status.value if status else None, tenant=tenant
         )
+        extra: list[str] = []
+        if q:
+            pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            extra.append(
+                "(job_id LIKE ? ESCAPE '\\' OR error LIKE ? ESCAPE '\\'"
+                " OR CAST(args AS TEXT) LIKE ? ESCAPE '\\')"
+            )
+            params += [pattern, pattern, pattern]
+        # created_at is stored as `iso()` text (UTC, microseconds, `Z`): ordered as text
+        if created_from is not None:
+            extra.append("created_at >= ?")
+            params.append(iso(created_from.astimezone(UTC)))
+        if created_to is not None:
+            extra.append("created_at < ?")
+            params.append(iso(created_to.astimezone(UTC)))
+        if extra:
+            where = (where + " AND " if where else " WHERE ") + " AND ".join(extra)
         total_row = await self.store.fetchone(f"SELECT COUNT(*) FROM runs{where}", params)
         rows = await self.store.fetchall(
             f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY run_id DESC LIMIT ? OFFSET ?",

@@ -96,6 +96,10 @@ async def test_client_covers_jobs_steps_streams_restart_and_system(
         assert again.status == RunStatus.SUCCESS and again.args["count"] == 1
         seen = [r.run_id async for r in client.iter_runs(job_id="demo/ticker", page_size=1)]
         assert seen[:2] == [again.run_id, run.run_id] and len(seen) == len(set(seen))
+        since_restart = client.iter_runs(q="ticker", created_from=again.created_at)
+        assert [r.run_id async for r in since_restart] == [again.run_id]
+        before = await client.list_runs(q="TICK", created_to=again.created_at, limit=1)
+        assert before.runs[0].run_id == run.run_id
 
         assert (await client.health()).status == "healthy"
         assert (await client.ready()).status == "ready"

@@ -175,3 +175,34 @@ def test_protocol_errors_are_problems_over_uvicorn(api_http: httpx.Client) -> No
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["type"] == f"https://flowd.org/problems/{slug}"
         assert response.headers["x-request-id"]
+
+
+def test_list_runs_searches_text_and_filters_by_creation_time(api_http: httpx.Client) -> None:
+    token = f"needle{time.monotonic_ns()}"
+    first = create(api_http, "hello", args={"name": f"{token}_a"}, **{"async": False})
+    second = create(api_http, "hello", args={"name": f"{token}%b"}, **{"async": False})
+    found = api_http.get("/runs", params={"q": token.upper()}).json()
+    assert [r["run_id"] for r in found["runs"]] == [second["run_id"], first["run_id"]]
+    assert found["total"] == 2
+    # `%` and `_` are matched literally, not as LIKE wildcards
+    assert [
+        r["run_id"] for r in api_http.get("/runs", params={"q": f"{token}%"}).json()["runs"]
+    ] == [second["run_id"]]
+    assert api_http.get("/runs", params={"q": f"{token}_"}).json()["total"] == 1
+    assert api_http.get("/runs", params={"q": f"{token}__"}).json()["total"] == 0
+    # the job id is searched too, combined with the other filters
+    both = api_http.get("/runs", params={"q": "hell", "job_id": "hello"}).json()
+    assert both["total"] >= 2
+    # from is inclusive, to exclusive, on created_at
+    at = str(second["created_at"])
+    window = {"q": token, "from": at}
+    assert [r["run_id"] for r in api_http.get("/runs", params=window).json()["runs"]] == [
+        second["run_id"]
+    ]
+    before = {"q": token, "to": at}
+    assert [r["run_id"] for r in api_http.get("/runs", params=before).json()["runs"]] == [
+        first["run_id"]
+    ]
+    bad = api_http.get("/runs", params={"from": "not a time"})
+    assert bad.status_code == 400
+    assert bad.json()["type"].endswith("/validation-error")

@@ -118,6 +118,23 @@ async def test_list_runs_rejects_bad_status_with_a_pointer(api_client: Client) -
     assert ("/status", "query") in paths or ("/limit", "query") in paths
 
 
+async def test_list_runs_rejects_a_bad_time_or_an_overlong_search(api_client: Client) -> None:
+    for params, path in (
+        ({"from": "yesterday"}, "/from"),
+        ({"to": "2026-01-15T10:30:00"}, "/to"),  # no UTC offset
+        ({"q": "x" * 201}, "/q"),
+    ):
+        response = await api_client.get("/api/v1/runs", params=params)
+        assert response.status_code == 400, params
+        body = response.json()
+        assert body["type"] == "https://flowd.org/problems/validation-error"
+        assert [e["path"] for e in body["errors"]] == [path]
+    ok = await api_client.get(
+        "/api/v1/runs", params={"q": "x" * 200, "from": "2026-01-15T10:30:00+02:00"}
+    )
+    assert ok.status_code == 200
+
+
 async def test_run_detail_cancel_and_restart(
     api_client: Client, api_service: FakeRunService
 ) -> None:
@@ -223,3 +240,39 @@ async def test_request_id_is_echoed_or_generated(api_client: Client) -> None:
     rid = generated.headers["x-request-id"]
     assert len(rid) == 32 and rid != "bad id"
     assert generated.json()["request_id"] == rid
+
+
+async def test_root_redirects_to_the_api_docs(api_client: Client) -> None:
+    response = await api_client.get("/", follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"] == "/api/docs"
+
+
+async def test_head_answers_every_get_route_without_a_body(api_client: Client) -> None:
+    for path in ("/api/v1/jobs", "/api/v1/runs", "/api/v1/health", "/api/docs/openapi.json"):
+        got = await api_client.get(path)
+        head = await api_client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+    assert (await api_client.head("/api/v1/runs/run_missing")).status_code == 404
+    # a stream answers its headers and ends at once: no event is awaited
+    stream = await api_client.head("/api/v1/events/runs")
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert stream.content == b""
+
+
+async def test_an_unknown_query_parameter_is_a_problem_naming_it(api_client: Client) -> None:
+    response = await api_client.get("/api/v1/runs", params={"limt": "5", "job_id": "hello"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "https://flowd.org/problems/validation-error"
+    assert body["errors"] == [
+        {"path": "/limt", "message": "unknown query parameter", "in": "query"}
+    ]
+    assert "limt" in body["detail"]
+    ok = await api_client.get("/api/v1/runs", params={"from": "2026-01-01T00:00:00Z"})
+    assert ok.status_code == 200
+    logs = await api_client.get("/api/v1/jobs/hello", params={"verbose": "1"})
+    assert logs.status_code == 400
