@@ -21,7 +21,7 @@ from flwd.plugins import make_plugin_manager
 from flwd.settings import JobSource, Settings
 
 # Streams that never end by themselves cannot be fuzzed with a buffering client.
-ENDLESS = {("get", "/api/v1/events/runs")}
+ENDLESS = {("get", "/api/v1/events/runs"), ("get", "/api/v1/events/jobs")}
 JOB_IDS = ["noop", "tools/echo", "missing", ""]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
