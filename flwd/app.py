@@ -17,7 +17,7 @@ from litestar import Litestar, Router, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Server, Tag
 from litestar.response import Redirect
 from litestar.types import (
@@ -34,6 +34,7 @@ from flwd import API_PREFIX, __version__
 from flwd.api.artifacts import ArtifactController
 from flwd.api.backend import BackendFactory, default_backend
 from flwd.api.deps import dependencies
+from flwd.api.docs_assets import assets_router, swagger_plugin
 from flwd.api.events import EventController
 from flwd.api.guards import RequestGuards, track_response
 from flwd.api.head import head_as_get
@@ -56,8 +57,8 @@ are Server-Sent Events whose `id:` is a global event id usable as `Last-Event-ID
 
 
 def openapi_config() -> OpenAPIConfig:
-    """OpenAPI at `/api/docs/openapi.json`; Swagger UI at `/api/docs` (its JavaScript and
-    CSS load from a CDN, so the viewer needs internet access; the JSON does not)."""
+    """OpenAPI at `/api/docs/openapi.json`; Swagger UI at `/api/docs`, its JavaScript and
+    CSS served by flwd itself (`flwd.api.docs_assets`), so it works without internet."""
     return OpenAPIConfig(
         title="flwd",
         version=__version__,
@@ -71,7 +72,7 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="events", description="Server-Sent Events"),
             Tag(name="system", description="Health and configuration"),
         ],
-        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        render_plugins=[swagger_plugin("/"), JsonRenderPlugin(path="/openapi.json")],
     )
 
 
@@ -132,7 +133,7 @@ def create_app(
     )
     state = _initial_state(settings, pm)
     return FlwdApp(
-        route_handlers=[root, api],
+        route_handlers=[root, api, assets_router()],
         lifespan=[lifespan],
         dependencies=dependencies(state),
         exception_handlers=EXCEPTION_HANDLERS,
