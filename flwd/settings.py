@@ -3,6 +3,7 @@ variables over defaults. Nothing else in flwd reads the environment for configur
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     header_timeout: float = 10.0
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    # TLS and proxies (docs/operations.md#tls-and-reverse-proxies)
+    #: PEM certificate (chain) and private key: with both, `flwd serve` speaks HTTPS.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Peers whose `X-Forwarded-For`/`-Proto` headers are believed (IPs or networks);
+    #: none by default, so no caller can choose the client address the server sees.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: CA certificate (PEM) a command trusts for an HTTPS `--server`.
+    ca_cert: str | None = None
 
     @property
     def data_path(self) -> Path:
@@ -137,6 +147,10 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_HEADER_TIMEOUT": ("header_timeout", parse_duration),
     "FLWD_ALLOWED_HOSTS": ("allowed_hosts", lambda v: _word_list(v)),
     "FLWD_CORS_ORIGINS": ("cors_origins", lambda v: _word_list(v)),
+    "FLWD_TLS_CERT": ("tls_cert", str),
+    "FLWD_TLS_KEY": ("tls_key", str),
+    "FLWD_FORWARDED_ALLOW_IPS": ("forwarded_allow_ips", lambda v: _word_list(v)),
+    "FLWD_CA_CERT": ("ca_cert", str),
 }
 
 
@@ -166,7 +180,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             if value:
                 values["sources"] = parse_sources(list(value))
             continue
-        if field in ("allowed_hosts", "cors_origins"):
+        if field in ("allowed_hosts", "cors_origins", "forwarded_allow_ips"):
             if value:
                 values[field] = tuple(value)
             continue
@@ -189,6 +203,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for origin in settings.cors_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise SettingsError(f"CORS origin '{origin}' must look like https://host[:port]")
+    for peer in settings.forwarded_allow_ips:
+        if peer == "*":  # every peer: only where the proxy alone can reach the port
+            continue
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"--forwarded-allow-ips: '{peer}' is not an IP address or network"
+            ) from None
     if settings.containment not in CONTAINMENT_MODES:
         raise SettingsError(
             f"containment {settings.containment!r} must be one of {', '.join(CONTAINMENT_MODES)}"
