@@ -25,6 +25,7 @@ from litestar.types import (
     LifeSpanReceive,
     LifeSpanScope,
     LifeSpanSend,
+    Message,
     Receive,
     Scope,
     Send,
@@ -77,7 +78,16 @@ def openapi_config() -> OpenAPIConfig:
 
 
 class FlwdApp(Litestar):
-    """Litestar, plus `HEAD` on every `GET` route (see `flwd.api.head`)."""
+    """Litestar, with the request guards (`flwd.api.guards`) and the response hooks
+    (`X-Request-ID`, connection tracking) around routing itself, and `HEAD` on every `GET`
+    route (`flwd.api.head`).
+
+    Litestar applies app middleware only to requests that reach a route: a 404 (unknown
+    path) or 405 (method not allowed) is answered by its router first. Wrapping the whole
+    application here makes those answers pass the same guards (a bad `Host` on any path
+    is refused as `host-not-allowed`)."""
+
+    request_guards: RequestGuards | None = None
 
     async def __call__(
         self,
@@ -85,10 +95,35 @@ class FlwdApp(Litestar):
         receive: Receive | LifeSpanReceive,
         send: Send | LifeSpanSend,
     ) -> None:
-        if scope["type"] == ScopeType.HTTP and cast(HTTPScope, scope)["method"] == "HEAD":
-            await head_as_get(super().__call__, scope, receive, send)  # type: ignore[arg-type]
+        if scope["type"] != ScopeType.HTTP:
+            await super().__call__(scope, receive, send)
+            return
+        http_scope = cast(Scope, scope)
+        hooked = _with_response_hooks(cast(Send, send), http_scope)
+        if self.request_guards is None:
+            await self._route(http_scope, cast(Receive, receive), hooked)
+        else:
+            await self.request_guards.handle(
+                http_scope, cast(Receive, receive), hooked, self._route
+            )
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if cast(HTTPScope, scope)["method"] == "HEAD":
+            await head_as_get(super().__call__, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+def _with_response_hooks(send: Send, scope: Scope) -> Send:
+    """Every response message, refusals and 404s included, gets its `X-Request-ID`, and
+    its connection learns when it is complete."""
+
+    async def hooked(message: Message) -> None:
+        await add_request_id(message, scope)
+        await track_response(message, scope)
+        await send(message)
+
+    return hooked
 
 
 @get("/", include_in_schema=False, sync_to_thread=False)
@@ -132,14 +167,11 @@ def create_app(
         ],
     )
     state = _initial_state(settings, pm)
-    return FlwdApp(
+    app = FlwdApp(
         route_handlers=[root, api, assets_router()],
         lifespan=[lifespan],
         dependencies=dependencies(state),
         exception_handlers=EXCEPTION_HANDLERS,
-        # Host, CORS, body media type and depth, stream cap: around every route and mount.
-        middleware=[RequestGuards(settings)],
-        before_send=[add_request_id, track_response],
         before_request=refuse_unknown_query,
         # flwd configures logging itself (`flwd serve`); Litestar's own set-up would
         # replace its format and its rate limit on repeated lines.
@@ -149,6 +181,10 @@ def create_app(
         state=state,
         debug=False,
     )
+    # Host, CORS, body media type and depth, stream cap: around routing, so around every
+    # route and mount and unknown paths too (FlwdApp).
+    app.request_guards = RequestGuards(settings)
+    return app
 
 
 def _initial_state(settings: Settings, pm: pluggy.PluginManager) -> State:
