@@ -159,8 +159,9 @@ def check_tls(settings: Settings) -> None:
         except OSError as exc:
             raise CliError(f"{flag} {path}: {exc.strerror or exc}", exit_code=1) from None
     try:
+        # An empty password, so that an encrypted key fails here instead of prompting.
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            settings.tls_cert, settings.tls_key
+            settings.tls_cert, settings.tls_key, password=lambda: b""
         )
     except (ssl.SSLError, ValueError) as exc:
         raise CliError(

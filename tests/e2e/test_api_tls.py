@@ -152,16 +152,29 @@ def test_https_server_is_found_and_trusted_by_the_cli(tmp_path: Path) -> None:
         (["--tls-cert", "{cert}"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "{tmp}/missing.pem", "--tls-key", "{key}"], "missing.pem"),
         (["--tls-cert", "{key}", "--tls-key", "{key}"], "not a usable PEM certificate"),
+        # an encrypted key is refused, not prompted for
+        (["--tls-cert", "{cert}", "--tls-key", "{locked}"], "not a usable PEM certificate"),
     ],
 )
 def test_unusable_tls_files_stop_start_up(
     tmp_path: Path, options: list[str], expected: str
 ) -> None:
     cert, key = self_signed(tmp_path)
-    values = {"cert": str(cert), "key": str(key), "tmp": str(tmp_path)}
+    locked = tmp_path / "locked.pem"
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    locked.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret-pass"),
+        )
+    )
+    values = {"cert": str(cert), "key": str(key), "tmp": str(tmp_path), "locked": str(locked)}
     argv = [sys.executable, "-m", "flwd", "serve", "--port", "0", "--jobs", str(tmp_path)]
     argv += ["--data-dir", str(tmp_path / "data"), *(o.format(**values) for o in options)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
