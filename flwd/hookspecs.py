@@ -144,7 +144,7 @@ def register_routes(settings: Settings) -> list[Any]:
     """Return Litestar route handlers or routers to mount on the API application.
 
     They are mounted under `/api/v1` next to the built-in controllers, share their
-    dependencies (`runs`, `feed`, `registry`, `backend`, `settings`, `plugin_manager`) and have
+    dependencies (`runs`, `feed`, `registry`, `services`, `settings`, `plugin_manager`) and have
     their errors answered as problem details by `flwd.api.problems`.
     """
 

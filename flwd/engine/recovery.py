@@ -17,11 +17,12 @@ from pathlib import Path
 
 from flwd.engine.containment import Containment
 from flwd.engine.processes import group_members, run_processes, terminate
-from flwd.events.journal import Journal, iso
+from flwd.events.journal import Journal
 from flwd.models import Run, utcnow
 from flwd.states import FailureReason, RunStatus, StepStatus
 from flwd.storage import runs as rows
 from flwd.storage.runs import RunRepository
+from flwd.timefmt import iso
 
 log = logging.getLogger(__name__)
 

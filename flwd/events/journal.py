@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -21,9 +21,9 @@ from flwd.events.bus import EventBus
 from flwd.events.records import OUTPUT, Record
 from flwd.models import Event, LogLine, utcnow
 from flwd.storage.store import Statement, Store
+from flwd.timefmt import iso
 
 log = logging.getLogger(__name__)
-_ZERO = timedelta(0)
 
 _INSERT = (
     "INSERT INTO events (id, last_id, run_id, job_id, type, ts, data, text) "
@@ -42,13 +42,6 @@ _LINE_BYTES = 16 * 1024
 #: Chunks of output read at once by `read_logs` (a page of lines is read in these steps).
 _LOG_ROWS = 16
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
-
-
-def iso(ts: datetime) -> str:
-    """`2026-11-29T14:53:24.564741Z` for a UTC time (always with microseconds)."""
-    if ts.microsecond and ts.utcoffset() == _ZERO:
-        return ts.isoformat()[:-6] + "Z"  # the quick way: no keyword to parse
-    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Journal:
