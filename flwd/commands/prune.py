@@ -83,7 +83,7 @@ async def _prune(
             pruner = Pruner(
                 store,
                 settings,
-                # the data dir's layout, as the engine writes it (flwd.engine.runner)
+                # the data dir's layout, as the engine writes it (flwd.engine.run_driver)
                 blob_root=settings.data_path / "artifacts",
                 work_root=settings.data_path / "work",
                 job_retention=lambda job_id: job_retention(catalog, job_id),

@@ -22,12 +22,13 @@ import msgspec
 import pluggy
 from ulid import ULID
 
+from flwd.engine.active_run import ActiveRun
 from flwd.engine.containment import SUBREAPER, Containment
 from flwd.engine.output import Redactor
 from flwd.engine.processes import adopt_orphans
 from flwd.engine.recovery import clean_work_root, recover_lost_runs, repair_unended_steps
 from flwd.engine.retention import Pruner, PruneReport, job_retention
-from flwd.engine.runner import ActiveRun, RunExecutor
+from flwd.engine.run_driver import RunDriver
 from flwd.engine.scheduler import Scheduler, concurrency_key
 from flwd.errors import (
     ArtifactNotFound,
@@ -119,7 +120,7 @@ class RunService:
         )
         self.store.on_commit = self.journal.committed
         self.repo = RunRepository(self.store)
-        self.executor = RunExecutor(settings, self.journal, pm)
+        self.driver = RunDriver(settings, self.journal, pm)
         self.scheduler = Scheduler(
             max_concurrency=settings.max_concurrency,
             max_queue=settings.max_queue,
@@ -133,8 +134,8 @@ class RunService:
         self.pruner = Pruner(
             self.store,
             settings,
-            blob_root=self.executor.blob_root,
-            work_root=self.executor.work_root,
+            blob_root=self.driver.blob_root,
+            work_root=self.driver.work_root,
             job_retention=self._job_retention,
             active=self._active_runs,
         )
@@ -155,12 +156,12 @@ class RunService:
             await self.store.__aenter__()
             return self
         self._lock_data_dir()
-        self.executor.adopting = adopt_orphans()
+        self.driver.adopting = adopt_orphans()
         try:
             self.containment = Containment.choose(
                 self.settings.containment, self.settings.data_path
             )
-            self.executor.containment = self.containment
+            self.driver.containment = self.containment
             await self.store.__aenter__()
             await self.journal.open()
             if self.pm.hook.run_event.get_hookimpls():
@@ -171,7 +172,7 @@ class RunService:
             await repair_unended_steps(self.repo, self.journal, self.settings.kill_grace)
             await self._requeue_pending()
             keep = {a.run.run_id for a in self.scheduler.running() + self.scheduler.pending()}
-            await asyncio.to_thread(clean_work_root, self.executor.work_root, keep)
+            await asyncio.to_thread(clean_work_root, self.driver.work_root, keep)
             if self.settings.prune_interval > 0:
                 self._pruning = asyncio.create_task(
                     self.pruner.run_every(self.settings.prune_interval), name="flwd-pruner"
@@ -196,7 +197,7 @@ class RunService:
             active.stop.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.kill_grace + 10)
-        await self.executor.aclose()
+        await self.driver.aclose()
         self.containment.close()
         await self.store.__aexit__(None, None, None)
         self._unlock_data_dir()
@@ -304,7 +305,7 @@ class RunService:
             created=created,
         )
         # Queued at once, so that its first writes share the commit of run.created; no
-        # process starts before that commit (see RunExecutor), and the caller is answered
+        # process starts before that commit (see RunDriver), and the caller is answered
         # only after it.
         self.scheduler.submit(active)
         try:
@@ -317,16 +318,16 @@ class RunService:
         return run
 
     def _start(self, active: ActiveRun) -> None:
-        self.executor.begin(active)
+        self.driver.begin(active)
         task = asyncio.create_task(self._execute(active), name=f"flwd-{active.run.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, active: ActiveRun) -> None:
         try:
-            await self.executor.execute(active)
+            await self.driver.execute(active)
         except Exception:
-            log.exception("run %s crashed the executor", active.run.run_id)
+            log.exception("run %s crashed the run driver", active.run.run_id)
         finally:
             self.scheduler.release(active.run.run_id)
 
@@ -510,7 +511,7 @@ class RunService:
         artifact = await self.repo.artifact(artifact_id)
         if artifact is None:
             raise ArtifactNotFound(artifact_id)
-        path = self.executor.blob_root / artifact.sha256[:2] / artifact.sha256
+        path = self.driver.blob_root / artifact.sha256[:2] / artifact.sha256
         if not path.is_file():
             raise ArtifactNotFound(artifact_id)
         return artifact, path
