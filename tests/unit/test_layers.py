@@ -68,3 +68,22 @@ def test_the_walk_finds_imports() -> None:
     imports = _imports(PACKAGE / "engine" / "service.py")
     assert "flwd.events.journal" in imports
     assert any(_within(name, "flwd.storage") for name in imports)
+
+
+def test_the_events_layer_leaves_sql_to_the_storage() -> None:
+    """The journal reads and writes the store through `flwd.storage.events`: no SQL text
+    and no query call of the store in `flwd.events`."""
+    sql = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ")
+    found = []
+    for path in sorted((PACKAGE / "events").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value.lstrip().startswith(sql):  # SQL is written in capitals here
+                    found.append(f"{path.name}: SQL {node.value[:40]!r}")
+            elif isinstance(node, ast.Attribute) and node.attr in (
+                "fetchall",
+                "fetchone",
+                "reader",
+            ):
+                found.append(f"{path.name}: .{node.attr}")
+    assert found == []
