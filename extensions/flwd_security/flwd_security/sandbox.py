@@ -1,0 +1,428 @@
+"""Sandboxed steps: apply a profile's `StepPolicy` to a step about to start.
+
+`apply(context, policy)` is called by the extension's `prepare_step` for every step. It
+changes the `StepContext`: the environment is narrowed to the allow-list; the engine's
+spawn gets `SpawnOptions` (another user, umask, no-new-privileges, a network namespace of
+its own, a memory cgroup), which it applies before the process runs any code of its own;
+resource limits that are rlimits wrap the command in util-linux's `prlimit`, one exec
+that sets them and execs the command; `limit_exceeded` tells the engine which failures
+were a limit being hit (reason `resource_limit`).
+
+What this server cannot apply is listed: with `on_unavailable: error` the step is refused
+(`SandboxUnavailable`, the step fails with the list as its error), with `warn` each is a
+note in the run's log and the step runs without it. docs/sandbox.md has the table of what
+applies as root and as another user, and how.
+
+`release(run_id)` (from the extension's `run_event`, on `run.finished`) gives the run's
+user id back and removes its memory cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from flwd.engine.spawn import SpawnOptions, options_supported
+from flwd.engine.step_process import StepContext, StepRefused
+from flwd_security.policy import Limits, StepPolicy
+
+log = logging.getLogger(__name__)
+
+#: the user and group ids runs are given when the server runs as root (one per active
+#: run, the next free one after the last given, so an id comes back only after the range)
+DEFAULT_RUN_USER_IDS = (200000, 265535)
+#: flwd's own variables a step always keeps besides `FLWD_*` and the job's `env`
+_FLWD_OWN = frozenset({"PYTHONUNBUFFERED"})
+_RLIMIT_OPTIONS = {
+    "open_files": "--nofile",
+    "processes": "--nproc",
+    "file_size": "--fsize",
+}
+
+
+class SandboxUnavailable(StepRefused):
+    """A field of the policy this server cannot apply, under `on_unavailable: error`."""
+
+
+class RunUsers:
+    """Hands out one user id per active run from `first`..`last` (inclusive)."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self.by_run: dict[str, int] = {}
+        self.taken: set[int] = set()
+        self.next = first
+        self.lock = threading.Lock()
+
+    def get(self, run_id: str) -> int | None:
+        return self.by_run.get(run_id)
+
+    def assign(self, run_id: str) -> int | None:
+        """The run's id (a new one for a run seen first), None if all are taken."""
+        with self.lock:
+            if run_id in self.by_run:
+                return self.by_run[run_id]
+            size = self.last - self.first + 1
+            for offset in range(size):
+                uid = self.first + (self.next - self.first + offset) % size
+                if uid not in self.taken:
+                    self.taken.add(uid)
+                    self.by_run[run_id] = uid
+                    self.next = uid + 1 if uid < self.last else self.first
+                    return uid
+            return None
+
+    def release(self, run_id: str) -> None:
+        with self.lock:
+            uid = self.by_run.pop(run_id, None)
+            if uid is not None:
+                self.taken.discard(uid)
+
+
+class MemoryGroups:
+    """A cgroup v1 memory group per run, below the server's own, where the server may
+    make them (root, a v1 `memory` hierarchy): the run's processes are born in it, and a
+    process it kills for going past the limit is counted in `memory.oom_control`."""
+
+    def __init__(self) -> None:
+        self.home = _own_v1_group("memory")
+        self.base = None if self.home is None else self.home / f"flwd-{os.getpid()}"
+        self.made: dict[str, Path] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def usable(self) -> bool:
+        return self.home is not None and os.geteuid() == 0
+
+    def group(self, run_id: str, limit: int) -> Path:
+        """The run's group with `limit` bytes of memory (and of memory plus swap, where
+        the kernel counts swap); OSError if it cannot be made."""
+        with self.lock:
+            path = self.made.get(run_id)
+            if path is not None:
+                return path
+            assert self.base is not None
+            path = self.base / f"run-{run_id}"
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                (path / "memory.limit_in_bytes").write_text(str(limit))
+                swap = path / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    swap.write_text(str(limit))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+                raise
+            self.made[run_id] = path
+            return path
+
+    def remove(self, run_id: str) -> None:
+        with self.lock:
+            path = self.made.pop(run_id, None)
+        if path is not None:
+            try:
+                path.rmdir()
+            except OSError as exc:
+                log.warning("could not remove the memory cgroup %s: %s", path, exc)
+
+
+def oom_kills(group: Path) -> int:
+    """How many processes the kernel killed in `group` for going past its limit."""
+    try:
+        text = (group / "memory.oom_control").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill":
+            return int(value)
+    # kernels before 4.13 do not count kills: any failure to charge will do
+    with contextlib.suppress(OSError, ValueError):
+        return int((group / "memory.failcnt").read_text())
+    return 0
+
+
+class Sandbox:
+    """The state `apply` keeps across steps: run users and memory groups."""
+
+    def __init__(self, run_user_ids: tuple[int, int] = DEFAULT_RUN_USER_IDS) -> None:
+        self.users = RunUsers(*run_user_ids)
+        self.memory = MemoryGroups()
+        #: runs whose room was given to their user
+        self.rooms: set[str] = set()
+
+    def apply(self, context: StepContext, policy: StepPolicy) -> list[str]:
+        """Apply `policy` to the step; the notes of what could not be (also appended to
+        `context.notes`); SandboxUnavailable instead under `on_unavailable: error`."""
+        missing: list[str] = []
+        supported = options_supported()
+        if policy.env_allow is not None:
+            _narrow_environment(context, policy.env_allow)
+        uid: int | None = None
+        if policy.run_as == "run-user" and os.geteuid() == 0:
+            uid, why = self._run_user(context, supported["user"])
+            if why is not None:
+                missing.append(f"run_as: run-user ({why})")
+        if policy.umask is not None and not supported["umask"]:
+            missing.append("umask (needs glibc's posix_spawn)")
+        nnp = policy.no_new_privileges
+        if nnp and not supported["no_new_privileges"]:
+            missing.append("no_new_privileges (needs glibc's posix_spawn)")
+            nnp = False
+        new_network = False
+        wrappers: list[str] = []
+        if policy.network == "none":
+            if supported["network"]:
+                new_network = True
+            elif _user_namespace_command() is not None:
+                wrappers += _user_namespace_command() or []
+            else:
+                missing.append("network: none (no network namespace for this server)")
+        cgroups: tuple[tuple[str, str], ...] = ()
+        limits = policy.limits
+        rlimits, memory_group = self._limits(context, limits, uid, missing)
+        if memory_group is not None and self.memory.home is not None:
+            cgroups = ((str(memory_group), str(self.memory.home)),)
+        if rlimits:
+            wrappers += rlimits
+        if wrappers:
+            _wrap(context, wrappers)
+        options = SpawnOptions(
+            uid=uid,
+            gid=uid,
+            umask=policy.umask if supported["umask"] else None,
+            no_new_privileges=nnp,
+            new_network=new_network,
+            cgroups=cgroups,
+        )
+        context.spawn_options = options
+        context.limit_exceeded = _judge(limits, memory_group)
+        if missing and policy.on_unavailable == "error":
+            raise SandboxUnavailable(
+                "the step was not started: its profile requires what this server cannot "
+                "apply: " + "; ".join(missing)
+            )
+        notes = [f"not applied to this step (the OS does not allow it): {m}" for m in missing]
+        context.notes.extend(notes)
+        return notes
+
+    def _run_user(self, context: StepContext, supported: bool) -> tuple[int | None, str | None]:
+        if not supported:
+            return None, "this machine's credential calls are unknown to flwd"
+        run_id = context.run.run_id
+        uid = self.users.assign(run_id)
+        if uid is None:
+            return None, "every user id of the range is taken by an active run"
+        if run_id not in self.rooms:
+            try:
+                _give_room(context, uid)
+            except (OSError, RoomUnreachable) as exc:
+                self.users.release(run_id)
+                return None, str(exc)
+            self.rooms.add(run_id)
+        if "HOME" in context.env:
+            context.env["HOME"] = context.cwd
+        return uid, None
+
+    def _limits(
+        self, context: StepContext, limits: Limits, uid: int | None, missing: list[str]
+    ) -> tuple[list[str], Path | None]:
+        """The `prlimit` command that sets the rlimits, and the run's memory group."""
+        options: list[str] = []
+        group: Path | None = None
+        if limits.memory is not None:
+            if self.memory.usable:
+                try:
+                    group = self.memory.group(context.run.run_id, limits.memory)
+                except OSError as exc:
+                    log.warning("no memory cgroup for run %s: %s", context.run.run_id, exc)
+            if group is None:  # each process's address space, instead
+                options.append(f"--as={limits.memory}")
+        if limits.cpu_seconds is not None:
+            # SIGXCPU at the limit, SIGKILL a second later for a process that ignores it
+            options.append(f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}")
+        for name, option in _RLIMIT_OPTIONS.items():
+            value = getattr(limits, name)
+            if value is None:
+                continue
+            if name == "processes" and os.geteuid() == 0 and uid is None:
+                missing.append("limits.processes (the kernel does not limit root's processes)")
+                continue
+            options.append(f"{option}={value}")
+        if not options:
+            return [], group
+        prlimit = _prlimit()
+        if prlimit is None:
+            missing.append("limits (util-linux's prlimit is not installed)")
+            return [], group
+        return [prlimit, *options, "--"], group
+
+    def release(self, run_id: str) -> None:
+        """The run has ended: its user id may be given again, its memory group goes."""
+        self.users.release(run_id)
+        self.rooms.discard(run_id)
+        self.memory.remove(run_id)
+
+
+class RoomUnreachable(Exception):
+    """The run's user could not reach the run's room (a directory above it)."""
+
+
+def _narrow_environment(context: StepContext, allow: tuple[str, ...]) -> None:
+    own = set(context.job.env) | set(context.step.env) | _FLWD_OWN
+    keep = set(allow)
+    for key in list(context.env):
+        if key not in keep and key not in own and not key.startswith("FLWD_"):
+            del context.env[key]
+
+
+def _give_room(context: StepContext, uid: int) -> None:
+    """Let the run's user reach its room and no other: the data dir and `work/` become
+    searchable (not listable) by others, the room too, and the step's own entries are
+    given to the user (`args.json` read-only). Done before the run's first step starts,
+    when no step has had the room yet."""
+    run_dir = Path(context.cwd)
+    room = run_dir.parent
+    work = room.parent
+    data = work.parent
+    for directory in (data, work):
+        mode = stat.S_IMODE(os.stat(directory).st_mode)
+        if mode & 0o011 != 0o011:
+            os.chmod(directory, mode | 0o011)
+    for above in data.parents:
+        if not os.stat(above).st_mode & stat.S_IXOTH:
+            raise RoomUnreachable(
+                f"other users cannot search {above}, above the data dir: "
+                "put the data dir where they can (or chmod o+x it)"
+            )
+    os.chmod(room, 0o711)
+    for name in ("run", "results", "artifacts", "args.json"):
+        os.lchown(room / name, uid, uid)
+    os.chmod(room / "args.json", 0o400)
+
+
+def _wrap(context: StepContext, wrappers: list[str]) -> None:
+    """Put `wrappers` in front of the command, whose program is named by its path (so
+    that a program that does not exist still fails to start, as without a sandbox)."""
+    path = context.env.get("PATH", os.defpath)
+    program = context.argv[0]
+    found = program if "/" in program else shutil.which(program, path=path)
+    if found is None:
+        return  # it will not start at all: nothing to limit
+    context.argv[:] = [*wrappers, found, *context.argv[1:]]
+
+
+def _judge(limits: Limits, group: Path | None) -> Callable[[int], str | None]:
+    """How a failed step is told to have hit a limit: killed by the signal the kernel
+    sends at the limit (SIGXCPU, SIGXFSZ), or exiting with 128 plus that signal as a
+    shell reports a command it ran that was; for memory, the kernel's count of processes
+    of the run it killed having grown while the step ran (whichever process it was)."""
+    before = oom_kills(group) if group is not None else 0
+
+    def hit(returncode: int, sig: int) -> bool:
+        return returncode in (-sig, 128 + sig)
+
+    def limit_exceeded(returncode: int) -> str | None:
+        if limits.memory is not None and group is not None and oom_kills(group) > before:
+            return f"memory limit of {_size(limits.memory)} exceeded"
+        if limits.cpu_seconds is not None and hit(returncode, signal.SIGXCPU):
+            return f"CPU time limit of {limits.cpu_seconds} s exceeded"
+        if limits.file_size is not None and hit(returncode, signal.SIGXFSZ):
+            return f"file size limit of {_size(limits.file_size)} exceeded"
+        return None
+
+    return limit_exceeded
+
+
+def _size(value: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} bytes"
+
+
+@functools.cache
+def _prlimit() -> str | None:
+    return shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
+
+
+@functools.cache
+def _user_namespace_command() -> list[str] | None:
+    """`unshare` into a user and a network namespace of the step's own, keeping its user
+    id: how a server that is not root gives a step no network; None where the kernel or
+    util-linux does not allow it."""
+    unshare = shutil.which("unshare", path="/usr/bin:/bin")
+    if unshare is None or os.geteuid() == 0:
+        return None
+    command = [unshare, "--user", "--map-current-user", "--net", "--"]
+    try:
+        subprocess.run([*command, "true"], check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return command
+
+
+def _own_v1_group(controller: str) -> Path | None:
+    """The directory of this process's group in the cgroup v1 hierarchy of
+    `controller`, or None if there is none."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    own = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            own = path
+    if own is None:
+        return None
+    for line in mounts:
+        before, _, after = line.partition(" - ")
+        fields, kinds = before.split(), after.split()
+        if len(kinds) < 3 or kinds[0] != "cgroup" or controller not in kinds[2].split(","):
+            continue
+        root, mount_point = fields[3], fields[4]
+        if own == root or own.startswith(root.rstrip("/") + "/"):
+            directory = Path(mount_point) / own[len(root.rstrip("/")) :].lstrip("/")
+            if os.access(directory, os.W_OK):
+                return directory
+    return None
+
+
+_default: Sandbox | None = None
+
+
+def sandbox() -> Sandbox:
+    """The process's sandbox (made at first use)."""
+    global _default
+    if _default is None:
+        _default = Sandbox()
+    return _default
+
+
+def configure(run_user_ids: tuple[int, int]) -> Sandbox:
+    """Make the process's sandbox give run users ids from `run_user_ids` (at start-up)."""
+    global _default
+    _default = Sandbox(run_user_ids)
+    return _default
+
+
+def apply(context: StepContext, policy: StepPolicy) -> list[str]:
+    """Apply `policy` to the step about to start (see `Sandbox.apply`)."""
+    return sandbox().apply(context, policy)
+
+
+def release(run_id: str) -> None:
+    """Forget the run (call on its `run.finished`): see `Sandbox.release`."""
+    if _default is not None:
+        _default.release(run_id)

@@ -1,0 +1,157 @@
+"""Sandboxed steps (`flwd_security.sandbox`): each field of a `StepPolicy` holds for real
+steps run by the real engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flwd_security.policy import Limits, StepPolicy
+
+from flwd.states import FailureReason, RunStatus
+
+from .sandbox_support import ROOT, open_dir, run_job, service_with
+
+__all__ = ["open_dir"]
+
+
+async def test_environment_is_narrowed_to_the_allow_list(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = {
+        "env": {
+            "env": {"OWN": "mine"},
+            "command": 'echo "lang=${LANG-unset} tz=${TZ-unset} own=$OWN run=$FLWD_RUN_ID"',
+        }
+    }
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("TZ", "UTC")
+    policy = StepPolicy(env_allow=("PATH", "LANG"))
+    async with service_with(open_dir, jobs, policy) as service:
+        run, log = await run_job(service, "env")
+    assert run.status is RunStatus.SUCCESS, run.error
+    assert "lang=C.UTF-8 tz=unset own=mine run=run_" in log
+
+
+async def test_umask_gives_files_their_mode(open_dir: Path) -> None:
+    jobs = {"umask": {"command": "touch made; mkdir dir; stat -c '%a %n' made dir"}}
+    async with service_with(open_dir, jobs, StepPolicy(umask=0o027)) as service:
+        run, log = await run_job(service, "umask")
+    assert run.status is RunStatus.SUCCESS, run.error
+    assert log.splitlines() == ["640 made", "750 dir"]
+
+
+async def test_no_new_privileges(open_dir: Path) -> None:
+    jobs = {"nnp": {"command": "grep NoNewPrivs /proc/self/status"}}
+    async with service_with(open_dir, jobs, StepPolicy(no_new_privileges=True)) as service:
+        run, log = await run_job(service, "nnp")
+    assert run.status is RunStatus.SUCCESS, run.error
+    assert log.split() == ["NoNewPrivs:", "1"]
+
+
+_CONNECT = (
+    "import os, socket\n"
+    "try:\n"
+    "    socket.create_connection(('127.0.0.1', int(os.environ['FLWD_ARG_PORT'])), 5)\n"
+    "    print('connected')\n"
+    "except OSError as exc:\n"
+    "    print('refused:', exc.strerror)\n"
+)
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+async def test_network_none_cannot_reach_a_loopback_server(open_dir: Path, network: str) -> None:
+    import asyncio
+    import sys
+
+    accepted: list[bool] = []
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(True)
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    jobs = {
+        "connect": {
+            "args": {"type": "object", "properties": {"port": {"type": "integer"}}},
+            "command": [sys.executable, "-c", _CONNECT],
+        }
+    }
+    policy = StepPolicy(network=network)  # type: ignore[arg-type]
+    try:
+        async with service_with(open_dir, jobs, policy) as service:
+            run = await service.create_run("connect", {"port": port})
+            run = await service.wait_run(run.run_id, timeout=60)
+            log = "\n".join(line.message for line in await service.read_logs(run.run_id))
+    finally:
+        server.close()
+    assert run.status is RunStatus.SUCCESS, run.error
+    if network == "none":
+        assert log.startswith("refused:") and not accepted
+    else:
+        assert log == "connected"
+
+
+async def test_rlimits_are_set_for_the_step(open_dir: Path) -> None:
+    limits = Limits(cpu_seconds=30, open_files=64, file_size=1 << 20)
+    jobs = {"limits": {"command": "cat /proc/self/limits"}}
+    async with service_with(open_dir, jobs, StepPolicy(limits=limits)) as service:
+        run, log = await run_job(service, "limits")
+    assert run.status is RunStatus.SUCCESS, run.error
+    rows = {" ".join(line.split()[:3]): line.split()[3:5] for line in log.splitlines()}
+    assert rows["Max cpu time"] == ["30", "31"]
+    assert rows["Max open files"] == ["64", "64"]
+    assert rows["Max file size"] == [str(1 << 20), str(1 << 20)]
+
+
+async def test_a_cpu_limit_hit_fails_the_run_with_resource_limit(open_dir: Path) -> None:
+    jobs = {"spin": {"command": "while :; do :; done"}}
+    policy = StepPolicy(limits=Limits(cpu_seconds=1))
+    async with service_with(open_dir, jobs, policy) as service:
+        run, _ = await run_job(service, "spin")
+    assert run.status is RunStatus.FAILED
+    assert run.reason is FailureReason.RESOURCE_LIMIT
+    assert run.error is not None and "CPU time limit of 1 s exceeded" in run.error
+
+
+async def test_a_file_size_limit_hit_fails_the_run_with_resource_limit(open_dir: Path) -> None:
+    jobs = {"write": {"command": "exec head -c 3000000 /dev/zero > big"}}
+    policy = StepPolicy(limits=Limits(file_size=1 << 20))
+    async with service_with(open_dir, jobs, policy) as service:
+        run, _ = await run_job(service, "write")
+    assert run.reason is FailureReason.RESOURCE_LIMIT
+    assert run.error is not None and "file size limit of 1 MiB exceeded" in run.error
+
+
+_ALLOCATE = "x = b'x' * (400 << 20)\nprint('allocated', len(x))\n"
+
+
+async def test_a_memory_limit_hit_fails_the_run_with_resource_limit(open_dir: Path) -> None:
+    jobs = {"grow": {"command": ["/usr/bin/python3", "-c", _ALLOCATE]}}
+    policy = StepPolicy(limits=Limits(memory=64 << 20))
+    async with service_with(open_dir, jobs, policy) as service:
+        run, log = await run_job(service, "grow")
+    assert run.status is RunStatus.FAILED, log
+    if ROOT:  # a memory cgroup per run: the kill is counted and named
+        assert run.reason is FailureReason.RESOURCE_LIMIT
+        assert run.error is not None and "memory limit of 64 MiB exceeded" in run.error
+    else:  # an address-space limit: the allocation fails (MemoryError)
+        assert "MemoryError" in log
+
+
+@pytest.mark.skipif(not ROOT, reason="as root, processes are not limited by RLIMIT_NPROC")
+@pytest.mark.parametrize("on_unavailable", ["error", "warn"])
+async def test_a_limit_that_cannot_be_applied(open_dir: Path, on_unavailable: str) -> None:
+    jobs = {"noop": {"command": "echo ran"}}
+    policy = StepPolicy(limits=Limits(processes=10), on_unavailable=on_unavailable)  # type: ignore[arg-type]
+    async with service_with(open_dir, jobs, policy) as service:
+        run, log = await run_job(service, "noop")
+    if on_unavailable == "error":
+        assert run.status is RunStatus.FAILED and run.reason is FailureReason.ERROR
+        assert run.error is not None and "limits.processes" in run.error
+        assert "ran" not in log.splitlines()
+    else:
+        assert run.status is RunStatus.SUCCESS
+        assert "not applied to this step" in log and "limits.processes" in log
+        assert log.splitlines()[-1] == "ran"
