@@ -3,6 +3,9 @@ steps run by the real engine."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,9 +64,6 @@ _CONNECT = (
 
 @pytest.mark.parametrize("network", ["none", "host"])
 async def test_network_none_cannot_reach_a_loopback_server(open_dir: Path, network: str) -> None:
-    import asyncio
-    import sys
-
     accepted: list[bool] = []
 
     async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -155,3 +155,72 @@ async def test_a_limit_that_cannot_be_applied(open_dir: Path, on_unavailable: st
         assert run.status is RunStatus.SUCCESS
         assert "not applied to this step" in log and "limits.processes" in log
         assert log.splitlines()[-1] == "ran"
+
+
+_as_root = pytest.mark.skipif(not ROOT, reason="a user per run needs a server running as root")
+
+_OWN_USER = (
+    'id -u; echo "home=$HOME"; cat /etc/shadow 2>&1 | head -c 200; echo; '
+    'printf \'{"uid": %s}\' "$(id -u)" > "$FLWD_RESULT_FILE"; '
+    'echo data > "$FLWD_ARTIFACTS_DIR/out.txt"; stat -c %U "$FLWD_ARGS_FILE"'
+)
+
+
+@_as_root
+async def test_run_user_cannot_read_shadow_and_its_files_are_collected(open_dir: Path) -> None:
+    jobs = {"who": {"command": _OWN_USER}}
+    async with service_with(open_dir, jobs, StepPolicy(run_as="run-user")) as service:
+        run, log = await run_job(service, "who")
+        artifacts, _ = await service.list_artifacts(run_id=run.run_id)
+    assert run.status is RunStatus.SUCCESS, (run.error, log)
+    lines = log.splitlines()
+    uid = int(lines[0])
+    assert 200000 <= uid <= 265535
+    assert lines[1].startswith("home=") and lines[1].endswith("/run")
+    assert "Permission denied" in lines[2]
+    assert run.result is not None and run.result.value == {"uid": uid}
+    assert [a.name for a in artifacts] == ["out.txt"]
+
+
+_HOLDER = (
+    'echo "secret of A" > mine.txt; echo "$$ $FLWD_RUN_DIR"; '
+    'echo "$$ $FLWD_RUN_DIR" > "$FLWD_JOB_DIR/../../a.pid"; exec sleep 60'
+)
+_PROBER = (
+    'set -- $(cat "$FLWD_JOB_DIR/../../a.pid"); '
+    'cat "/proc/$1/environ" >/dev/null 2>&1 && echo "environ: read" || echo "environ: denied"; '
+    'cat "$2/mine.txt" >/dev/null 2>&1 && echo "file: read" || echo "file: denied"; '
+    'ls "$(dirname "$2")/.." >/dev/null 2>&1 && echo "work: listed" || echo "work: denied"; '
+    "id -u"
+)
+
+
+@_as_root
+async def test_runs_cannot_read_each_others_environment_or_files(open_dir: Path) -> None:
+    jobs = {
+        "holder": {"env": {"SECRET_A": "a-secret"}, "command": _HOLDER},
+        "prober": {"command": _PROBER},
+    }
+    shared = open_dir / "a.pid"
+    async with service_with(open_dir, jobs, StepPolicy(run_as="run-user")) as service:
+        # the step writes the pid file in the test's directory: let any user do so
+        open_dir.chmod(0o777)
+        holder = await service.create_run("holder", {})
+        deadline = asyncio.get_running_loop().time() + 30
+        while not shared.exists() or not shared.read_text().strip():
+            assert asyncio.get_running_loop().time() < deadline, "the holder never started"
+            await asyncio.sleep(0.05)
+        pid, run_dir = shared.read_text().split()
+        # what the prober looks for is there (the server, root, reads it)
+        assert b"SECRET_A=a-secret" in Path(f"/proc/{pid}/environ").read_bytes()
+        assert (Path(run_dir) / "mine.txt").read_text() == "secret of A\n"
+        holder_uid = os.stat(f"/proc/{pid}").st_uid
+        prober, log = await run_job(service, "prober")
+        await service.cancel_run(holder.run_id)
+        held = await service.wait_run(holder.run_id, timeout=30)
+    assert prober.status is RunStatus.SUCCESS, (prober.error, log)
+    lines = log.splitlines()
+    assert lines[:3] == ["environ: denied", "file: denied", "work: denied"]
+    assert held.status is RunStatus.CANCELLED
+    assert 200000 <= holder_uid <= 265535 and 200000 <= int(lines[3]) <= 265535
+    assert holder_uid != int(lines[3])

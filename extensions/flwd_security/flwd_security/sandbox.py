@@ -229,8 +229,7 @@ class Sandbox:
                 self.users.release(run_id)
                 return None, str(exc)
             self.rooms.add(run_id)
-        if "HOME" in context.env:
-            context.env["HOME"] = context.cwd
+        context.env["HOME"] = context.cwd  # the server's is not the run user's to use
         return uid, None
 
     def _limits(
