@@ -23,7 +23,14 @@ from flwd.local_server import (
     remove_server_file,
     write_server_file,
 )
-from flwd.settings import CONTAINMENT_MODES, Settings, SettingsError, load_settings, parse_duration
+from flwd.settings import (
+    CONTAINMENT_MODES,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_duration,
+    parse_id_range,
+)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -134,6 +141,15 @@ def _duration(flag: str, value: str | None) -> float | None:
         raise click.UsageError(f"{flag}: {exc}") from exc
 
 
+def _id_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_id_range(value)
+    except SettingsError as exc:
+        raise click.UsageError(f"--run-user-ids: {exc}") from exc
+
+
 def _settings(**flags: Any) -> Settings:
     try:
         return load_settings(**flags)
@@ -229,6 +245,13 @@ def _settings(**flags: Any) -> Settings:
     help="How a run's processes are kept together: a cgroup per run, or the subreaper "
     "[auto; FLWD_CONTAINMENT].",
 )
+@click.option(
+    "--run-user-ids",
+    default=None,
+    metavar="FIRST-LAST",
+    help="User ids given to runs whose profile says run_as: run-user, one per active run, "
+    "when the server runs as root [200000-265535; FLWD_RUN_USER_IDS].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -247,6 +270,7 @@ def serve(
     allowed_hosts: tuple[str, ...],
     cors_origins: tuple[str, ...],
     containment: str | None,
+    run_user_ids: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -270,6 +294,7 @@ def serve(
         allowed_hosts=allowed_hosts,
         cors_origins=cors_origins,
         containment=containment,
+        run_user_ids=_id_range(run_user_ids),
     )
     _check_data_dir_free(settings)
     _check_containment(settings)

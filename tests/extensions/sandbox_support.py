@@ -11,13 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flwd_security import sandbox
 from flwd_security.policy import StepPolicy
 
@@ -47,17 +44,6 @@ class PolicyPlugin:
             sandbox.release(event.run_id)
 
 
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A fresh directory other users may search (0711), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="flwd-sandbox-test-", dir="/tmp"))
-    path.chmod(0o711)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def write_jobs(root: Path, jobs: dict[str, dict[str, Any]]) -> None:
     for job_id, config in jobs.items():
         folder = root / job_id
@@ -69,7 +55,7 @@ def write_jobs(root: Path, jobs: dict[str, dict[str, Any]]) -> None:
 
 @contextlib.asynccontextmanager
 async def service_with(
-    root: Path, jobs: dict[str, dict[str, Any]], policy: StepPolicy
+    root: Path, jobs: dict[str, dict[str, Any]], policy: StepPolicy, **more: Any
 ) -> AsyncIterator[RunService]:
     write_jobs(root / "jobs", jobs)
     settings = Settings(
@@ -77,6 +63,7 @@ async def service_with(
         data_dir=str(root / "data"),
         watch=False,
         kill_grace=1.0,
+        **more,
     )
     pm = make_plugin_manager(load_entrypoints=False, extra=[PolicyPlugin(policy)])
     async with RunService(settings, JobRegistry(settings, pm), pm) as service:

@@ -13,9 +13,7 @@ from flwd_security.policy import Limits, StepPolicy
 
 from flwd.states import FailureReason, RunStatus
 
-from .sandbox_support import ROOT, open_dir, run_job, service_with
-
-__all__ = ["open_dir"]
+from .sandbox_support import ROOT, run_job, service_with
 
 
 async def test_environment_is_narrowed_to_the_allow_list(
@@ -224,3 +222,27 @@ async def test_runs_cannot_read_each_others_environment_or_files(open_dir: Path)
     assert held.status is RunStatus.CANCELLED
     assert 200000 <= holder_uid <= 265535 and 200000 <= int(lines[3]) <= 265535
     assert holder_uid != int(lines[3])
+
+
+@_as_root
+async def test_run_users_come_from_the_configured_range_and_come_back(open_dir: Path) -> None:
+    jobs = {"who": {"command": "id -u; id -g"}}
+    policy = StepPolicy(run_as="run-user")
+    async with service_with(open_dir, jobs, policy, run_user_ids=(310000, 310001)) as service:
+        seen = []
+        for _ in range(3):
+            run, log = await run_job(service, "who")
+            assert run.status is RunStatus.SUCCESS, run.error
+            uid, gid = log.split()
+            assert uid == gid
+            seen.append(int(uid))
+    assert seen == [310000, 310001, 310000]
+
+
+@_as_root
+async def test_processes_are_limited_for_the_run_user(open_dir: Path) -> None:
+    jobs = {"forks": {"command": "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait; echo done"}}
+    policy = StepPolicy(run_as="run-user", limits=Limits(processes=4))
+    async with service_with(open_dir, jobs, policy) as service:
+        run, log = await run_job(service, "forks")
+    assert "Cannot fork" in log or "fork" in (run.error or ""), (run.status, log)

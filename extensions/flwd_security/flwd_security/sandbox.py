@@ -58,6 +58,7 @@ class RunUsers:
 
     def __init__(self, first: int, last: int) -> None:
         self.first, self.last = first, last
+        self.range = (first, last)
         self.by_run: dict[str, int] = {}
         self.taken: set[int] = set()
         self.next = first
@@ -91,17 +92,41 @@ class RunUsers:
 class MemoryGroups:
     """A cgroup v1 memory group per run, below the server's own, where the server may
     make them (root, a v1 `memory` hierarchy): the run's processes are born in it, and a
-    process it kills for going past the limit is counted in `memory.oom_control`."""
+    process it kills for going past the limit is counted in `memory.oom_control`.
 
-    def __init__(self) -> None:
+    Making and removing a group each cost about as much as a step's spawn, so a run's
+    group, once empty, is kept for a later run (up to `spares` of them)."""
+
+    def __init__(self, spares: int = 32) -> None:
         self.home = _own_v1_group("memory")
         self.base = None if self.home is None else self.home / f"flwd-{os.getpid()}"
+        self.spares = spares
         self.made: dict[str, Path] = {}
+        #: empty groups of finished runs, with the limit they have
+        self.free: list[tuple[Path, int]] = []
+        self.limits: dict[Path, int] = {}
+        self.count = 0
         self.lock = threading.Lock()
+        if self.usable:
+            self._sweep()
 
     @property
     def usable(self) -> bool:
         return self.home is not None and os.geteuid() == 0
+
+    def _sweep(self) -> None:
+        """Remove the empty groups that servers no longer running left."""
+        assert self.home is not None
+        for directory in self.home.glob("flwd-*"):
+            pid = directory.name[5:]
+            if not pid.isdigit() or _exists(int(pid)):
+                continue
+            for group in directory.iterdir():
+                if group.is_dir():
+                    with contextlib.suppress(OSError):
+                        group.rmdir()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def group(self, run_id: str, limit: int) -> Path:
         """The run's group with `limit` bytes of memory (and of memory plus swap, where
@@ -111,28 +136,75 @@ class MemoryGroups:
             if path is not None:
                 return path
             assert self.base is not None
-            path = self.base / f"run-{run_id}"
-            path.mkdir(parents=True, exist_ok=True)
-            try:
-                (path / "memory.limit_in_bytes").write_text(str(limit))
-                swap = path / "memory.memsw.limit_in_bytes"
-                if swap.exists():
-                    swap.write_text(str(limit))
-            except OSError:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-                raise
+            if self.free:
+                path, had = self.free.pop()
+                if had != limit:
+                    self._limit(path, limit, had)
+            else:
+                self.count += 1
+                path = self.base / f"group-{self.count}"
+                path.mkdir(parents=True, exist_ok=True)
+                try:
+                    self._limit(path, limit, None)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+                    raise
             self.made[run_id] = path
+            self.limits[path] = limit
             return path
 
+    @staticmethod
+    def _limit(path: Path, limit: int, had: int | None) -> None:
+        swap = path / "memory.memsw.limit_in_bytes"
+        # memory plus swap may never be below memory alone: the order matters
+        order = ["memory.limit_in_bytes", swap.name]
+        if had is not None and limit < had:
+            order.reverse()
+        for name in order:
+            if name != swap.name or swap.exists():
+                (path / name).write_text(str(limit))
+
     def remove(self, run_id: str) -> None:
+        """The run has ended: its group is kept for another run if it is empty, else
+        removed (or left, logged, if a process of it still lives)."""
         with self.lock:
             path = self.made.pop(run_id, None)
-        if path is not None:
+            if path is None:
+                return
+            limit = self.limits.pop(path)
             try:
+                empty = not (path / "cgroup.procs").read_text().strip()
+            except OSError:
+                empty = False
+            if empty and len(self.free) < self.spares:
+                self.free.append((path, limit))
+                return
+        try:
+            path.rmdir()
+        except OSError as exc:
+            log.warning("could not remove the memory cgroup %s: %s", path, exc)
+
+    def close(self) -> None:
+        """Remove the groups kept for later runs, and the server's directory of them."""
+        with self.lock:
+            free, self.free = self.free, []
+        for path, _ in free:
+            with contextlib.suppress(OSError):
                 path.rmdir()
-            except OSError as exc:
-                log.warning("could not remove the memory cgroup %s: %s", path, exc)
+        if self.base is not None:
+            with contextlib.suppress(OSError):
+                self.base.rmdir()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def oom_kills(group: Path) -> int:
@@ -271,6 +343,10 @@ class Sandbox:
         self.rooms.discard(run_id)
         self.memory.remove(run_id)
 
+    def close(self) -> None:
+        """The server stops: remove the memory groups kept for later runs."""
+        self.memory.close()
+
 
 class RoomUnreachable(Exception):
     """The run's user could not reach the run's room (a directory above it)."""
@@ -401,27 +477,32 @@ def _own_v1_group(controller: str) -> Path | None:
 _default: Sandbox | None = None
 
 
-def sandbox() -> Sandbox:
-    """The process's sandbox (made at first use)."""
+def sandbox(run_user_ids: tuple[int, int] = DEFAULT_RUN_USER_IDS) -> Sandbox:
+    """The process's sandbox, made at first use; made again for another range of run
+    user ids (the server's `run_user_ids` setting) once no run holds one."""
     global _default
     if _default is None:
-        _default = Sandbox()
-    return _default
-
-
-def configure(run_user_ids: tuple[int, int]) -> Sandbox:
-    """Make the process's sandbox give run users ids from `run_user_ids` (at start-up)."""
-    global _default
-    _default = Sandbox(run_user_ids)
+        _default = Sandbox(run_user_ids)
+    elif _default.users.range != run_user_ids and not _default.users.by_run:
+        _default.close()
+        _default = Sandbox(run_user_ids)
     return _default
 
 
 def apply(context: StepContext, policy: StepPolicy) -> list[str]:
-    """Apply `policy` to the step about to start (see `Sandbox.apply`)."""
-    return sandbox().apply(context, policy)
+    """Apply `policy` to the step about to start (see `Sandbox.apply`); the notes of what
+    could not be applied under `on_unavailable: warn` (also in `context.notes`).
+    Raises `SandboxUnavailable` (a `StepRefused`: the step fails) under `error`."""
+    return sandbox(context.settings.run_user_ids).apply(context, policy)
 
 
 def release(run_id: str) -> None:
     """Forget the run (call on its `run.finished`): see `Sandbox.release`."""
     if _default is not None:
         _default.release(run_id)
+
+
+def close() -> None:
+    """Release what the sandbox keeps between runs (call at `shutdown`)."""
+    if _default is not None:
+        _default.close()
