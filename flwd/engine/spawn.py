@@ -175,6 +175,8 @@ class SpawnOptions:
       privileges (`PR_SET_NO_NEW_PRIVS`), nor those of anything it starts.
     - `new_network`: a network namespace of its own, with only a loopback interface,
       which is down (root only).
+    - `network`: instead, a descriptor of the network namespace to be born in (one
+      `new_network_namespace` made, for instance, shared by a run's steps).
     - `cgroups`: pairs of cgroup v1 directories: the process is born in the first of
       each pair (the spawning thread joins it for the spawn), and the thread returns to
       the second, its own group in that hierarchy.
@@ -185,6 +187,7 @@ class SpawnOptions:
     umask: int | None = None
     no_new_privileges: bool = False
     new_network: bool = False
+    network: int | None = None
     cgroups: tuple[tuple[str, str], ...] = ()
 
 
@@ -230,10 +233,13 @@ class _Sandbox:
             for join, home in options.cgroups:
                 joined.append(home)
                 _write_tid(join, self.tid)
-            if options.new_network:
+            if options.new_network or options.network is not None:
                 if self.network is None:
                     self.network = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                _checked_call(_libc.unshare(_CLONE_NEWNET))
+                if options.network is not None:
+                    _checked_call(_libc.setns(options.network, _CLONE_NEWNET))
+                else:
+                    _checked_call(_libc.unshare(_CLONE_NEWNET))
             if options.umask is not None:
                 umask = os.umask(options.umask)
             if options.uid is not None:
@@ -256,7 +262,7 @@ class _Sandbox:
             self._return()
         if umask is not None:
             os.umask(umask)
-        if options.new_network and self.network is not None:
+        if self.network is not None and (options.new_network or options.network is not None):
             _checked_call(_libc.setns(self.network, _CLONE_NEWNET))
         for home in joined:
             _write_tid(home, self.tid)
@@ -290,6 +296,27 @@ class _Sandbox:
 def _system_call(number: int, *args: int) -> int:
     # syscall(2) reads each argument as a long: pass them so
     return int(_libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args)))
+
+
+def new_network_namespace() -> int:
+    """A descriptor of a new network namespace (only a loopback interface, down), for
+    `SpawnOptions.network`; closing it (and the end of every process in it) frees it.
+    Made on the calling thread, which then returns to its own namespace: call it on a
+    thread of your own (it takes about as long as a spawn), which must stop if this
+    raises `SystemExit` (it could not return). Root only; OSError otherwise."""
+    if not _libc.usable:
+        raise OSError(errno.ENOTSUP, "network namespaces need glibc")
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _checked_call(_libc.unshare(_CLONE_NEWNET))
+        try:
+            return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            if _libc.setns(own, _CLONE_NEWNET) != 0:
+                # this thread cannot be left in another namespace: the server would be
+                raise SystemExit("flwd: cannot return a thread to the server's network")
+    finally:
+        os.close(own)
 
 
 def _write_tid(directory: str, tid: bytes) -> None:

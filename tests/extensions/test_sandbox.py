@@ -4,7 +4,9 @@ steps run by the real engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -246,3 +248,80 @@ async def test_processes_are_limited_for_the_run_user(open_dir: Path) -> None:
     async with service_with(open_dir, jobs, policy) as service:
         run, log = await run_job(service, "forks")
     assert "Cannot fork" in log or "fork" in (run.error or ""), (run.status, log)
+
+
+_NOT_ROOT = """\
+import asyncio, json, sys
+from pathlib import Path
+sys.path.insert(0, {support!r})
+from flwd_security.policy import Limits, StepPolicy
+from sandbox_support import run_job, service_with
+
+PROBE = (
+    "id -u; umask; grep NoNewPrivs /proc/self/status; "
+    "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; "
+    "grep -E 'Max (cpu time|open files|file size|address space)' /proc/self/limits"
+)
+
+async def main():
+    policy = StepPolicy(
+        env_allow=("PATH",), umask=0o077, no_new_privileges=True, network="none",
+        run_as="run-user", on_unavailable="error",
+        limits=Limits(cpu_seconds=5, memory=64 << 20, open_files=128, file_size=1 << 20),
+    )
+    async with service_with(Path({root!r}), {{"probe": {{"command": PROBE}}}}, policy) as service:
+        run, log = await run_job(service, "probe")
+    print(json.dumps({{"status": run.status.value, "error": run.error, "log": log}}))
+
+asyncio.run(main())
+"""
+
+
+@_as_root
+def test_a_server_that_is_not_root_applies_what_it_can(open_dir: Path) -> None:
+    """The same engine as `nobody`: the step runs as the server's user, with the umask,
+    no-new-privileges, rlimits (memory as an address-space limit) and a network
+    namespace of its own through a user namespace."""
+    python = "/usr/bin/python3"
+    found = subprocess.run(
+        [python, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0 or found.stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip("no system Python of this version to run the engine as another user")
+    open_dir.chmod(0o777)
+    script = open_dir / "not_root.py"
+    support = str(Path(__file__).parent)
+    script.write_text(_NOT_ROOT.format(support=support, root=str(open_dir / "server")))
+    (open_dir / "server").mkdir(mode=0o777)
+    (open_dir / "server").chmod(0o777)
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    repo = str(Path(__file__).parents[2])
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(open_dir),
+        "PYTHONPATH": os.pathsep.join([*site, repo, f"{repo}/extensions/flwd_security"]),
+    }
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, str(script)],
+        env=env,
+        cwd=open_dir,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["status"] == "success", result
+    lines = result["log"].splitlines()
+    assert lines[:4] == ["65534", "0077", "NoNewPrivs:\t1", "lo"]
+    limits = {" ".join(line.split()[:3]): line.split()[3] for line in lines[4:]}
+    assert limits == {
+        "Max cpu time": "5",
+        "Max file size": str(1 << 20),
+        "Max open files": "128",
+        "Max address space": str(64 << 20),
+    }

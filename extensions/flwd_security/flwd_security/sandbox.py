@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from flwd.engine.spawn import SpawnOptions, options_supported
+from flwd.engine.spawn import SpawnOptions, new_network_namespace, options_supported
 from flwd.engine.step_process import StepContext, StepRefused
 from flwd_security.policy import Limits, StepPolicy
 
@@ -197,6 +197,69 @@ class MemoryGroups:
                 self.base.rmdir()
 
 
+class NetworkNamespaces:
+    """A network namespace per run (`network: none` as root), shared by its steps.
+
+    Making one costs more than the rest of a sandboxed spawn, so up to `spares` are made
+    ahead by a thread of their own; a run takes one (none was ever used), and closes it
+    when it ends. With none made ahead, `take` answers None: the step then gets a new
+    namespace of its own at its spawn."""
+
+    def __init__(self, spares: int = 8) -> None:
+        self.spares = spares
+        self.free: list[int] = []
+        self.by_run: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.wanted = threading.Event()
+        self.filler: threading.Thread | None = None
+        self.closed = False
+
+    def take(self, run_id: str) -> int | None:
+        with self.lock:
+            fd = self.by_run.get(run_id)
+            if fd is None and self.free:
+                fd = self.by_run[run_id] = self.free.pop()
+            if self.filler is None:
+                self.filler = threading.Thread(
+                    target=self._fill, name="flwd-sandbox-netns", daemon=True
+                )
+                self.filler.start()
+        self.wanted.set()
+        return fd
+
+    def release(self, run_id: str) -> None:
+        with self.lock:
+            fd = self.by_run.pop(run_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _fill(self) -> None:
+        while not self.closed:
+            self.wanted.wait()
+            self.wanted.clear()
+            while not self.closed and len(self.free) < self.spares:
+                try:
+                    fd = new_network_namespace()
+                except OSError as exc:
+                    log.warning("network namespaces are not made ahead: %s", exc)
+                    return
+                with self.lock:
+                    kept = not self.closed  # (closed meanwhile, by another thread)
+                    if kept:
+                        self.free.append(fd)
+                if not kept:
+                    os.close(fd)
+                    return
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            fds, self.free = self.free, []
+        self.wanted.set()
+        for fd in fds:
+            os.close(fd)
+
+
 def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -229,6 +292,7 @@ class Sandbox:
     def __init__(self, run_user_ids: tuple[int, int] = DEFAULT_RUN_USER_IDS) -> None:
         self.users = RunUsers(*run_user_ids)
         self.memory = MemoryGroups()
+        self.networks = NetworkNamespaces()
         #: runs whose room was given to their user
         self.rooms: set[str] = set()
 
@@ -251,10 +315,12 @@ class Sandbox:
             missing.append("no_new_privileges (needs glibc's posix_spawn)")
             nnp = False
         new_network = False
+        network: int | None = None
         wrappers: list[str] = []
         if policy.network == "none":
             if supported["network"]:
-                new_network = True
+                network = self.networks.take(context.run.run_id)
+                new_network = network is None
             elif _user_namespace_command() is not None:
                 wrappers += _user_namespace_command() or []
             else:
@@ -274,6 +340,7 @@ class Sandbox:
             umask=policy.umask if supported["umask"] else None,
             no_new_privileges=nnp,
             new_network=new_network,
+            network=network,
             cgroups=cgroups,
         )
         context.spawn_options = options
@@ -342,10 +409,12 @@ class Sandbox:
         self.users.release(run_id)
         self.rooms.discard(run_id)
         self.memory.remove(run_id)
+        self.networks.release(run_id)
 
     def close(self) -> None:
-        """The server stops: remove the memory groups kept for later runs."""
+        """The server stops: remove the memory groups and namespaces kept for later runs."""
         self.memory.close()
+        self.networks.close()
 
 
 class RoomUnreachable(Exception):
