@@ -7,7 +7,10 @@ SQLite data dir, real job folders), one run at a time. A plugin applies a `StepP
 to every step with `flwd_security.sandbox.apply`, as the security extension does; the
 policy alternates run by run between none (`StepPolicy()`) and the strict one below, the
 order flipped every pair, so both see the same machine. Reported: the median latency
-(create_run -> terminal) of each, and the median of the per-pair differences.
+(create_run -> terminal) of each, the median of the per-pair differences, and the same
+for the CPU time each run cost (this process's and its reaped children's, user and
+system: steadier than latency on a busy machine; kernel threads' work, such as tearing
+down a network namespace, is not in it).
 
 With `--variants`, the same against each part of the strict policy alone, to say where
 the cost is. Needs root for the user per run and the network namespace (otherwise the
@@ -22,6 +25,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -105,21 +109,29 @@ async def service(root: Path, switch: Switch) -> AsyncIterator[RunService]:
         yield running
 
 
-async def once(running: RunService) -> float:
+def cpu_ms() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime) * 1000
+
+
+async def once(running: RunService) -> tuple[float, float]:
+    """Latency and CPU time of one run, in ms."""
+    cpu = cpu_ms()
     start = time.perf_counter()
     run = await running.create_run("noop", {})
     done = await running.wait_run(run.run_id, timeout=60)
     elapsed = (time.perf_counter() - start) * 1000
     if done.status is not RunStatus.SUCCESS:
         raise RuntimeError(f"run failed: {done.error}")
-    return elapsed
+    return elapsed, cpu_ms() - cpu
 
 
 async def compare(
     running: RunService, switch: Switch, policy: StepPolicy, pairs: int
 ) -> dict[str, float]:
-    plain: list[float] = []
-    strict: list[float] = []
+    plain: list[tuple[float, float]] = []
+    strict: list[tuple[float, float]] = []
     for n in range(pairs):
         order = [(NONE, plain), (policy, strict)]
         if n % 2:
@@ -127,12 +139,14 @@ async def compare(
         for chosen, into in order:
             switch.policy = chosen
             into.append(await once(running))
-    diffs = [s - p for s, p in zip(strict, plain, strict=True)]
-    return {
-        "none_p50": statistics.median(plain),
-        "policy_p50": statistics.median(strict),
-        "diff_p50": statistics.median(diffs),
-    }
+    row = {}
+    for i, kind in enumerate(("latency", "cpu")):
+        row[f"none_{kind}"] = statistics.median(x[i] for x in plain)
+        row[f"policy_{kind}"] = statistics.median(x[i] for x in strict)
+        row[f"diff_{kind}"] = statistics.median(
+            s[i] - p[i] for s, p in zip(strict, plain, strict=True)
+        )
+    return row
 
 
 async def main(opts: argparse.Namespace) -> None:
@@ -157,12 +171,16 @@ async def main(opts: argparse.Namespace) -> None:
         f"python {platform.python_version()}, uid {os.geteuid()}, {opts.pairs} pairs, "
         f"load average {load:.1f} at the end"
     )
-    print("| policy | none p50 | policy p50 | per-pair difference p50 |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| policy | latency none / policy p50 | latency difference p50 "
+        "| CPU none / policy p50 | CPU difference p50 |"
+    )
+    print("| --- | --- | --- | --- | --- |")
     for name, row in rows:
         print(
-            f"| {name} | {row['none_p50']:.2f} ms | {row['policy_p50']:.2f} ms "
-            f"| {row['diff_p50']:+.2f} ms |"
+            f"| {name} | {row['none_latency']:.2f} / {row['policy_latency']:.2f} ms "
+            f"| {row['diff_latency']:+.2f} ms "
+            f"| {row['none_cpu']:.2f} / {row['policy_cpu']:.2f} ms | {row['diff_cpu']:+.2f} ms |"
         )
 
 
