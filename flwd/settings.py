@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: how a run's processes are kept together: `auto` (a cgroup v2 per run where the
     #: server can make one, else the subreaper), `cgroup` (or fail to start), `subreaper`
     containment: str = "auto"
+    #: user (and group) ids from which each run gets one of its own when a profile says
+    #: `run_as: run-user` and the server runs as root (docs/sandbox.md)
+    run_user_ids: tuple[int, int] = (200000, 265535)
     line_limit: int = 16 * 1024
     output_head_bytes: int = 8 * 1024 * 1024
     output_tail_bytes: int = 2 * 1024 * 1024
@@ -131,6 +134,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_MAX_QUEUE": ("max_queue", int),
     "FLWD_KILL_GRACE": ("kill_grace", parse_duration),
     "FLWD_CONTAINMENT": ("containment", lambda v: v.strip().lower()),
+    "FLWD_RUN_USER_IDS": ("run_user_ids", lambda v: parse_id_range(v)),
     "FLWD_LINE_LIMIT": ("line_limit", int),
     "FLWD_OUTPUT_HEAD_BYTES": ("output_head_bytes", int),
     "FLWD_OUTPUT_TAIL_BYTES": ("output_tail_bytes", int),
@@ -152,6 +156,18 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_FORWARDED_ALLOW_IPS": ("forwarded_allow_ips", lambda v: _word_list(v)),
     "FLWD_CA_CERT": ("ca_cert", str),
 }
+
+
+def parse_id_range(text: str) -> tuple[int, int]:
+    """`200000-265535` as (200000, 265535): ids above 0, the first not above the last."""
+    first, dash, last = text.strip().partition("-")
+    try:
+        ids = (int(first), int(last))
+    except ValueError:
+        raise SettingsError(f"{text!r} is not a range of ids such as 200000-265535") from None
+    if not dash or not 0 < ids[0] <= ids[1] < 2**32 - 1:
+        raise SettingsError(f"{text!r} must be FIRST-LAST with 0 < FIRST <= LAST < 4294967295")
+    return ids
 
 
 def _word_list(text: str) -> tuple[str, ...]:

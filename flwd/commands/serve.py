@@ -25,7 +25,14 @@ from flwd.local_server import (
     remove_server_file,
     write_server_file,
 )
-from flwd.settings import CONTAINMENT_MODES, Settings, SettingsError, load_settings, parse_duration
+from flwd.settings import (
+    CONTAINMENT_MODES,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_duration,
+    parse_id_range,
+)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -180,6 +187,15 @@ def _duration(flag: str, value: str | None) -> float | None:
         raise click.UsageError(f"{flag}: {exc}") from exc
 
 
+def _id_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_id_range(value)
+    except SettingsError as exc:
+        raise click.UsageError(f"--run-user-ids: {exc}") from exc
+
+
 def _settings(**flags: Any) -> Settings:
     try:
         return load_settings(**flags)
@@ -295,6 +311,13 @@ def _settings(**flags: Any) -> Settings:
     help="How a run's processes are kept together: a cgroup per run, or the subreaper "
     "[auto; FLWD_CONTAINMENT].",
 )
+@click.option(
+    "--run-user-ids",
+    default=None,
+    metavar="FIRST-LAST",
+    help="User ids given to runs whose profile says run_as: run-user, one per active run, "
+    "when the server runs as root [200000-265535; FLWD_RUN_USER_IDS].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -316,6 +339,7 @@ def serve(
     tls_key: str | None,
     forwarded_allow_ips: tuple[str, ...],
     containment: str | None,
+    run_user_ids: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -344,6 +368,7 @@ def serve(
             word for value in forwarded_allow_ips for word in value.replace(",", " ").split()
         ),
         containment=containment,
+        run_user_ids=_id_range(run_user_ids),
     )
     check_tls(settings)
     _check_data_dir_free(settings)
