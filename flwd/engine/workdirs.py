@@ -44,6 +44,8 @@ _T = TypeVar("_T")
 
 #: what the server makes in a room besides `args.json`
 _SUBDIRS = ("results", "artifacts", "run")
+#: the name of a room made ahead starts with this
+SPARE_PREFIX = ".new-"
 #: finished rooms waiting to be deleted beyond which they are deleted at normal priority
 _BACKLOG = 64
 
@@ -192,6 +194,11 @@ class WorkDirs:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root, DIR_MODE)
             self._root_fd = os.open(self.root, DIR_FLAGS)
+            # rooms an earlier server made ahead (the start-up clean-up leaves them here:
+            # it cannot tell them from ours); none of ours exists yet
+            for name in os.listdir(self._root_fd):
+                if name.startswith(SPARE_PREFIX):
+                    self._throw_away(name)
         return self._root_fd
 
     def _refill(self) -> None:
@@ -246,7 +253,7 @@ def _background_thread() -> None:
 
 def _fresh_name() -> str:
     # random: with a user per run, a step may search `work/` but must not guess a name
-    return f".new-{secrets.token_hex(8)}"
+    return f"{SPARE_PREFIX}{secrets.token_hex(8)}"
 
 
 def _make_room(root: int, name: str) -> int:

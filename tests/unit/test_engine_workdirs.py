@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flwd.engine.artifacts import MAX_SKIP_NOTES, Collected
+from flwd.engine.recovery import clean_work_root
 from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
 from flwd.engine.workdirs import _BACKLOG, WorkDirs, _make_room, remove_entries
 from tests.unit.engine_support import wait_for
@@ -100,6 +101,29 @@ async def test_housekeeping_yields_the_cpu_and_still_deletes_every_room(tmp_path
                 line = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
                 nice[thread.name] = int(line[line.rfind(")") + 2 :].split()[16])
     assert nice and set(nice.values()) == {19}
+    await dirs.aclose()
+    assert list(work.iterdir()) == []
+
+
+async def test_an_earlier_servers_rooms_made_ahead_are_deleted_by_the_next(
+    tmp_path: Path,
+) -> None:
+    # the start-up clean-up runs while queued runs take rooms: it leaves rooms made ahead
+    # (it cannot tell an earlier server's from those being made for the runs) to WorkDirs
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(_make_room(fd, ".new-earlier"))
+    finally:
+        os.close(fd)
+    (work / "run_gone").mkdir()
+    (work / ".old-run_x").mkdir()
+    clean_work_root(work, {"run_kept"})
+    assert sorted(p.name for p in work.iterdir()) == [".new-earlier"]
+    dirs = WorkDirs(work)
+    room = await dirs.open("run_a", {}, secret=False)
+    dirs.discard("run_a", room)
     await dirs.aclose()
     assert list(work.iterdir()) == []
 
