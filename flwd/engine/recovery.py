@@ -21,6 +21,7 @@ from flwd.engine.containment import Containment
 from flwd.engine.output import Redactor
 from flwd.engine.processes import group_members, run_processes, terminate
 from flwd.engine.scheduler import concurrency_key
+from flwd.engine.workdirs import SPARE_PREFIX
 from flwd.errors import FlwdError, JobNotFound
 from flwd.events.journal import Journal
 from flwd.models import JobSpec, Run, utcnow
@@ -134,11 +135,14 @@ async def _stop_lost(repo: RunRepository, run: Run, grace: float) -> None:
 
 
 def clean_work_root(work_root: Path, keep: set[str]) -> None:
-    """Remove work directories of runs that are not active (they may hold secret args)."""
+    """Remove work directories of runs that are not active (they may hold secret args).
+    Rooms made ahead (`.new-*`) are left to `WorkDirs`, which deletes an earlier server's
+    when it first opens `work/`: this clean-up runs while the runs queued again start, and
+    must not delete a room being made or taken for one of them."""
     if not work_root.is_dir():
         return
     for entry in work_root.iterdir():
-        if entry.name not in keep:
+        if entry.name not in keep and not entry.name.startswith(SPARE_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -28,18 +28,26 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from flwd.engine.rooms import DIR_FLAGS, DIR_MODE, FILE_MODE, Room, write_all
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: what the server makes in a room besides `args.json`
 _SUBDIRS = ("results", "artifacts", "run")
+#: the name of a room made ahead starts with this
+SPARE_PREFIX = ".new-"
+#: finished rooms waiting to be deleted beyond which they are deleted at normal priority
+_BACKLOG = 64
 
 
 class WorkDirs:
@@ -63,6 +71,9 @@ class WorkDirs:
         self._trash: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        #: the thread that makes rooms ahead and deletes finished ones, at the lowest
+        #: CPU priority (see `_background_thread`); made on first use
+        self._background: ThreadPoolExecutor | None = None
 
     async def open(self, run_id: str, args: dict[str, Any], *, secret: bool) -> Room:
         """The run's room, with its arguments written to `args.json`. With `secret`
@@ -174,12 +185,20 @@ class WorkDirs:
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None
+        if self._background is not None:
+            self._background.shutdown(wait=False)
+            self._background = None
 
     def _open_root(self) -> int:
         if self._root_fd is None:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root, DIR_MODE)
             self._root_fd = os.open(self.root, DIR_FLAGS)
+            # rooms an earlier server made ahead (the start-up clean-up leaves them here:
+            # it cannot tell them from ours); none of ours exists yet
+            for name in os.listdir(self._root_fd):
+                if name.startswith(SPARE_PREFIX):
+                    self._throw_away(name)
         return self._root_fd
 
     def _refill(self) -> None:
@@ -192,7 +211,7 @@ class WorkDirs:
         root = self._open_root()
         while not self._closing and len(self._pool) < self.spares:
             wanted = [_fresh_name() for _ in range(self.spares - len(self._pool))]
-            made = await asyncio.to_thread(_make_rooms, root, wanted)
+            made = await self._in_background(_make_rooms, root, wanted)
             self._pool.extend(made)
             if len(made) < len(wanted):
                 return
@@ -208,12 +227,33 @@ class WorkDirs:
         assert self._root_fd is not None
         while self._trash:
             names, self._trash = self._trash, []
-            await asyncio.to_thread(remove_entries, self._root_fd, names)
+            if len(names) > _BACKLOG:
+                # the background thread is falling behind (the machine is busy with
+                # runs for long): this batch at normal priority, so the backlog is bounded
+                await asyncio.to_thread(remove_entries, self._root_fd, names)
+            else:
+                await self._in_background(remove_entries, self._root_fd, names)
+
+    def _in_background(self, func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        if self._background is None:
+            self._background = ThreadPoolExecutor(
+                1, thread_name_prefix="flwd-rooms", initializer=_background_thread
+            )
+        return asyncio.get_running_loop().run_in_executor(self._background, func, *args)
+
+
+def _background_thread() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread's nice value is its own).
+    Making and deleting rooms is housekeeping that no run waits for; on a busy machine it
+    yields the CPU to the runs. A run that finds no room made ahead makes one at normal
+    priority, so it never waits behind this thread."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _fresh_name() -> str:
     # random: with a user per run, a step may search `work/` but must not guess a name
-    return f".new-{secrets.token_hex(8)}"
+    return f"{SPARE_PREFIX}{secrets.token_hex(8)}"
 
 
 def _make_room(root: int, name: str) -> int:

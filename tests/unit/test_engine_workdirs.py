@@ -4,16 +4,19 @@ arguments are overwritten in the file the server wrote, wherever a job moved or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
 from flwd.engine.artifacts import MAX_SKIP_NOTES, Collected
+from flwd.engine.recovery import clean_work_root
 from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
-from flwd.engine.workdirs import WorkDirs, _make_room, remove_entries
+from flwd.engine.workdirs import _BACKLOG, WorkDirs, _make_room, remove_entries
 from tests.unit.engine_support import wait_for
 
 
@@ -80,6 +83,49 @@ async def test_rooms_made_ahead_are_used_only_as_made(tmp_path: Path) -> None:
         dirs.discard(run_id, room)
     await dirs.aclose()
     assert list((tmp_path / "work").iterdir()) == []
+
+
+async def test_housekeeping_yields_the_cpu_and_still_deletes_every_room(tmp_path: Path) -> None:
+    # rooms are made ahead and deleted on a thread of lowest CPU priority; more finished
+    # rooms than that thread's backlog are deleted all the same
+    work = tmp_path / "work"
+    dirs = WorkDirs(work, spares=4)
+    for n in range(3 * _BACKLOG):
+        room = await dirs.open(f"run_{n}", {"n": n}, secret=False)
+        dirs.discard(f"run_{n}", room)
+    await wait_for_spares(dirs, work, 4)
+    nice = {}
+    for thread in threading.enumerate():
+        if thread.name.startswith("flwd-rooms") and thread.native_id is not None:
+            with contextlib.suppress(OSError):
+                line = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+                nice[thread.name] = int(line[line.rfind(")") + 2 :].split()[16])
+    assert nice and set(nice.values()) == {19}
+    await dirs.aclose()
+    assert list(work.iterdir()) == []
+
+
+async def test_an_earlier_servers_rooms_made_ahead_are_deleted_by_the_next(
+    tmp_path: Path,
+) -> None:
+    # the start-up clean-up runs while queued runs take rooms: it leaves rooms made ahead
+    # (it cannot tell an earlier server's from those being made for the runs) to WorkDirs
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(_make_room(fd, ".new-earlier"))
+    finally:
+        os.close(fd)
+    (work / "run_gone").mkdir()
+    (work / ".old-run_x").mkdir()
+    clean_work_root(work, {"run_kept"})
+    assert sorted(p.name for p in work.iterdir()) == [".new-earlier"]
+    dirs = WorkDirs(work)
+    room = await dirs.open("run_a", {}, secret=False)
+    dirs.discard("run_a", room)
+    await dirs.aclose()
+    assert list(work.iterdir()) == []
 
 
 async def wait_for_spares(dirs: WorkDirs, work: Path, count: int) -> None:
