@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pluggy
 from litestar import Litestar, Router, get
+from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
@@ -31,6 +32,7 @@ from litestar.types import (
 )
 
 from flwd import API_PREFIX, __version__
+from flwd.api.access import OPEN, AccessControl, route_action
 from flwd.api.artifacts import ArtifactController
 from flwd.api.backend import BackendFactory, default_backend
 from flwd.api.deps import dependencies
@@ -72,6 +74,10 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="system", description="Health and configuration"),
         ],
         render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        # the docs page and the OpenAPI document are open to anyone (flwd.api.access)
+        openapi_router=Router(
+            DOCS_PATH, route_handlers=[], include_in_schema=False, opt=route_action(OPEN)
+        ),
     )
 
 
@@ -90,7 +96,7 @@ class FlwdApp(Litestar):
         await super().__call__(scope, receive, send)
 
 
-@get("/", include_in_schema=False, sync_to_thread=False)
+@get("/", include_in_schema=False, sync_to_thread=False, opt=route_action(OPEN))
 def root() -> Redirect:
     """`GET /`: to the API documentation."""
     return Redirect(path=DOCS_PATH, status_code=307)
@@ -103,7 +109,8 @@ def create_app(
     backend_factory: BackendFactory = default_backend,
 ) -> Litestar:
     """The API application. `backend_factory` builds the services the lifespan owns; the
-    default is the real registry and run service."""
+    default is the real registry and run service. Every plugin's `configure_app` sees its
+    configuration before it is built."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -131,13 +138,19 @@ def create_app(
         ],
     )
     state = _initial_state(settings, pm)
+
+    def configure(config: AppConfig) -> AppConfig:
+        pm.hook.configure_app(config=config, settings=settings)
+        return config
+
     return FlwdApp(
         route_handlers=[root, api],
         lifespan=[lifespan],
         dependencies=dependencies(state),
         exception_handlers=EXCEPTION_HANDLERS,
-        # Host, CORS, body media type and depth, stream cap: around every route and mount.
-        middleware=[RequestGuards(settings)],
+        # Host, CORS, body media type and depth, stream cap, then who the caller is and
+        # whether it may perform the route's action: around every route and mount.
+        middleware=[RequestGuards(settings), AccessControl(pm)],
         before_send=[add_request_id, track_response],
         before_request=refuse_unknown_query,
         # flwd configures logging itself (`flwd serve`); Litestar's own set-up would
@@ -147,6 +160,9 @@ def create_app(
         openapi_config=openapi_config(),
         state=state,
         debug=False,
+        # after the built-in configuration, before the app is built: extensions add
+        # middleware, guards, Litestar plugins, routes, security schemes ...
+        on_app_init=[configure],
     )
 
 

@@ -7,6 +7,8 @@ import time
 from litestar import Controller, get
 
 from flwd import __version__
+from flwd.access import VIEW_SYSTEM
+from flwd.api.access import OPEN, route_action
 from flwd.api.deps import AppSettings, Plugins, Services
 from flwd.api.problems import ProblemError, problem_responses
 from flwd.api.schemas import Health, Ready, SourceInfo, SystemInfo
@@ -16,14 +18,19 @@ from flwd.plugins import extension_names
 class SystemController(Controller):
     tags = ["system"]
 
-    @get("/health", operation_id="health", responses=problem_responses(500))
+    @get(
+        "/health",
+        operation_id="health",
+        responses=problem_responses(500),
+        opt=route_action(OPEN),
+    )
     async def health(self, backend: Services) -> Health:
         """Liveness: the process answers. `status` is `degraded` when the store is not usable."""
         status = "healthy" if await backend.runs.healthy() else "degraded"
         uptime = int(time.monotonic() - backend.started)
         return Health(status=status, version=__version__, uptime_seconds=uptime)
 
-    @get("/ready", operation_id="ready", responses=problem_responses(503))
+    @get("/ready", operation_id="ready", responses=problem_responses(503), opt=route_action(OPEN))
     async def ready(self, backend: Services, settings: AppSettings) -> Ready:
         """Readiness: the store is usable and, when watching is on, the job watcher runs."""
         store = await backend.runs.healthy()
@@ -33,7 +40,12 @@ class SystemController(Controller):
             raise ProblemError("not-ready", "Not usable yet: " + ", ".join(broken))
         return Ready(status="ready", store=store, watcher=backend.registry.watching)
 
-    @get("/system/info", operation_id="systemInfo", responses=problem_responses(500))
+    @get(
+        "/system/info",
+        operation_id="systemInfo",
+        responses=problem_responses(401, 403, 500),
+        opt=route_action(VIEW_SYSTEM),
+    )
     async def info(self, backend: Services, plugin_manager: Plugins) -> SystemInfo:
         """Version, configured job sources, installed extensions and how runs' processes
         are contained."""

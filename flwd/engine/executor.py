@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -68,7 +68,8 @@ class StopSignal(asyncio.Event):
 
 @dataclass
 class StepContext:
-    """What `prepare_step` hooks see and may change (`argv`, `env`)."""
+    """What `prepare_step` hooks see and may change (`argv`, `env`); `profile` is what
+    `resolve_profile` answered for the run (`None`: no profile)."""
 
     run: Run
     job: JobSpec
@@ -79,6 +80,7 @@ class StepContext:
     cwd: str
     attempt: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    profile: Any = None
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -340,6 +342,59 @@ async def execute_step(
         if timer is not None:
             timer.cancel()
     return _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
+
+
+class StepExecutor(Protocol):
+    """Runs one attempt of a step, as `resolve_executor` chooses (the built-in one is
+    `LOCAL`, a process group on this machine).
+
+    `execute` starts `ctx.argv` in `ctx.cwd` with `ctx.env`, writes its output to
+    `output`, and returns its `Outcome` once it has ended and nothing of it is left. It
+    must stop the step when `stop` is set (the outcome is then `cancelled`), after
+    `timeout` seconds (reason `timeout`), giving it `grace` seconds between TERM and
+    KILL. `on_spawn(pgid)` is told the process group once started (for crash recovery);
+    `place(pid)` puts a local process where its run's processes are kept."""
+
+    async def execute(
+        self,
+        ctx: StepContext,
+        *,
+        output: RunOutput,
+        stop: StopSignal,
+        timeout: float | None,
+        grace: float,
+        on_spawn: Callable[[int], None] | None = None,
+        place: Callable[[int], None] | None = None,
+    ) -> Outcome: ...
+
+
+class LocalProcessExecutor:
+    """The built-in executor: `execute_step`, a process group on this machine."""
+
+    async def execute(
+        self,
+        ctx: StepContext,
+        *,
+        output: RunOutput,
+        stop: StopSignal,
+        timeout: float | None,
+        grace: float,
+        on_spawn: Callable[[int], None] | None = None,
+        place: Callable[[int], None] | None = None,
+    ) -> Outcome:
+        return await execute_step(
+            ctx,
+            output=output,
+            stop=stop,
+            timeout=timeout,
+            grace=grace,
+            on_spawn=on_spawn,
+            place=place,
+        )
+
+
+#: The built-in executor, answered by `flwd.defaults.resolve_executor`.
+LOCAL: StepExecutor = LocalProcessExecutor()
 
 
 _devnull_fd: int | None = None

@@ -27,13 +27,15 @@ import jsonschema
 import msgspec
 import pluggy
 
+from flwd.defaults import PLUGIN_NAME as DEFAULTS
 from flwd.engine.artifacts import collect_artifacts
 from flwd.engine.containment import Containment, RunCgroup
 from flwd.engine.executor import (
+    LOCAL,
     Outcome,
     StepContext,
+    StepExecutor,
     StopSignal,
-    execute_step,
     fit_environment,
     inherited_environment,
     step_environment,
@@ -90,6 +92,8 @@ class ActiveRun:
     failing: bool = False
     #: where the run's processes are kept (cgroup mode), from its start to its end
     cgroup: RunCgroup | None = None
+    #: what `resolve_profile` answered for the run (`StepContext.profile`)
+    profile: Any = None
 
 
 class RunExecutor:
@@ -112,6 +116,10 @@ class RunExecutor:
         #: escaped processes are found among this process's children (see processes.py)
         self.adopting = False
         self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 32))
+        # with no extension choosing executors, no `resolve_executor` call per step
+        self._choose_executor = any(
+            impl.plugin_name != DEFAULTS for impl in pm.hook.resolve_executor.get_hookimpls()
+        )
 
     def begin(self, active: ActiveRun) -> None:
         """Queue `run.started`, and `step.started` of the steps that need none, at once
@@ -173,6 +181,7 @@ class RunExecutor:
         self.active_ids.add(run.run_id)
         active.cgroup = self.containment.run_cgroup(run.run_id)
         try:
+            active.profile = self.pm.hook.resolve_profile(job=job, settings=self.settings)
             if active.started_at is None:
                 self.begin(active)
             room = await self.workdirs.open(run.run_id, active.args, secret=bool(active.redactor))
@@ -291,6 +300,7 @@ class RunExecutor:
                 argv=list(step.argv),
                 cwd=room.run_dir,
                 env=step_environment(self._base_env, job, step, active.args, flwd_env),
+                profile=active.profile,
             )
             started = active.step_started.pop(step.id, None) if attempt == 0 else None
             if started is None:
@@ -306,8 +316,11 @@ class RunExecutor:
             stored_later: list[asyncio.TimerHandle] = []
             if active.created is not None and not _committed(active.created):
                 raise StorageError("the run could not be stored; it was not started")
+            executor: StepExecutor = (
+                self.pm.hook.resolve_executor(context=ctx) if self._choose_executor else LOCAL
+            )
             try:
-                outcome = await execute_step(
+                outcome = await executor.execute(
                     ctx,
                     output=output,
                     stop=active.stop,
