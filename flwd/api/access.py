@@ -6,8 +6,9 @@ the docs, whatever an extension mounts). For each request it
 
 1. reads the route's action from its handler's `opt["action"]` (one of
    `flwd.access.ACTIONS`, or `OPEN` for the few routes anyone may call: health,
-   readiness, `GET /`, the docs page and the OpenAPI document). A route that declares
-   nothing is treated as `administer`, so a forgotten declaration fails closed;
+   readiness, `GET /`, the docs page and the OpenAPI document, and the `OPTIONS`
+   answers Litestar adds). A route that declares nothing is treated as `administer`, so
+   a forgotten declaration fails closed;
 2. asks the plugins who the caller is (`actor_from_request`, awaited when it returns an
    awaitable; `flwd.errors.Unauthorized` is a 401 `unauthorized` with
    `WWW-Authenticate: Bearer`) and keeps the answer in the request's scope, where
@@ -57,9 +58,14 @@ def route_action(action: str) -> dict[str, Any]:
     return {ACTION_KEY: action}
 
 
-def action_of(opt: dict[str, Any]) -> str:
-    """The action a route handler declares (`ADMINISTER` when it declares none)."""
-    return cast(str, opt.get(ACTION_KEY, ADMINISTER))
+def action_of(handler: Any) -> str:
+    """The action a route handler declares; `OPEN` for the `OPTIONS` handlers Litestar
+    adds by itself (they answer only the `Allow` header); `ADMINISTER` when a handler
+    declares nothing, so a forgotten declaration fails closed."""
+    action = handler.opt.get(ACTION_KEY)
+    if action is None:
+        return OPEN if getattr(handler, "http_methods", None) == {"OPTIONS"} else ADMINISTER
+    return cast(str, action)
 
 
 def _state(connection: ASGIConnection[Any, Any, Any, Any] | Scope) -> dict[str, Any]:
@@ -145,7 +151,7 @@ class AccessControl(ASGIMiddleware):
         self.identify = identifies_callers(pm)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        action = action_of(scope["route_handler"].opt)
+        action = action_of(scope["route_handler"])
         if action == OPEN:
             await next_app(scope, receive, send)
             return
