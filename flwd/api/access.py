@@ -20,8 +20,9 @@ Handlers then check the specific job or run once they know it (`require`,
 `visible_run`), and apply the actor's confinement to what they list (see `confinement`).
 
 When no plugin identifies callers, step 2 is skipped without a hook call, and when no
-plugin decides permissions only the built-in default (allow) answers: the no-op path
-costs one dictionary lookup and one hook call per request.
+plugin but the built-in default (allow) decides permissions, step 3 and the handlers'
+checks are too: with no access plugin the middleware costs one dictionary lookup per
+request.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import logging
 from typing import Any, Final, cast
 
 import pluggy
-from litestar import Request
+from litestar import Request, WebSocket
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -39,6 +40,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from flwd.access import ADMINISTER, SYSTEM, Actor, Resource
 from flwd.api.problems import problem_response
+from flwd.defaults import PLUGIN_NAME as DEFAULTS
 from flwd.errors import PermissionDenied, RunNotFound, Unauthorized
 from flwd.models import Run
 
@@ -85,7 +87,7 @@ def allowed(
     """Whether the plugins let this request's actor perform `action` on `resource`."""
     pm = _state(connection).get(_PM_KEY)
     if not isinstance(pm, pluggy.PluginManager):
-        return True  # not behind `AccessControl` (a handler called directly)
+        return True  # only the built-in default decides (or not behind `AccessControl`)
     answer = pm.hook.permission_allowed(
         actor=actor_of(connection), action=action, resource=resource
     )
@@ -149,27 +151,43 @@ class AccessControl(ASGIMiddleware):
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
         self.identify = identifies_callers(pm)
+        # only the built-in default (allow) answers: no hook call per request or resource
+        self.decide = any(
+            impl.plugin_name != DEFAULTS for impl in pm.hook.permission_allowed.get_hookimpls()
+        )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         action = action_of(scope["route_handler"])
         if action == OPEN:
             await next_app(scope, receive, send)
             return
+        if not (self.identify or self.decide):
+            await next_app(scope, receive, send)
+            return
         state = _state(scope)
-        state[_PM_KEY] = self.pm
+        if self.decide:
+            state[_PM_KEY] = self.pm
         actor: Any = None
         try:
             if self.identify:
-                actor = self.pm.hook.actor_from_request(connection=Request(scope, receive))
+                connection: ASGIConnection[Any, Any, Any, Any] = (
+                    Request(scope, receive)
+                    if scope["type"] == ScopeType.HTTP
+                    else WebSocket(scope, receive, send)
+                )
+                actor = self.pm.hook.actor_from_request(connection=connection)
                 if inspect.isawaitable(actor):
                     actor = await actor
                 if actor is not None and not isinstance(actor, Actor):
                     log.error("actor_from_request returned %r, not an Actor", type(actor))
                     raise Unauthorized("The caller could not be identified")
                 state[_ACTOR_KEY] = actor
-            answer = self.pm.hook.permission_allowed(actor=actor, action=action, resource=SYSTEM)
-            if answer is False:
-                raise PermissionDenied(f"Not allowed to {action}")
+            if self.decide:
+                answer = self.pm.hook.permission_allowed(
+                    actor=actor, action=action, resource=SYSTEM
+                )
+                if answer is False:
+                    raise PermissionDenied(f"Not allowed to {action}")
         except (Unauthorized, PermissionDenied) as exc:
             headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
             request: Request[Any, Any, Any] = Request(scope, receive)

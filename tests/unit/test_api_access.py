@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, asgi, get
@@ -169,3 +171,43 @@ def test_serve_refuses_a_public_address_without_an_authenticating_plugin() -> No
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: refusing to serve on 0.0.0.0: no installed extension")
+
+
+def _example_plugin() -> types.ModuleType:
+    """The example access plugin of docs/plugins.md, as a module."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
+    after = text.split("<!-- example: static-tokens -->", 1)[1]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("static_tokens_example")
+    exec(compile(code, "docs/plugins.md", "exec"), module.__dict__)
+    return module
+
+
+async def test_the_documented_example_plugin_works(api_service: FakeRunService) -> None:
+    app = create_app(
+        Settings(watch=False),
+        make_plugin_manager(load_entrypoints=False, extra=[_example_plugin()]),
+        backend_factory=fake_backend_factory(api_service),
+    )
+    acme = {"Authorization": "Bearer acme-token"}
+    async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:
+        assert (await client.get("/api/v1/health")).status_code == 200
+        assert (await client.get("/api/v1/jobs")).status_code == 403
+        unknown = await client.get("/api/v1/jobs", headers={"Authorization": "Bearer nope"})
+        assert unknown.status_code == 401 and unknown.headers["www-authenticate"] == "Bearer"
+        jobs = (await client.get("/api/v1/jobs", headers=acme)).json()
+        assert [j["id"] for j in jobs["jobs"]] == ["backup/daily", "backup/weekly"]
+        created = await client.post("/api/v1/runs", json={"job_id": "backup/weekly"}, headers=acme)
+        assert created.status_code == 201 and created.json()["tenant"] == "acme"
+        hello = await client.post("/api/v1/runs", json={"job_id": "hello"}, headers=acme)
+        assert hello.status_code == 404
+        ops = {"Authorization": "Bearer ops-token"}
+        other = await client.post("/api/v1/runs", json={"job_id": "hello"}, headers=ops)
+        assert other.status_code == 201 and other.json()["tenant"] == "default"
+        hidden = await client.get(f"/api/v1/runs/{other.json()['run_id']}", headers=acme)
+        assert hidden.status_code == 404
+        assert hidden.json()["type"].endswith("/run-not-found")
+        listed = (await client.get("/api/v1/runs", headers=acme)).json()
+        assert [r["job_id"] for r in listed["runs"]] == ["backup/weekly"]
+        assert listed["total"] == 1
+        assert (await client.get("/api/v1/runs", headers=ops)).json()["total"] == 2
