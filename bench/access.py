@@ -13,6 +13,9 @@ other load on the machine hits all alike:
 - `confined`: the same actor confined to a tenant and a job pattern (the listing
   filtered by it).
 
+`--direct` then times `AccessControl.handle` alone (a minimal HTTP scope, a next app that
+does nothing), which is the middleware's own cost without the rest of the request.
+
 Prints the median CPU microseconds (this process's CPU time, which other load on the
 machine disturbs far less than wall time) per request of each.
 """
@@ -28,9 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from litestar import get
 from litestar.testing import AsyncTestClient
 
-from flwd.access import Actor, Resource
+from flwd.access import VIEW_JOBS, Actor, Resource
+from flwd.api.access import AccessControl, route_action
 from flwd.app import create_app
 from flwd.hookspecs import hookimpl
 from flwd.plugins import make_plugin_manager
@@ -91,14 +96,59 @@ async def measure(tmp: Path, requests: int, rounds: int) -> dict[str, float]:
     return {name: round(statistics.median(values), 1) for name, values in per_request.items()}
 
 
+async def direct(calls: int, rounds: int) -> dict[str, float]:
+    """Microseconds per `AccessControl.handle` call, per plugin set."""
+
+    @get("/api/v1/jobs", opt=route_action(VIEW_JOBS), sync_to_thread=False)
+    def handler() -> None: ...
+
+    async def next_app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    middlewares = {
+        name: AccessControl(make_plugin_manager(load_entrypoints=False, extra=extra))
+        for name, extra in PLUGINS.items()
+    }
+    per_call: dict[str, list[float]] = {name: [] for name in PLUGINS}
+    names = list(middlewares)
+    for round_ in range(rounds):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            middleware = middlewares[name]
+            started = time.process_time()
+            for _ in range(calls):
+                scope: Any = {
+                    "type": "http",
+                    "method": "GET",
+                    "path": "/api/v1/jobs",
+                    "headers": [(b"host", b"127.0.0.1")],
+                    "query_string": b"",
+                    "route_handler": handler,
+                    "state": {},
+                }
+                await middleware.handle(scope, receive, send, next_app)
+            per_call[name].append((time.process_time() - started) / calls * 1e6)
+    return {name: round(statistics.median(values), 2) for name, values in per_call.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--direct", action="store_true", help="also time the middleware alone")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flwd-bench-access-") as tmp:
-        result = asyncio.run(measure(Path(tmp), opts.requests, opts.rounds))
-    print(json.dumps({"cpu_us_per_request": result}, indent=2))
+        result: dict[str, Any] = {
+            "cpu_us_per_request": asyncio.run(measure(Path(tmp), opts.requests, opts.rounds))
+        }
+    if opts.direct:
+        result["cpu_us_per_middleware_call"] = asyncio.run(direct(100_000, opts.rounds))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
