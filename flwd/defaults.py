@@ -23,7 +23,7 @@ def permission_allowed(actor: Actor | None, action: str, resource: Resource) -> 
 
 @hookimpl(trylast=True)
 def resolve_executor(context: Any) -> Any:
-    """The local process executor (`flwd.engine.executor.LOCAL`)."""
-    from flwd.engine.executor import LOCAL
+    """The local process executor (`flwd.engine.step_process.LOCAL`)."""
+    from flwd.engine.step_process import LOCAL
 
     return LOCAL

@@ -15,13 +15,13 @@ from sse_starlette import ServerSentEvent
 
 from flwd.access import VIEW_EVENTS, VIEW_RUNS, Actor
 from flwd.api.access import actor_of, route_action, visible_run
-from flwd.api.backend import CatalogView, JobRegistryView, RunServiceView
 from flwd.api.deps import INT64_MAX, AppSettings, Feed, Registry, Runs, resume_point
 from flwd.api.openapi import EventStreamOperation
 from flwd.api.problems import problem_responses
 from flwd.api.schemas import JobsChanged
+from flwd.api.services import CatalogView, JobRegistryView, RunServiceView
+from flwd.api.sse import SSEStream, sse_response
 from flwd.errors import RunNotFound
-from flwd.events.sse import SSEStream, sse_response
 from flwd.models import Event, utcnow
 
 JOBS_CHANGED = "jobs.changed"

@@ -48,8 +48,7 @@ from flwd.api.schemas import (
     RunList,
     StepList,
 )
-from flwd.errors import FlwdError, JobNotFound, StorageError
-from flwd.events.sse import (
+from flwd.api.sse import (
     RUN_FINISHED,
     RUN_OUTPUT,
     SSEStream,
@@ -57,6 +56,7 @@ from flwd.events.sse import (
     log_bytes,
     sse_response,
 )
+from flwd.errors import FlwdError, JobNotFound, StorageError
 from flwd.models import Event, Run, RunDetail
 from flwd.states import TERMINAL_RUN, RunStatus
 

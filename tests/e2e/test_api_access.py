@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flwd.plugins import installed_extensions
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.sse import read_frames
 
@@ -28,6 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         tmp_path_factory.mktemp("flwd-access"),
         FLWD_PLUGINS="tests.plugins.header_actor",
         PYTHONPATH=path,
+        # the core alone: an installed access extension would be asked too
+        FLWD_DISABLE_EXTENSIONS=",".join(installed_extensions()),
     )
     proc.start()
     try:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flwd.plugins import installed_extensions
 from tests.e2e.conftest import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +20,13 @@ RECORDER = "tests.plugins.recorder"
 
 def _env(log: Path) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {"FLWD_PLUGINS": RECORDER, "FLWD_TEST_HOOK_LOG": str(log), "PYTHONPATH": path}
+    return {
+        "FLWD_PLUGINS": RECORDER,
+        "FLWD_TEST_HOOK_LOG": str(log),
+        "PYTHONPATH": path,
+        # the core alone: installed extensions (the security one) would answer hooks too
+        "FLWD_DISABLE_EXTENSIONS": ",".join(installed_extensions()),
+    }
 
 
 def _calls(log: Path) -> list[dict[str, Any]]:
