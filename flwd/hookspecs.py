@@ -126,7 +126,8 @@ def prepare_step(context: Any) -> None:
     """Adjust a step just before it is executed.
 
     `context` is a `flwd.engine.step_process.StepContext` with mutable `argv` (list) and `env`
-    (dict) plus read-only `run`, `job`, `step` and `settings`. Implementations may wrap the
+    (dict) plus read-only `run`, `job`, `step`, `settings`, `attempt` and `profile` (the
+    run's `resolve_profile` answer, or `None`). Implementations may wrap the
     argv (for example to add resource limits) or filter the environment. They must not
     block: this runs on the event loop for every step.
     """

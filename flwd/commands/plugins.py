@@ -9,7 +9,7 @@ from flwd.hookspecs import hookimpl
 from flwd.plugins import BUILTIN_PLUGINS, plugin_manager
 
 
-class PluginInfo(msgspec.Struct, frozen=True, kw_only=True):
+class PluginInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     name: str
     builtin: bool
     hooks: list[str]

@@ -24,7 +24,7 @@ from flwd.hookspecs import hookimpl
 from flwd.models import utcnow
 from flwd.plugins import installed_extensions, make_plugin_manager
 from flwd.settings import Settings
-from tests.api_support import FakeRunService, fake_backend_factory
+from tests.api_support import FakeRunService, fake_services_factory
 
 #: The routes anyone may call, declared open on purpose.
 OPEN_PATHS = {"/", "/api/v1/health", "/api/v1/ready"}
@@ -115,7 +115,7 @@ async def test_undeclared_routes_and_mounts_fail_closed(api_service: FakeRunServ
     app = create_app(
         settings,
         make_plugin_manager(load_entrypoints=False, extra=[plugin]),
-        backend_factory=fake_backend_factory(api_service),
+        services_factory=fake_services_factory(api_service),
     )
     (configured,) = plugin.configured
     assert configured[1] is settings and isinstance(configured[0], AppConfig)
@@ -187,7 +187,7 @@ async def test_the_documented_example_plugin_works(api_service: FakeRunService) 
     app = create_app(
         Settings(watch=False),
         make_plugin_manager(load_entrypoints=False, extra=[_example_plugin()]),
-        backend_factory=fake_backend_factory(api_service),
+        services_factory=fake_services_factory(api_service),
     )
     acme = {"Authorization": "Bearer acme-token"}
     async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:

@@ -112,12 +112,7 @@ def test_an_installed_extension_is_loaded_from_the_entry_point_group(tmp_path: P
         check=True,
     )
     plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
-    assert plugins["hello"] == {
-        "name": "hello",
-        "builtin": False,
-        "hooks": ["register_commands"],
-        "disabled": False,
-    }
+    assert plugins["hello"] == {"name": "hello", "builtin": False, "hooks": ["register_commands"]}
     hello = subprocess.run(
         [sys.executable, "-m", "flwd", "hello"],
         env=env,
