@@ -4,7 +4,10 @@ loads a test-only access plugin (`tests/plugins/header_actor.py`, through
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +187,36 @@ def test_an_unknown_credential_is_a_401_and_a_denied_action_a_403(http: httpx.Cl
     _problem(
         http.get("/artifacts", params={"run_id": run_id}, headers=on_runs), 403, "permission-denied"
     )
+
+
+def test_the_jobs_stream_tells_only_of_jobs_the_actor_sees(server: ServerProcess) -> None:
+    """Last in this module: it adds job folders to the shared server's catalogue."""
+    frames: list[dict[str, Any]] = []
+    connected = threading.Event()
+
+    def follow() -> None:
+        deadline = time.monotonic() + 20
+        with (
+            server.client() as client,
+            client.stream("GET", "/events/jobs", headers=DEMO_ONLY, timeout=20) as response,
+        ):
+            connected.set()
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    frames.append(json.loads(line.removeprefix("data: ")))
+                    return
+                if time.monotonic() > deadline:
+                    return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert connected.wait(20), "the stream did not open"
+    for job_id in ("zz-other", "demo/new"):  # one the actor does not see, then one it sees
+        folder = server.jobs / job_id
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(json.dumps({"command": "true"}))
+    reader.join(25)
+    assert not reader.is_alive(), "no jobs.changed frame within 20 s"
+    (frame,) = frames
+    assert frame["added"] == ["demo/new"]
+    assert "zz-other" not in json.dumps(frame)
