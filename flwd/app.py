@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pluggy
 from litestar import Litestar, Router, get
+from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
@@ -32,6 +33,7 @@ from litestar.types import (
 )
 
 from flwd import API_PREFIX, __version__
+from flwd.api.access import OPEN, AccessControl, route_action
 from flwd.api.artifacts import ArtifactController
 from flwd.api.deps import dependencies
 from flwd.api.docs_assets import assets_router, swagger_plugin
@@ -74,6 +76,10 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="system", description="Health and configuration"),
         ],
         render_plugins=[swagger_plugin("/"), JsonRenderPlugin(path="/openapi.json")],
+        # the docs page and the OpenAPI document are open to anyone (flwd.api.access)
+        openapi_router=Router(
+            DOCS_PATH, route_handlers=[], include_in_schema=False, opt=route_action(OPEN)
+        ),
     )
 
 
@@ -126,7 +132,7 @@ def _with_response_hooks(send: Send, scope: Scope) -> Send:
     return hooked
 
 
-@get("/", include_in_schema=False, sync_to_thread=False)
+@get("/", include_in_schema=False, sync_to_thread=False, opt=route_action(OPEN))
 def root() -> Redirect:
     """`GET /`: to the API documentation."""
     return Redirect(path=DOCS_PATH, status_code=307)
@@ -139,7 +145,8 @@ def create_app(
     services_factory: ServicesFactory = default_services,
 ) -> Litestar:
     """The API application. `services_factory` builds the services the lifespan owns; the
-    default is the real registry and run service."""
+    default is the real registry and run service. Every plugin's `configure_app` sees its
+    configuration before it is built."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -167,11 +174,19 @@ def create_app(
         ],
     )
     state = _initial_state(settings, pm)
+
+    def configure(config: AppConfig) -> AppConfig:
+        pm.hook.configure_app(config=config, settings=settings)
+        return config
+
     app = FlwdApp(
         route_handlers=[root, api, assets_router()],
         lifespan=[lifespan],
         dependencies=dependencies(state),
         exception_handlers=EXCEPTION_HANDLERS,
+        # who the caller is and whether it may perform the route's action: around every
+        # route and mount (the request guards wrap routing itself: FlwdApp)
+        middleware=[AccessControl(pm)],
         before_request=refuse_unknown_query,
         # flwd configures logging itself (`flwd serve`); Litestar's own set-up would
         # replace its format and its rate limit on repeated lines.
@@ -180,6 +195,9 @@ def create_app(
         openapi_config=openapi_config(),
         state=state,
         debug=False,
+        # after the built-in configuration, before the app is built: extensions add
+        # middleware, guards, Litestar plugins, routes, security schemes ...
+        on_app_init=[configure],
     )
     # Host, CORS, body media type and depth, stream cap: around routing, so around every
     # route and mount and unknown paths too (FlwdApp).

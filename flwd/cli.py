@@ -6,10 +6,11 @@ import os
 import sys
 
 import click
+import pluggy
 
 from flwd import __version__
 from flwd.errors import FlwdError
-from flwd.plugins import make_plugin_manager
+from flwd.plugins import DISABLE_ENV, process_plugin_manager, set_plugin_manager
 
 
 class CliError(click.ClickException):
@@ -23,13 +24,41 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-def build_cli() -> click.Group:
+DISABLE_OPTION = "--disable-extension"
+
+
+def disabled_in(argv: list[str]) -> list[str]:
+    """The names given with `--disable-extension NAME` / `--disable-extension=NAME` before
+    the command name: read ahead of click, since the plugin manager (whose extensions add
+    commands) must exist before the command line is parsed."""
+    names = []
+    args = iter(argv)
+    for arg in args:
+        if arg == DISABLE_OPTION:
+            names.append(next(args, ""))
+        elif arg.startswith(DISABLE_OPTION + "="):
+            names.append(arg.partition("=")[2])
+        elif not arg.startswith("-"):
+            break  # the command: its own options follow
+    return [name for name in names if name]
+
+
+def build_cli(pm: pluggy.PluginManager | None = None) -> click.Group:
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="flwd")
-    def cli() -> None:
+    @click.option(
+        DISABLE_OPTION,
+        "disabled",
+        multiple=True,
+        metavar="NAME",
+        help=f"Do not load this installed extension (repeatable; also {DISABLE_ENV}, "
+        "comma-separated).",
+    )
+    def cli(disabled: tuple[str, ...]) -> None:
         """flwd turns a directory of scripts into typed, API-callable jobs."""
 
-    pm = make_plugin_manager()
+    if pm is None:
+        pm = process_plugin_manager()
     pm.hook.register_commands(cli=cli)
     return cli
 
@@ -38,8 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `flwd` script: errors are one `error: ...` line, never a
     traceback (set FLWD_DEBUG=1 to see one)."""
     try:
-        cli = build_cli()
-        cli.main(args=argv, prog_name="flwd", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else argv
+        # the one plugin manager of this process, for the CLI, the server and the engine
+        pm = process_plugin_manager(disabled_in(args))
+        set_plugin_manager(pm)
+        cli = build_cli(pm)
+        cli.main(args=args, prog_name="flwd", standalone_mode=False, obj=pm)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -78,9 +78,11 @@ def actor_from_request(connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
     plugin cannot tell (the next one is asked; if none can, the caller is anonymous).
 
     Called once per HTTP request and per stream (the API, event streams, every mounted
-    app), before routing and before `permission_allowed`. May return an awaitable (a token
-    looked up in a store). Raising `flwd.errors.Unauthorized` refuses the request with a
-    401 problem (a malformed, unknown, expired or revoked credential).
+    app), once the route is known and before its handler and `permission_allowed`; not
+    for the open routes (health, readiness, `/`, the API docs). May return an awaitable
+    (a token looked up in a store). Raising `flwd.errors.Unauthorized` refuses the request
+    with a 401 problem and `WWW-Authenticate: Bearer` (a malformed, unknown, expired or
+    revoked credential). Handlers read the answer with `flwd.api.access.actor_of`.
     """
 
 
@@ -91,7 +93,9 @@ def permission_allowed(actor: Actor | None, action: str, resource: Resource) -> 
     `action` is one of `flwd.access.ACTIONS`; `resource` a `flwd.access.Resource`. Return
     `True` or `False` to decide, `None` to leave the decision to the next plugin. The
     built-in default, registered `trylast`, allows everything. Called on the event loop for
-    every request and for every job an MCP client may see: must not block or do I/O.
+    every request (with `flwd.access.SYSTEM` for the route's action, then with the job or
+    run once the handler knows it) and for every job an MCP client may see: must not block
+    or do I/O. `False` is answered with a 403 `permission-denied` problem.
     """
 
 
@@ -103,7 +107,8 @@ def resolve_profile(job: JobSpec, settings: Settings) -> Any:
     """Return the execution profile of a run of `job` (an object the plugin defines and
     its `prepare_step` reads from `context.profile`), or `None` to leave it to the next
     plugin. With no answer a run has no profile (`context.profile` is `None`). Called once
-    per run, on the event loop, before its first step.
+    per run, on the event loop, when it starts and before its first step; the answer is
+    kept with the run in memory (also for `flwd run` without a server).
     """
 
 
@@ -121,7 +126,8 @@ def prepare_step(context: Any) -> None:
     """Adjust a step just before it is executed.
 
     `context` is a `flwd.engine.step_process.StepContext` with mutable `argv` (list) and `env`
-    (dict) plus read-only `run`, `job`, `step` and `settings`. Implementations may wrap the
+    (dict) plus read-only `run`, `job`, `step`, `settings`, `attempt` and `profile` (the
+    run's `resolve_profile` answer, or `None`). Implementations may wrap the
     argv (for example to add resource limits) or filter the environment. They must not
     block: this runs on the event loop for every step.
     """

@@ -15,6 +15,7 @@ import msgspec
 import pluggy
 
 from flwd import errors
+from flwd.access import Actor
 from flwd.api.services import ApiServices
 from flwd.models import (
     Artifact,
@@ -191,11 +192,16 @@ class FakeRunService:
         created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
     ) -> tuple[list[Run], int]:
+        seer = Actor(id="-", name="-", tenant=confined_tenant, job_patterns=job_patterns)
         runs = [
             r
             for r in reversed(self.runs.values())
-            if (job_id is None or r.job_id == job_id)
+            if seer.sees_tenant(r.tenant)
+            and seer.sees_job(r.job_id)
+            and (job_id is None or r.job_id == job_id)
             and (status is None or r.status == status)
             and (q is None or q.lower() in r.job_id.lower())
             and (created_from is None or r.created_at >= created_from)
@@ -208,9 +214,28 @@ class FakeRunService:
         return [Step(run_id=run_id, step_id="main", status=run.status)]  # type: ignore[arg-type]
 
     async def list_artifacts(
-        self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        run_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
     ) -> tuple[list[Artifact], int]:
-        items = [a for a, _ in self.artifacts.values() if run_id is None or a.run_id == run_id]
+        seer = Actor(id="-", name="-", tenant=confined_tenant, job_patterns=job_patterns)
+        items = [
+            a
+            for a, _ in self.artifacts.values()
+            if (run_id is None or a.run_id == run_id)
+            and (
+                (confined_tenant is None and job_patterns is None)
+                or (
+                    a.run_id in self.runs
+                    and seer.sees_tenant(self.runs[a.run_id].tenant)
+                    and seer.sees_job(self.runs[a.run_id].job_id)
+                )
+            )
+        ]
         return items[offset : offset + limit], len(items)
 
     async def get_artifact(self, artifact_id: str) -> tuple[Artifact, pathlib.Path]:

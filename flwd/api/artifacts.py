@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import File
 
+from flwd.access import VIEW_ARTIFACTS
+from flwd.api.access import actor_of, confined, require, route_action, run_resource, sees_run
 from flwd.api.deps import INT64_MAX, MAX_PAGE, Runs, paginated
 from flwd.api.openapi import DownloadOperation, ExampleOperation
 from flwd.api.problems import problem_responses
 from flwd.api.runs import PAGE_HEADERS
 from flwd.api.schemas import ArtifactList
+from flwd.errors import ArtifactNotFound, RunNotFound
 
 
 class ArtifactController(Controller):
     path = "/artifacts"
     tags = ["artifacts"]
+    opt = route_action(VIEW_ARTIFACTS)
 
     @get(
         operation_id="listArtifacts",
         operation_class=ExampleOperation,
         response_headers=PAGE_HEADERS,
-        responses=problem_responses(400, 500),
+        responses=problem_responses(400, 401, 403, 404, 500),
     )
     async def list_artifacts(
         self,
@@ -33,21 +38,40 @@ class ArtifactController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
     ) -> Response[ArtifactList]:
-        """Artifacts, newest first, optionally of one run."""
-        items, total = await runs.list_artifacts(run_id=run_id, limit=limit, offset=offset)
+        """Artifacts, newest first, optionally of one run (only of the runs the caller
+        sees)."""
+        if run_id is not None:
+            # a run the caller does not see lists nothing, like a missing one
+            with contextlib.suppress(RunNotFound):
+                run = await runs.get_run(run_id)
+                if sees_run(actor_of(request), run):
+                    require(request, VIEW_ARTIFACTS, run_resource(run))
+        items, total = await runs.list_artifacts(
+            run_id=run_id, limit=limit, offset=offset, **confined(request)
+        )
         body = ArtifactList(artifacts=items, total=total)
         return paginated(request, body, total=total, limit=limit, offset=offset)
 
     @get(
         "/{artifact_id:str}",
         operation_id="downloadArtifact",
-        responses=problem_responses(400, 404, 500),
+        responses=problem_responses(400, 401, 403, 404, 500),
         response_description="The artifact's bytes, streamed, with its media type",
         operation_class=DownloadOperation,
     )
-    async def download(self, runs: Runs, artifact_id: FromPath[str]) -> File:
+    async def download(
+        self, request: Request[Any, Any, Any], runs: Runs, artifact_id: FromPath[str]
+    ) -> File:
         """Download an artifact (`Content-Disposition: attachment`, streamed from disk)."""
         artifact, path = await runs.get_artifact(artifact_id)
+        try:
+            run = await runs.get_run(artifact.run_id)
+        except RunNotFound:
+            raise ArtifactNotFound(artifact_id) from None
+        # another tenant's artifact answers exactly like a missing one
+        if not sees_run(actor_of(request), run):
+            raise ArtifactNotFound(artifact_id)
+        require(request, VIEW_ARTIFACTS, run_resource(run))
         return File(
             path,
             filename=artifact.name,

@@ -16,6 +16,8 @@ from litestar.datastructures import CacheControlHeader
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
+from flwd.api.access import OPEN, route_action
+
 ASSETS_PATH = "/api/docs/assets"
 #: The files the page loads, all in the package's static folder.
 SWAGGER_FILES = (
@@ -54,4 +56,6 @@ def assets_router() -> Router:
         name="docs-assets",
         cache_control=CacheControlHeader(max_age=86400, public=True),
         include_in_schema=False,
+        # the docs page's files are open to anyone, like the page (flwd.api.access)
+        opt=route_action(OPEN),
     )

@@ -41,7 +41,6 @@ class ProblemType(NamedTuple):
 #: limits, readiness). Domain errors name their own problem type on their class.
 HTTP_PROBLEMS: dict[str, ProblemType] = {
     "too-many-requests": ProblemType(429, "Too Many Requests"),
-    "unauthorized": ProblemType(401, "Unauthorized"),
     "method-not-allowed": ProblemType(405, "Method Not Allowed"),
     "not-acceptable": ProblemType(406, "Not Acceptable"),
     "malformed-request": ProblemType(400, "Malformed Request"),
@@ -280,6 +279,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries documenting that a handler may answer these statuses with a problem."""
     described = {
         400: "Invalid parameters or body (validation-error, malformed-request)",
+        401: "No or a refused credential (unauthorized)",
         403: "Not allowed (permission-denied)",
         404: "Not found (job-not-found, run-not-found, artifact-not-found)",
         409: "Conflict (run-not-cancellable, idempotency-conflict)",

@@ -13,6 +13,15 @@ from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from flwd import API_PREFIX
+from flwd.access import CANCEL_RUN, RESTART_RUN, RUN_JOB, VIEW_RUNS, Resource
+from flwd.api.access import (
+    actor_of,
+    confined,
+    require,
+    route_action,
+    run_tenant,
+    visible_run,
+)
 from flwd.api.deps import (
     INT64_MAX,
     LOG_PAGE,
@@ -47,7 +56,7 @@ from flwd.api.sse import (
     log_bytes,
     sse_response,
 )
-from flwd.errors import FlwdError, StorageError
+from flwd.errors import FlwdError, JobNotFound, StorageError
 from flwd.models import Event, Run, RunDetail
 from flwd.states import TERMINAL_RUN, RunStatus
 
@@ -103,7 +112,8 @@ class RunController(Controller):
         operation_id="createRun",
         operation_class=ExampleOperation,
         status_code=201,
-        responses=problem_responses(400, 404, 409, 413, 415, 422, 429, 500),
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 500),
+        opt=route_action(RUN_JOB),
     )
     async def create_run(
         self,
@@ -113,10 +123,17 @@ class RunController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Run]:
         """Start a run. With `"async": false` the response waits for the run to end and
-        carries its `result`; otherwise it returns at once with status `pending`."""
+        carries its `result`; otherwise it returns at once with status `pending`. The
+        run's tenant is the caller's when it is confined to one, else `tenant` (`default`
+        when absent)."""
+        actor = actor_of(request)
+        if actor is not None and not actor.sees_job(data.job_id):
+            raise JobNotFound(data.job_id)
+        tenant = run_tenant(request, data.tenant)
+        require(request, RUN_JOB, Resource(kind="job", job_id=data.job_id, tenant=tenant))
         try:
             run = await runs.create_run(
-                data.job_id, data.args, tenant=data.tenant, idempotency_key=idempotency_key
+                data.job_id, data.args, tenant=tenant, idempotency_key=idempotency_key
             )
         except Exception as exc:
             raise _not_started(request, exc) from exc
@@ -126,7 +143,8 @@ class RunController(Controller):
         operation_id="listRuns",
         operation_class=ExampleOperation,
         response_headers=PAGE_HEADERS,
-        responses=problem_responses(400, 500),
+        responses=problem_responses(400, 401, 403, 500),
+        opt=route_action(VIEW_RUNS),
     )
     async def list_runs(
         self,
@@ -174,6 +192,7 @@ class RunController(Controller):
             created_to=parse_time("to", to),
             limit=limit,
             offset=offset,
+            **confined(request),
         )
         body = RunList(runs=items, total=total)
         return paginated(request, body, total=total, limit=limit, offset=offset)
@@ -182,22 +201,30 @@ class RunController(Controller):
         "/{run_id:str}",
         operation_id="getRun",
         operation_class=ExampleOperation,
-        responses=problem_responses(400, 404, 500),
+        responses=problem_responses(400, 401, 403, 404, 500),
+        opt=route_action(VIEW_RUNS),
     )
-    async def get_run(self, runs: Runs, run_id: FromPath[str]) -> RunDetail:
+    async def get_run(
+        self, request: Request[Any, Any, Any], runs: Runs, run_id: FromPath[str]
+    ) -> RunDetail:
         """One run with its (secret-masked) `args`, its `steps` and its `result` once
         finished."""
-        return RunDetail.of(await runs.get_run(run_id), await runs.list_steps(run_id))
+        run = visible_run(request, await runs.get_run(run_id), VIEW_RUNS)
+        return RunDetail.of(run, await runs.list_steps(run_id))
 
     @post(
         "/{run_id:str}/cancel",
         operation_id="cancelRun",
         operation_class=ExampleOperation,
         status_code=200,
-        responses=problem_responses(400, 404, 409, 500),
+        responses=problem_responses(400, 401, 403, 404, 409, 500),
+        opt=route_action(CANCEL_RUN),
     )
-    async def cancel_run(self, runs: Runs, run_id: FromPath[str]) -> Run:
+    async def cancel_run(
+        self, request: Request[Any, Any, Any], runs: Runs, run_id: FromPath[str]
+    ) -> Run:
         """Cancel a pending or running run; answers once its processes are gone."""
+        visible_run(request, await runs.get_run(run_id), CANCEL_RUN)
         return await runs.cancel_run(run_id)
 
     @post(
@@ -205,7 +232,8 @@ class RunController(Controller):
         operation_id="restartRun",
         operation_class=ExampleOperation,
         status_code=201,
-        responses=problem_responses(400, 404, 409, 413, 415, 422, 429, 500),
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 500),
+        opt=route_action(RESTART_RUN),
     )
     async def restart_run(
         self,
@@ -218,6 +246,7 @@ class RunController(Controller):
         """A new run of the same job with the same arguments (secret ones, never stored
         readable, must be given again in `args`)."""
         body = data or RestartRun()
+        visible_run(request, await runs.get_run(run_id), RESTART_RUN)
         try:
             run = await runs.restart_run(run_id, args=body.args, idempotency_key=idempotency_key)
         except Exception as exc:
@@ -228,11 +257,14 @@ class RunController(Controller):
         "/{run_id:str}/steps",
         operation_id="listSteps",
         operation_class=ExampleOperation,
-        responses=problem_responses(400, 404, 500),
+        responses=problem_responses(400, 401, 403, 404, 500),
+        opt=route_action(VIEW_RUNS),
     )
-    async def list_steps(self, runs: Runs, run_id: FromPath[str]) -> StepList:
+    async def list_steps(
+        self, request: Request[Any, Any, Any], runs: Runs, run_id: FromPath[str]
+    ) -> StepList:
         """The run's steps and their states."""
-        await runs.get_run(run_id)
+        visible_run(request, await runs.get_run(run_id), VIEW_RUNS)
         return StepList(steps=await runs.list_steps(run_id))
 
     @get(
@@ -240,14 +272,11 @@ class RunController(Controller):
         operation_id="getRunLogs",
         response_headers=PAGE_HEADERS,
         responses={
-            200: ResponseSpec(
-                LogList,
-                description="Log lines (JSON), or SSE with follow=true",
-                generate_examples=False,
-            ),
-            **problem_responses(400, 404, 500),
+            200: ResponseSpec(LogList, description="Log lines (JSON), or SSE with follow=true"),
+            **problem_responses(400, 401, 403, 404, 500),
         },
         operation_class=LogsOperation,
+        opt=route_action(VIEW_RUNS),
     )
     async def logs(
         self,
@@ -279,7 +308,7 @@ class RunController(Controller):
         """The run's output lines, one page at a time (`X-Total-Count`, `Link: rel="next"`);
         `tail=N` gives the last N. `follow=true` streams them as Server-Sent Events
         (`event: log`) and ends with `event: end` once the run is terminal."""
-        run = await runs.get_run(run_id)
+        run = visible_run(request, await runs.get_run(run_id), VIEW_RUNS)
         if tail is not None and (since is not None or limit is not None):
             raise ProblemError(
                 "validation-error",
@@ -322,10 +351,12 @@ class RunController(Controller):
         operation_id="streamRunEvents",
         media_type="text/event-stream",
         operation_class=EventStreamOperation,
-        responses=problem_responses(400, 404, 500),
+        responses=problem_responses(400, 401, 403, 404, 500),
+        opt=route_action(VIEW_RUNS),
     )
     async def events(
         self,
+        request: Request[Any, Any, Any],
         runs: Runs,
         feed: Feed,
         settings: AppSettings,
@@ -335,7 +366,7 @@ class RunController(Controller):
     ) -> SSEStream:
         """Server-Sent Events of one run from its first event (or after `Last-Event-ID` /
         `since`); the stream ends after the run's `run.finished` event."""
-        await runs.get_run(run_id)
+        visible_run(request, await runs.get_run(run_id), VIEW_RUNS)
         after = resume_id(last_event_id, None if since is None else str(since))
         cut = asyncio.Event()
         batches = feed.follow(since=after, run_id=run_id, until_terminal=True, on_overflow=cut.set)

@@ -42,7 +42,8 @@ class CreateRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     job_id: str
     args: dict[str, Any] | None = None
-    tenant: Tenant = "default"
+    #: absent: the caller's tenant when it is confined to one, else `default`
+    tenant: Tenant | None = None
     async_: bool = msgspec.field(default=True, name="async")
 
 

@@ -98,12 +98,22 @@ class RunServiceView(Protocol):
         created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> tuple[list[Run], int]: ...
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
+    ) -> tuple[list[Run], int]:
+        """`confined_tenant`/`job_patterns`: only what an actor's confinement lets it see
+        (`flwd.access.Actor`), in the page and in the total."""
 
     async def list_steps(self, run_id: str) -> list[Step]: ...
 
     async def list_artifacts(
-        self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        run_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
     ) -> tuple[list[Artifact], int]: ...
 
     async def get_artifact(self, artifact_id: str) -> tuple[Artifact, pathlib.Path]: ...

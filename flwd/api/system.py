@@ -7,6 +7,8 @@ import time
 from litestar import Controller, get
 
 from flwd import __version__
+from flwd.access import VIEW_SYSTEM
+from flwd.api.access import OPEN, route_action
 from flwd.api.deps import AppSettings, Plugins, Services
 from flwd.api.openapi import ExampleOperation
 from flwd.api.problems import ProblemError, problem_responses
@@ -22,6 +24,7 @@ class SystemController(Controller):
         operation_id="health",
         operation_class=ExampleOperation,
         responses=problem_responses(500),
+        opt=route_action(OPEN),
     )
     async def health(self, services: Services) -> Health:
         """Liveness: the process answers. `status` is `degraded` when the store is not usable."""
@@ -34,6 +37,7 @@ class SystemController(Controller):
         operation_id="ready",
         operation_class=ExampleOperation,
         responses=problem_responses(503),
+        opt=route_action(OPEN),
     )
     async def ready(self, services: Services, settings: AppSettings) -> Ready:
         """Readiness: the store is usable and, when watching is on, the job watcher runs."""
@@ -48,7 +52,8 @@ class SystemController(Controller):
         "/system/info",
         operation_id="systemInfo",
         operation_class=ExampleOperation,
-        responses=problem_responses(500),
+        responses=problem_responses(401, 403, 500),
+        opt=route_action(VIEW_SYSTEM),
     )
     async def info(self, services: Services, plugin_manager: Plugins) -> SystemInfo:
         """Version, configured job sources, installed extensions and how runs' processes

@@ -22,6 +22,7 @@ from flwd.errors import FlwdError, InvalidInput, JobNotFound, JobNotRunnable, No
 from flwd.hookspecs import hookimpl
 from flwd.jobs.registry import JobRegistry
 from flwd.jobs.scanner import FolderScanner
+from flwd.jobs.validation import validate_jobs
 from flwd.jobs.views import (
     InvalidJobInfo,
     JobDetail,
@@ -31,7 +32,7 @@ from flwd.jobs.views import (
     invalid_job_dict,
 )
 from flwd.models import InvalidJob, JobSpec, SourceInfo
-from flwd.plugins import make_plugin_manager
+from flwd.plugins import plugin_manager
 from flwd.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def jobs(
 
         known_sources, listing = _ask(remote, ask)
     else:
-        registry = JobRegistry(settings, make_plugin_manager())
+        registry = JobRegistry(settings, plugin_manager())
         catalog = registry.catalog
         known_sources = [
             SourceInfo(name=str(i["name"]), type=str(i["type"]), path=str(i["path"]))
@@ -193,7 +194,7 @@ def show(
     if remote is not None:
         job = _ask(remote, lambda client: client.get_job(job_id))
     else:
-        registry = JobRegistry(settings, make_plugin_manager())
+        registry = JobRegistry(settings, plugin_manager())
         try:
             job = JobDetail.of(registry.catalog.get(job_id))
         except (JobNotRunnable, JobNotFound) as exc:
@@ -262,13 +263,16 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     """
     valid: list[JobSpec] = []
     invalid: list[InvalidJob] = []
+    # the plugins' `validate_job` see the settings a server started here would have
+    settings = load_settings()
     for path in paths or ("jobs",):
         if not os.path.isdir(path):
             raise CliError(f"{path}: no such directory")
         single = os.path.isfile(os.path.join(path, "config.yaml"))
         result = FolderScanner("validate", path, single_job=single).scan()
-        valid.extend(result.jobs)
-        invalid.extend(result.invalid)
+        checked = validate_jobs(plugin_manager(), settings, [*result.jobs, *result.invalid])
+        valid.extend(r for r in checked if isinstance(r, JobSpec))
+        invalid.extend(r for r in checked if isinstance(r, InvalidJob))
     warned = [job for job in valid if job.warnings]
     if as_json:
         _echo_json(

@@ -46,7 +46,7 @@ async def _prune(
     from flwd.engine.retention import Pruner, job_retention
     from flwd.errors import StorageError
     from flwd.jobs.registry import JobRegistry
-    from flwd.plugins import make_plugin_manager
+    from flwd.plugins import plugin_manager
     from flwd.storage.store import Store
 
     database = settings.data_path / "flwd.db"
@@ -77,7 +77,7 @@ async def _prune(
                 exit_code=1,
             ) from None
     try:
-        catalog = JobRegistry(settings, make_plugin_manager()).catalog
+        catalog = JobRegistry(settings, plugin_manager()).catalog
         # without the lock nobody else writes: no run of ours is active
         async with Store(database, readonly=dry_run) as store:
             pruner = Pruner(

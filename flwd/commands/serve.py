@@ -342,8 +342,9 @@ def serve(
     run_user_ids: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
+    from flwd.api.access import identifies_callers
     from flwd.app import create_app
-    from flwd.plugins import make_plugin_manager
+    from flwd.plugins import plugin_manager
 
     settings = _settings(
         host=host,
@@ -371,10 +372,19 @@ def serve(
         run_user_ids=_id_range(run_user_ids),
     )
     check_tls(settings)
+    pm = plugin_manager()
+    _check_unauthenticated_bind(settings, pm)
     _check_data_dir_free(settings)
     _check_containment(settings)
     _configure_logging(settings.access_log)
-    app = create_app(settings, make_plugin_manager())
+    if not identifies_callers(pm):
+        logging.getLogger("flwd.serve").warning(
+            "no installed extension identifies callers (actor_from_request): the API is "
+            "unauthenticated, anyone who reaches %s may do anything, so it is bound to "
+            "loopback only",
+            settings.host,
+        )
+    app = create_app(settings, pm)
     server = _Server(uvicorn_config(settings, app), settings)
     # uvicorn installs SIGINT/SIGTERM handlers, stops accepting, lets streams drain and
     # then runs the lifespan exit, where the run service cancels or hands off active runs.
@@ -387,6 +397,21 @@ def serve(
         remove_server_file(settings.data_path, os.getpid())
     if not server.started:
         raise CliError(f"could not start on {settings.host}:{settings.port}", exit_code=1)
+
+
+def _check_unauthenticated_bind(settings: Settings, pm: Any) -> None:
+    """With no plugin identifying callers anyone may do anything: refuse to listen on
+    anything but a loopback address, with one line."""
+    from flwd.api.access import identifies_callers
+    from flwd.api.guards import is_loopback
+
+    if not identifies_callers(pm) and not is_loopback(settings.host):
+        raise CliError(
+            f"refusing to serve on {settings.host}: no installed extension authenticates "
+            "callers (is flwd-security installed, or disabled with --disable-extension?), "
+            "so the API would let anyone run any job; bind to 127.0.0.1 or ::1",
+            exit_code=1,
+        )
 
 
 def _check_containment(settings: Settings) -> None:
@@ -413,9 +438,9 @@ def _check_data_dir_free(settings: Settings) -> None:
 def openapi(indent: int) -> None:
     """Print the OpenAPI document of the HTTP API (no server needed)."""
     from flwd.app import create_app
-    from flwd.plugins import make_plugin_manager
+    from flwd.plugins import plugin_manager
 
-    app = create_app(_settings(), make_plugin_manager())
+    app = create_app(_settings(), plugin_manager())
     schema = app.openapi_schema.to_schema()
     # msgspec, not json: the schema holds datetimes (examples) that json cannot encode.
     click.echo(msgspec.json.format(msgspec.json.encode(schema), indent=indent).decode())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from flwd.errors import FlwdError, StorageError
 from flwd.jobs.views import JobDetail
 from flwd.models import ArtifactList, Event, LogLine, Run, RunDetail, RunList, Step
-from flwd.plugins import make_plugin_manager
+from flwd.plugins import plugin_manager
 from flwd.settings import Settings
 from flwd.states import RunStatus
 
@@ -207,12 +207,12 @@ async def open_source(
     if execute:
         from flwd.jobs.registry import JobRegistry
 
-        pm = make_plugin_manager()
+        pm = plugin_manager()
         registry = JobRegistry(settings, pm)
         async with RunService(settings, registry, pm) as service:
             yield LocalSource(service)
         return
-    service = RunService(settings, None, make_plugin_manager(), readonly=True)
+    service = RunService(settings, None, plugin_manager(), readonly=True)
     try:
         await service.__aenter__()
     except StorageError:

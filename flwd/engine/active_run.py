@@ -43,3 +43,5 @@ class ActiveRun:
     failing: bool = False
     #: where the run's processes are kept (cgroup mode), from its start to its end
     cgroup: RunCgroup | None = None
+    #: what `resolve_profile` answered for the run (`StepContext.profile`)
+    profile: Any = None

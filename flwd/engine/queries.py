@@ -49,8 +49,12 @@ class RunQueries:
         created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
     ) -> tuple[list[Run], int]:
         return await self.repo.page(
+            confined_tenant=confined_tenant,
+            job_patterns=job_patterns,
             job_id=job_id,
             status=status,
             tenant=tenant,
@@ -81,9 +85,21 @@ class RunQueries:
     # -- artifacts, logs, events ----------------------------------------------------------
 
     async def list_artifacts(
-        self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        run_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
     ) -> tuple[list[Artifact], int]:
-        return await self.repo.artifacts(run_id=run_id, limit=limit, offset=offset)
+        return await self.repo.artifacts(
+            run_id=run_id,
+            limit=limit,
+            offset=offset,
+            confined_tenant=confined_tenant,
+            job_patterns=job_patterns,
+        )
 
     async def get_artifact(self, artifact_id: str) -> tuple[Artifact, Path]:
         artifact = await self.repo.artifact(artifact_id)

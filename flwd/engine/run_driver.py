@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import pluggy
 
+from flwd.defaults import PLUGIN_NAME as DEFAULTS
 from flwd.engine.active_run import ActiveRun
 from flwd.engine.artifacts import collect_artifacts
 from flwd.engine.containment import Containment
@@ -48,7 +49,7 @@ from flwd.engine.processes import (
 )
 from flwd.engine.results import checked_result, collect_result
 from flwd.engine.rooms import Room
-from flwd.engine.step_process import Outcome, StepContext, StepRefused, execute_step
+from flwd.engine.step_process import LOCAL, Outcome, StepContext, StepExecutor, StepRefused
 from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
@@ -85,6 +86,10 @@ class RunDriver:
         #: escaped processes are found among this process's children (see processes.py)
         self.adopting = False
         self.workdirs = WorkDirs(self.work_root, spares=min(settings.max_concurrency, 32))
+        # with no extension choosing executors, no `resolve_executor` call per step
+        self._choose_executor = any(
+            impl.plugin_name != DEFAULTS for impl in pm.hook.resolve_executor.get_hookimpls()
+        )
 
     def begin(self, active: ActiveRun) -> None:
         """Queue `run.started`, and `step.started` of the steps that need none, at once
@@ -146,6 +151,7 @@ class RunDriver:
         self.active_ids.add(run.run_id)
         active.cgroup = self.containment.run_cgroup(run.run_id)
         try:
+            active.profile = self.pm.hook.resolve_profile(job=job, settings=self.settings)
             if active.started_at is None:
                 self.begin(active)
             room = await self.workdirs.open(run.run_id, active.args, secret=bool(active.redactor))
@@ -239,6 +245,7 @@ class RunDriver:
                 argv=list(step.argv),
                 cwd=room.run_dir,
                 env=step_environment(self._base_env, job, step, active.args, flwd_env),
+                profile=active.profile,
             )
             started = active.step_started.pop(step.id, None) if attempt == 0 else None
             if started is None:
@@ -257,8 +264,11 @@ class RunDriver:
             stored_later: list[asyncio.TimerHandle] = []
             if active.created is not None and not _committed(active.created):
                 raise StorageError("the run could not be stored; it was not started")
+            executor: StepExecutor = (
+                self.pm.hook.resolve_executor(context=ctx) if self._choose_executor else LOCAL
+            )
             try:
-                outcome = await execute_step(
+                outcome = await executor.execute(
                     ctx,
                     output=output,
                     stop=active.stop,

@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -73,7 +73,8 @@ class StepRefused(Exception):
 @dataclass
 class StepContext:
     """What `prepare_step` hooks see and may change (`argv`, `env`, and how the process
-    is started and judged: `spawn_options`, `notes`, `limit_exceeded`)."""
+    is started and judged: `spawn_options`, `notes`, `limit_exceeded`); `profile` is what
+    `resolve_profile` answered for the run (`None`: no profile)."""
 
     run: Run
     job: JobSpec
@@ -95,6 +96,7 @@ class StepContext:
     limit_exceeded: Callable[[int], str | None] | None = None
     #: why the step must not run (set by the engine from `StepRefused`)
     refused: str | None = None
+    profile: Any = None
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -371,6 +373,59 @@ async def execute_step(
                 outcome, reason=FailureReason.RESOURCE_LIMIT, error=f"{limit} ({outcome.error})"
             )
     return outcome
+
+
+class StepExecutor(Protocol):
+    """Runs one attempt of a step, as `resolve_executor` chooses (the built-in one is
+    `LOCAL`, a process group on this machine).
+
+    `execute` starts `ctx.argv` in `ctx.cwd` with `ctx.env`, writes its output to
+    `output`, and returns its `Outcome` once it has ended and nothing of it is left. It
+    must stop the step when `stop` is set (the outcome is then `cancelled`), after
+    `timeout` seconds (reason `timeout`), giving it `grace` seconds between TERM and
+    KILL. `on_spawn(pgid)` is told the process group once started (for crash recovery);
+    `place(pid)` puts a local process where its run's processes are kept."""
+
+    async def execute(
+        self,
+        ctx: StepContext,
+        *,
+        output: RunOutput,
+        stop: StopSignal,
+        timeout: float | None,
+        grace: float,
+        on_spawn: Callable[[int], None] | None = None,
+        place: Callable[[int], None] | None = None,
+    ) -> Outcome: ...
+
+
+class LocalProcessExecutor:
+    """The built-in executor: `execute_step`, a process group on this machine."""
+
+    async def execute(
+        self,
+        ctx: StepContext,
+        *,
+        output: RunOutput,
+        stop: StopSignal,
+        timeout: float | None,
+        grace: float,
+        on_spawn: Callable[[int], None] | None = None,
+        place: Callable[[int], None] | None = None,
+    ) -> Outcome:
+        return await execute_step(
+            ctx,
+            output=output,
+            stop=stop,
+            timeout=timeout,
+            grace=grace,
+            on_spawn=on_spawn,
+            place=place,
+        )
+
+
+#: The built-in executor, answered by `flwd.defaults.resolve_executor`.
+LOCAL: StepExecutor = LocalProcessExecutor()
 
 
 _devnull_fd: int | None = None

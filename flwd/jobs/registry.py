@@ -21,6 +21,7 @@ import pluggy
 from flwd.jobs.catalog import Catalog
 from flwd.jobs.scanner import SourceScan, mark_conflicts
 from flwd.jobs.sources import OpenSource, SourceType
+from flwd.jobs.validation import validate_jobs
 from flwd.models import InvalidJob, JobSpec
 from flwd.settings import Settings, SettingsError
 
@@ -57,6 +58,7 @@ class JobRegistry:
                 )
             self._sources.append(source_type.open(source))
         self._settings = settings
+        self._pm = pm
         self._lock = threading.Lock()  # guards _scans, _catalog and _waiters
         self._scan_locks = {s.source.name: threading.Lock() for s in self._sources}
         self._scans: dict[str, SourceScan] = {}
@@ -174,7 +176,7 @@ class JobRegistry:
                 scan = self._scans.get(source.source.name, SourceScan())
                 merged.extend(scan.jobs)
                 merged.extend(scan.invalid)
-            merged = mark_conflicts(merged)
+            merged = validate_jobs(self._pm, self._settings, mark_conflicts(merged))
             candidate = Catalog(
                 [r for r in merged if isinstance(r, JobSpec)],
                 [r for r in merged if isinstance(r, InvalidJob)],

@@ -15,7 +15,7 @@ import msgspec
 
 from flwd.models import Artifact, Result, Run, Step, StepSpec
 from flwd.states import RunStatus
-from flwd.storage.store import Statement, Store
+from flwd.storage.store import JOB_MATCHES_SQL, Statement, Store
 from flwd.timefmt import iso
 
 _encode = msgspec.json.Encoder().encode
@@ -122,6 +122,27 @@ def _run(row: Any) -> Run:
     return msgspec.convert({k: v for k, v in data.items() if v is not None}, Run)
 
 
+def confinement(
+    tenant: str | None, job_patterns: tuple[str, ...] | None, *, prefix: str = ""
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) keeping only the runs of `tenant` (`None`:
+    every tenant) whose job id matches one of `job_patterns` (`None`: every job), as an
+    actor's confinement asks (`flwd.access.Actor`). `prefix` names the runs table."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if tenant is not None:
+        clauses.append(f"{prefix}tenant = ?")
+        params.append(tenant)
+    if job_patterns is not None:
+        if not job_patterns:
+            clauses.append("0")
+        else:
+            tests = [f"{JOB_MATCHES_SQL}(?, {prefix}job_id)" for _ in job_patterns]
+            clauses.append("(" + " OR ".join(tests) + ")")
+            params.extend(job_patterns)
+    return clauses, params
+
+
 def _filters(**conditions: Any) -> tuple[str, list[Any]]:
     clauses = [f"{name} = ?" for name, value in conditions.items() if value is not None]
     params = [value for value in conditions.values() if value is not None]
@@ -153,14 +174,18 @@ class RunRepository:
         created_to: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
     ) -> tuple[list[Run], int]:
         """A page of runs, newest first. `q` is a case-insensitive substring of the job
         id, the error or the stored (secret-masked) arguments; `created_from`/`created_to`
-        bound `created_at` (inclusive/exclusive)."""
+        bound `created_at` (inclusive/exclusive); `confined_tenant`/`job_patterns` an
+        actor's confinement (see `confinement`)."""
         where, params = _filters(
             job_id=job_id, status=status.value if status else None, tenant=tenant
         )
-        extra: list[str] = []
+        extra, confined = confinement(confined_tenant, job_patterns)
+        params += confined
         if q:
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             extra.append(
@@ -227,9 +252,22 @@ class RunRepository:
         ]
 
     async def artifacts(
-        self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        run_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        confined_tenant: str | None = None,
+        job_patterns: tuple[str, ...] | None = None,
     ) -> tuple[list[Artifact], int]:
+        """A page of artifacts, newest first; of the runs an actor's confinement lets it
+        see when `confined_tenant`/`job_patterns` are given."""
         where, params = _filters(run_id=run_id)
+        clauses, confined = confinement(confined_tenant, job_patterns)
+        if clauses:  # only for a confined actor: the others pay nothing for it
+            runs = "run_id IN (SELECT run_id FROM runs WHERE " + " AND ".join(clauses) + ")"
+            where = (where + " AND " if where else " WHERE ") + runs
+            params += confined
         total_row = await self.store.fetchone(f"SELECT COUNT(*) FROM artifacts{where}", params)
         rows = await self.store.fetchall(
             f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts{where} ORDER BY id DESC LIMIT ? OFFSET ?",

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from flwd.access import job_matches
 from flwd.errors import StorageError
 from flwd.storage.private import PRIVATE_FILE, make_private_dir, make_private_file, narrow
 from flwd.storage.schema import migrate
@@ -43,6 +44,8 @@ from flwd.storage.schema import migrate
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: the SQL function of `_add_functions`
+JOB_MATCHES_SQL = "flwd_job_matches"
 Statement = tuple[str, Sequence[Any]]
 
 _BATCH_WRITES = 2000
@@ -116,6 +119,7 @@ class Store:
                 raise StorageError(f"there is no flwd database at {self.path}")
             self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
             await self._reader.execute("PRAGMA busy_timeout=5000")
+            await _add_functions(self._reader)
             return self
         make_private_dir(self.path.parent)
         # SQLite gives the WAL and shared-memory files the database file's mode
@@ -134,6 +138,7 @@ class Store:
         self._reader = await aiosqlite.connect(self.path)
         await self._reader.execute("PRAGMA busy_timeout=5000")
         await self._reader.execute("PRAGMA query_only=ON")
+        await _add_functions(self._reader)
         self._stopping = False
         self._task = asyncio.create_task(self._write_loop(), name="flwd-store-writer")
         return self
@@ -323,6 +328,13 @@ class Store:
             await self._on_writer_thread(_checkpoint_in_thread, self._writer)
         except Exception:
             log.exception("WAL checkpoint failed; the next one will retry")
+
+
+async def _add_functions(reader: aiosqlite.Connection) -> None:
+    """SQL functions reads use: `flwd_job_matches(pattern, job_id)` applies an actor's
+    job-pattern confinement (`flwd.access.job_matches`) inside a query, so that pages and
+    totals leave out what the actor does not see."""
+    await reader.create_function(JOB_MATCHES_SQL, 2, job_matches, deterministic=True)
 
 
 def _open_writer(path: Path) -> sqlite3.Connection:

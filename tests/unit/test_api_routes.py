@@ -185,9 +185,11 @@ async def test_artifacts_list_and_streamed_download(
 ) -> None:
     data = tmp_path / "report.csv"
     data.write_bytes(b"a,b\n1,2\n")
+    # an artifact belongs to a stored run (its download is checked against the run)
+    run = await api_service.create_run("hello", {}, tenant="default")
     artifact = Artifact(
         id="artifact_1",
-        run_id="run_0001",
+        run_id=run.run_id,
         name="report.csv",
         path="report.csv",
         media_type="text/csv",

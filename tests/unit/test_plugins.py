@@ -122,3 +122,39 @@ def test_an_installed_extension_is_loaded_from_the_entry_point_group(tmp_path: P
         check=False,
     )
     assert (hello.returncode, hello.stdout) == (0, "hello from an extension\n")
+
+
+def _flwd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flwd", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_extension_is_disabled_by_option_or_environment(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(_installed_extension(tmp_path))}
+    env.pop("FLWD_DISABLE_EXTENSIONS", None)
+    listed = _flwd("--disable-extension", "hello", "plugins", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+    assert plugins["hello"] == {"name": "hello", "builtin": False, "hooks": [], "disabled": True}
+    text = _flwd("--disable-extension=hello", "plugins", env=env)
+    assert "hello  (extension, disabled)" in text.stdout.splitlines()
+    # its command is gone with it
+    gone = _flwd("--disable-extension", "hello", "hello", env=env)
+    assert gone.returncode != 0 and "hello from an extension" not in gone.stdout
+    by_env = _flwd("hello", env={**env, "FLWD_DISABLE_EXTENSIONS": "other, hello"})
+    assert by_env.returncode != 0
+    assert "warning: no installed extension is named 'other'" in by_env.stderr
+
+
+def test_an_unknown_extension_name_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(_installed_extension(tmp_path))}
+    env.pop("FLWD_DISABLE_EXTENSIONS", None)
+    result = _flwd("--disable-extension", "nope", "hello", env=env)
+    assert (result.returncode, result.stdout) == (0, "hello from an extension\n")
+    assert result.stderr == "warning: no installed extension is named 'nope'\n"
