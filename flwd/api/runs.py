@@ -272,7 +272,11 @@ class RunController(Controller):
         operation_id="getRunLogs",
         response_headers=PAGE_HEADERS,
         responses={
-            200: ResponseSpec(LogList, description="Log lines (JSON), or SSE with follow=true"),
+            200: ResponseSpec(
+                LogList,
+                description="Log lines (JSON), or SSE with follow=true",
+                generate_examples=False,
+            ),
             **problem_responses(400, 401, 403, 404, 500),
         },
         operation_class=LogsOperation,

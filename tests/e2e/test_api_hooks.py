@@ -64,11 +64,12 @@ def test_every_hook_is_called_as_documented(tmp_path: Path) -> None:
     assert by_hook["register_commands"] == [{"hook": "register_commands", "group": "cli"}]
     assert by_hook["register_source_types"]
     # the app: routes and configuration before it is built, with the built-in middleware
-    # (request guards, then access control) already in place
+    # (access control) already in place
     assert by_hook["register_routes"] == [{"hook": "register_routes", "settings": "Settings"}]
     (configured,) = by_hook["configure_app"]
     assert configured["config"] == "AppConfig" and configured["settings"] == "Settings"
-    assert configured["middleware"] == ["RequestGuards", "AccessControl"]
+    # the request guards wrap routing itself (FlwdApp), outside the middleware list
+    assert configured["middleware"] == ["AccessControl"]
     # the lifecycle: startup after the catalogue is loaded, shutdown on SIGTERM, last
     assert [c["hook"] for c in calls].index("startup") > [c["hook"] for c in calls].index(
         "validate_job"
