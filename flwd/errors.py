@@ -17,6 +17,7 @@ FlwdError                         internal-error 500
 ├── QueueFull                     queue-full 429 (backpressure; carries retry_after)
 ├── EventsPruned                  events-pruned 410 (a resume point older than retention kept)
 ├── PermissionDenied              permission-denied 403
+├── Unauthorized                  unauthorized 401 (no, or a refused, credential)
 └── StorageError                  storage-error 503
 
 A class that declares its own `slug` is entered in the problem table (`problem_class`),
@@ -318,6 +319,16 @@ class PermissionDenied(FlwdError):
     slug = "permission-denied"
     status = 403
     title = "Permission Denied"
+
+
+class Unauthorized(FlwdError):
+    """The caller could not be identified: a credential is missing, malformed, unknown,
+    expired or revoked. Raised by `actor_from_request` implementations; answered as a 401
+    with `WWW-Authenticate: Bearer`."""
+
+    slug = "unauthorized"
+    status = 401
+    title = "Unauthorized"
 
 
 class StorageError(FlwdError):

@@ -41,7 +41,6 @@ class ProblemType(NamedTuple):
 #: limits, readiness). Domain errors name their own problem type on their class.
 HTTP_PROBLEMS: dict[str, ProblemType] = {
     "too-many-requests": ProblemType(429, "Too Many Requests"),
-    "unauthorized": ProblemType(401, "Unauthorized"),
     "method-not-allowed": ProblemType(405, "Method Not Allowed"),
     "not-acceptable": ProblemType(406, "Not Acceptable"),
     "malformed-request": ProblemType(400, "Malformed Request"),
