@@ -76,11 +76,10 @@ def configure_app(config: AppConfig, settings: Settings) -> None:
             description="A token from `flwd token create` (or the admin token file in the "
             "data dir); health, readiness and these docs need none",
         )
-        config.openapi_config = dataclasses.replace(
-            config.openapi_config,
-            components=dataclasses.replace(base, security_schemes=schemes),
-            security=[{SCHEME: []}] if profile.auth.required else None,
-        )
+        # set in place: `dataclasses.replace` would pass its deprecated fields again
+        config.openapi_config.components = dataclasses.replace(base, security_schemes=schemes)
+        if profile.auth.required:
+            config.openapi_config.security = [{SCHEME: []}]
 
 
 @hookimpl

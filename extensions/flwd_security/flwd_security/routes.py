@@ -8,7 +8,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from flwd.access import ADMINISTER
 from flwd.errors import InvalidInput, NotFound, StorageError
@@ -137,10 +137,10 @@ class AuditController(Controller):
     @get(operation_id="readAudit")
     async def read_audit(
         self,
-        actor: str | None = None,
-        action: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        actor: FromQuery[str | None] = None,
+        action: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_AUDIT_PAGE)] = 100,
         cursor: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> AuditPage:
