@@ -20,9 +20,9 @@ from flwd.cli import CliError
 from flwd.commands.backends import open_client, server_url
 from flwd.errors import FlwdError
 from flwd.settings import Settings, SettingsError, load_settings
-from flwd_security.routes import AuditPage, CreatedToken, TokenInfo, TokenList
 from flwd_security.store import AuditEntry, SecurityStore
 from flwd_security.tokens import SCOPES, TokenBook, parse_scopes
+from flwd_security.views import AuditPage, CreatedToken, TokenInfo, TokenList
 
 T = TypeVar("T")
 

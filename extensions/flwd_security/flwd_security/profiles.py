@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import limits
 import msgspec
 import yaml
 
@@ -113,6 +112,8 @@ def parse_profile(data: Any, name: str, source: str = "") -> Profile:
         profile = msgspec.convert(data, Profile)
     except msgspec.ValidationError as exc:
         raise ProfileError(str(exc)) from None
+    import limits  # here: `flwd` commands that read no profile need not load it
+
     for field in ("per_token", "anonymous"):
         text = getattr(profile.rate_limit, field)
         if text is not None:

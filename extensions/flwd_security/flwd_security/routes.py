@@ -13,8 +13,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from flwd.access import ADMINISTER
 from flwd.errors import InvalidInput, NotFound, StorageError
 from flwd_security.runtime import IDENTITY_KEY, Identity, Security, actor_name, current
-from flwd_security.store import AuditEntry, TokenRecord
 from flwd_security.tokens import parse_scopes
+from flwd_security.views import AuditPage, CreatedToken, TokenInfo, TokenList
 
 #: The route option the core reads for a route's action (`flwd.api.access`).
 ADMIN_OPT: Final = {"action": ADMINISTER}
@@ -29,43 +29,6 @@ class CreateToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     tenant: str | None = None
     job_patterns: list[str] | None = None
     expires: str | None = None
-
-
-class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A token as listed: never the token itself, only what it may do and its state."""
-
-    name: str
-    scopes: tuple[str, ...]
-    tenant: str
-    job_patterns: tuple[str, ...] | None
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    state: str
-
-    @classmethod
-    def of(cls, record: TokenRecord) -> TokenInfo:
-        return cls(state=record.state(), **msgspec.structs.asdict(record))
-
-
-class CreatedToken(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to creating a token: the token, shown this once, and its details."""
-
-    token: str
-    details: TokenInfo
-
-
-class TokenList(msgspec.Struct, frozen=True, kw_only=True):
-    tokens: list[TokenInfo]
-
-
-class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
-    """Audit entries newest first; `next_cursor` (when more match) is the `cursor` of the
-    next page."""
-
-    entries: list[AuditEntry]
-    next_cursor: int | None = None
 
 
 def _security() -> Security:

@@ -8,11 +8,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-import limits
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
+from typing import TYPE_CHECKING, Any, Final
 
 from flwd.access import Actor
 from flwd.local_server import LOCAL_TOKEN_FILE
@@ -20,6 +16,9 @@ from flwd.settings import Settings
 from flwd_security.profiles import Profile, ProfileSet, profiles_for
 from flwd_security.store import SecurityStore
 from flwd_security.tokens import ADMIN_SCOPE, TokenBook, TokenRefused
+
+if TYPE_CHECKING:
+    from limits.strategies import FixedWindowRateLimiter
 
 log = logging.getLogger("flwd.security")
 
@@ -71,11 +70,16 @@ class Security:
     profiles: ProfileSet
     store: SecurityStore | None = None
     book: TokenBook | None = None
-    limiter: FixedWindowRateLimiter = field(
-        default_factory=lambda: FixedWindowRateLimiter(MemoryStorage())
-    )
+    limiter: FixedWindowRateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
+        # imported here: only a server needs the rate limiter
+        import limits
+        from limits.storage import MemoryStorage
+        from limits.strategies import FixedWindowRateLimiter
+
+        # fixed windows: one counter per key (a moving window keeps every hit's time)
+        self.limiter = FixedWindowRateLimiter(MemoryStorage())
         rate = self.profile.rate_limit
         self.per_token = limits.parse(rate.per_token) if rate.per_token else None
         self.anonymous = limits.parse(rate.anonymous) if rate.anonymous else None
