@@ -140,3 +140,37 @@ def test_job_profile_problems(tmp_path: Path) -> None:
     # under permissive, secure is tighter: allowed
     loose = profiles_for(settings_in(tmp_path, "permissive"), fresh=True)
     assert job_profile_problems("secure", loose) == []
+
+
+def test_validate_job_and_resolve_profile_hooks(tmp_path: Path) -> None:
+    from flwd_security import plugin
+    from flwd_security.runtime import install
+    from tests.api_support import job
+
+    settings = settings_in(tmp_path)
+    assert plugin.validate_job(job("plain"), settings) == []
+    assert plugin.validate_job(job("same", security_profile="secure"), settings) == []
+    looser = plugin.validate_job(job("loose", security_profile="permissive"), settings)
+    assert looser and all("looser than the server's 'secure'" in line for line in looser)
+    unknown = plugin.validate_job(job("odd", security_profile="nope"), settings)
+    assert unknown == [
+        "security_profile 'nope' is not a known profile (known: disabled, permissive, secure)"
+    ]
+    security = install(settings)
+    try:
+        assert plugin.resolve_profile(job("plain"), settings).name == "secure"
+        folder = tmp_path / "profiles"
+        folder.mkdir()
+        (folder / "offline.yaml").write_text(
+            (Path(__file__).parents[2] / "profiles" / "README.md")
+            .read_text()
+            .split("```yaml\n")[1]
+            .split("```")[0]
+        )
+        security = install(settings)  # profiles are read at start-up
+        offline = job("x", security_profile="offline")
+        assert plugin.validate_job(offline, settings) == []  # the README's example tightens
+        profile = plugin.resolve_profile(offline, settings)
+        assert profile.name == "offline" and profile.steps.network == "none"
+    finally:
+        security.close()
