@@ -145,6 +145,7 @@ def test_job_profile_problems(tmp_path: Path) -> None:
 def test_validate_job_and_resolve_profile_hooks(tmp_path: Path) -> None:
     from flwd_security import plugin
     from flwd_security.runtime import install
+
     from tests.api_support import job
 
     settings = settings_in(tmp_path)
