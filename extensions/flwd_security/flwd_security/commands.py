@@ -296,6 +296,9 @@ def add_profile_options(validate: click.Command) -> None:
     FLWD_PROFILES_DIR, which these options set for this process only)."""
     import os
 
+    if any(param.name == "profile" for param in validate.params):
+        return  # the command object is shared: a second CLI in one process (tests)
+
     def setter(var: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
         def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
             if value:
