@@ -53,7 +53,7 @@ class SecurityMiddleware(ASGIMiddleware):
         security = self.security
         identity = security.identify(scope)
         scope.setdefault("state", {})[IDENTITY_KEY] = identity
-        rate = security.rate(identity)
+        rate = await security.rate(identity)
         extra: list[tuple[bytes, bytes]] = []
         if rate is not None:
             extra = [

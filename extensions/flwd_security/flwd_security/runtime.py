@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from flwd.access import Actor
@@ -18,7 +18,7 @@ from flwd_security.store import SecurityStore
 from flwd_security.tokens import ADMIN_SCOPE, TokenBook, TokenRefused
 
 if TYPE_CHECKING:
-    from limits.strategies import FixedWindowRateLimiter
+    from limits.aio.strategies import FixedWindowRateLimiter
 
 log = logging.getLogger("flwd.security")
 
@@ -70,16 +70,11 @@ class Security:
     profiles: ProfileSet
     store: SecurityStore | None = None
     book: TokenBook | None = None
-    limiter: FixedWindowRateLimiter = field(init=False)
+    limiter: FixedWindowRateLimiter | None = None
 
     def __post_init__(self) -> None:
-        # imported here: only a server needs the rate limiter
-        import limits
-        from limits.storage import MemoryStorage
-        from limits.strategies import FixedWindowRateLimiter
+        import limits  # here: only a server needs it
 
-        # fixed windows: one counter per key (a moving window keeps every hit's time)
-        self.limiter = FixedWindowRateLimiter(MemoryStorage())
         rate = self.profile.rate_limit
         self.per_token = limits.parse(rate.per_token) if rate.per_token else None
         self.anonymous = limits.parse(rate.anonymous) if rate.anonymous else None
@@ -132,13 +127,23 @@ class Security:
             return Identity(None, exc.reason, f"addr:{address}", address)
         return Identity(actor, None, actor.id, address)
 
-    def rate(self, identity: Identity) -> RateInfo | None:
+    async def rate(self, identity: Identity) -> RateInfo | None:
         """Count one request of `identity` against its limit (None: no limit applies)."""
         item = self.per_token if identity.actor is not None else self.anonymous
         if item is None:
             return None
-        allowed = self.limiter.hit(item, identity.key)
-        stats = self.limiter.get_window_stats(item, identity.key)
+        limiter = self.limiter
+        if limiter is None:
+            # the asyncio flavour of `limits`: its in-memory storage expires counters in
+            # a task of the event loop (the threaded one starts a timer thread every
+            # 10 ms of traffic); made here, where that loop runs.
+            from limits.aio.storage import MemoryStorage
+            from limits.aio.strategies import FixedWindowRateLimiter
+
+            # fixed windows: one counter per key (a moving window keeps every hit's time)
+            limiter = self.limiter = FixedWindowRateLimiter(MemoryStorage())
+        allowed = await limiter.hit(item, identity.key)
+        stats = await limiter.get_window_stats(item, identity.key)
         wait = max(1, math.ceil(stats.reset_time - time.time()))
         return RateInfo(
             limit=item.amount,
