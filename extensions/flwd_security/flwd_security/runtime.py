@@ -75,6 +75,7 @@ class Security:
     def __post_init__(self) -> None:
         import limits  # here: only a server needs it
 
+        self._keys: dict[tuple[Any, str], str] = {}
         rate = self.profile.rate_limit
         self.per_token = limits.parse(rate.per_token) if rate.per_token else None
         self.anonymous = limits.parse(rate.anonymous) if rate.anonymous else None
@@ -142,13 +143,21 @@ class Security:
 
             # fixed windows: one counter per key (a moving window keeps every hit's time)
             limiter = self.limiter = FixedWindowRateLimiter(MemoryStorage())
-        allowed = await limiter.hit(item, identity.key)
-        stats = await limiter.get_window_stats(item, identity.key)
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        # the storage's own counter and expiry (what `hit` and `get_window_stats` read),
+        # asked once each instead of three times, under a key made once per caller
+        key = self._keys.get((item, identity.key))
+        if key is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            key = self._keys[(item, identity.key)] = item.key_for(identity.key)
+        count = await limiter.storage.incr(key, item.get_expiry())
+        reset_time = await limiter.storage.get_expiry(key)
+        allowed = count <= item.amount
+        wait = max(1, math.ceil(reset_time - time.time()))
         return RateInfo(
             limit=item.amount,
-            remaining=max(0, stats.remaining),
-            reset=math.ceil(stats.reset_time),
+            remaining=max(0, item.amount - count),
+            reset=math.ceil(reset_time),
             retry_after=wait,
             allowed=allowed,
         )
