@@ -17,7 +17,7 @@ import click
 import msgspec
 
 from flwd.cli import CliError
-from flwd.commands.backends import open_client, server_url
+from flwd.commands.sources import open_client, server_url
 from flwd.errors import FlwdError
 from flwd.settings import Settings, SettingsError, load_settings
 from flwd_security.store import AuditEntry, SecurityStore
