@@ -198,6 +198,37 @@ class FlwdClient:
     def _params(**values: Any) -> dict[str, str]:
         return {k: str(v) for k, v in values.items() if v is not None}
 
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        type_: type[_T],
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> _T | None:
+        """Call a route that has no method of its own (an extension's, such as the
+        security extension's `/tokens`): `path` is relative to the API root, `json` the
+        body; the answer is decoded as `type_` (`dict`, a Struct ...), or None when it
+        has no body (204). A problem answer raises like every other method."""
+        kwargs: dict[str, Any] = {"params": self._params(**(params or {}))}
+        if json is not None:
+            kwargs["content"] = msgspec.json.encode(json)
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        self._raise_for_problem(response, {})
+        if not response.content:
+            return None
+        try:
+            return msgspec.json.decode(response.content, type=type_)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ClientError(
+                f"unexpected answer from {method} {path}: {exc}", status=response.status_code
+            ) from exc
+
     # -- jobs -------------------------------------------------------------------------
 
     async def list_jobs(

@@ -16,6 +16,10 @@ from pathlib import Path
 import msgspec
 
 SERVER_FILE = "server.json"
+#: The file in the data dir holding the token local clients send to a server that requires
+#: one (written, 0600, by the plugin that identifies callers; `server.json` names it when
+#: it exists, so `flwd` commands on the same data dir need no `--token`).
+LOCAL_TOKEN_FILE = "admin-token"
 
 
 class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):

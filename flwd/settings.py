@@ -32,7 +32,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     profile: str = "secure"
+    #: a directory of profiles (`NAME.yaml`) adding to or overriding the built-in ones of
+    #: the plugin that reads profiles; None: `profiles/` beside the first job source
+    profiles_dir: str | None = None
     server: str | None = None
+    #: the bearer token a client command sends to `server` (`--token` / FLWD_TOKEN); a
+    #: local server's own token file is used when none is given
+    token: str | None = None
     # Scheduler
     max_concurrency: int = 16
     max_queue: int = 1000
@@ -84,6 +90,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         `FLWD_RESULT_FILE`, ...), whose working directory is their run's, not ours."""
         return Path(self.data_dir).absolute()
 
+    @property
+    def profiles_path(self) -> Path:
+        """Where operators add or override profiles: `profiles_dir`, else `profiles/`
+        beside the first job source (`./profiles` for the default `./jobs`)."""
+        if self.profiles_dir:
+            return Path(self.profiles_dir).absolute()
+        first = Path(self.sources[0].path) if self.sources else Path("jobs")
+        return first.absolute().parent / "profiles"
+
 
 def parse_duration(text: str | float | int) -> float:
     """Seconds from `"90s"`, `"15m"`, `"1h30m"` (Go duration syntax) or a plain number."""
@@ -129,7 +144,9 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_HOST": ("host", str),
     "FLWD_PORT": ("port", int),
     "FLWD_PROFILE": ("profile", str),
+    "FLWD_PROFILES_DIR": ("profiles_dir", str),
     "FLWD_SERVER": ("server", str),
+    "FLWD_TOKEN": ("token", str),
     "FLWD_MAX_CONCURRENCY": ("max_concurrency", int),
     "FLWD_MAX_QUEUE": ("max_queue", int),
     "FLWD_KILL_GRACE": ("kill_grace", parse_duration),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,13 @@ from flwd.models import Diagnostic, InvalidJob
 from flwd.plugins import make_plugin_manager
 from flwd.settings import Settings
 from tests.api_support import FakeCatalog, FakeRegistry, FakeRunService, fake_services_factory, job
+
+# The security extension is installed with flwd and its default profile (`secure`) wants
+# a token on every request and sandboxes steps. Tests of the core run without either:
+# servers and commands started by tests (in this process and in subprocesses, which
+# inherit the environment) use the `disabled` profile unless a test names another one
+# (tests/security does).
+os.environ.setdefault("FLWD_PROFILE", "disabled")
 
 
 @pytest.fixture

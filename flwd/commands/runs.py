@@ -21,7 +21,7 @@ import click
 import msgspec
 
 from flwd.cli import CliError
-from flwd.commands.sources import RunSource, ServerTarget, open_source, server_url
+from flwd.commands.sources import TOKEN_OPTION, RunSource, ServerTarget, open_source, server_url
 from flwd.errors import ArgumentsInvalid, FlwdError
 from flwd.hookspecs import hookimpl
 from flwd.models import ArtifactList, Event, LogLine, Run, RunDetail, RunList
@@ -520,6 +520,7 @@ def artifacts_get(artifact_id: str, dest: str, server: str | None, data_dir: str
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
+    cli.params.append(TOKEN_OPTION)
     commands = (
         run_command,
         restart_command,

@@ -20,6 +20,7 @@ from flwd import API_PREFIX, __version__, logthrottle
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
 from flwd.local_server import (
+    LOCAL_TOKEN_FILE,
     ServerInfo,
     process_start_ticks,
     remove_server_file,
@@ -75,6 +76,7 @@ class _Server(uvicorn.Server):
         )
         pid = os.getpid()
         cert = self.settings.tls_cert
+        token_file = self.settings.data_path / LOCAL_TOKEN_FILE
         info = ServerInfo(
             url=f"{_scheme(self.settings)}://{_url_host(host)}:{port}",
             tls_cert=str(Path(cert).absolute()) if cert else None,
@@ -82,6 +84,7 @@ class _Server(uvicorn.Server):
             started_at=datetime.now(UTC),
             version=__version__,
             process_start=process_start_ticks(pid),
+            token_file=str(token_file) if token_file.is_file() else None,
         )
         write_server_file(self.settings.data_path, info)
 
@@ -216,6 +219,13 @@ def _settings(**flags: Any) -> Settings:
 @click.option("--data-dir", default=None, help="Database and artifacts [.flwd; FLWD_DATA_DIR].")
 @click.option("--profile", default=None, help="Security profile [secure; FLWD_PROFILE].")
 @click.option(
+    "--profiles-dir",
+    default=None,
+    metavar="DIR",
+    help="Profiles added to or overriding the built-in ones [./profiles beside the jobs; "
+    "FLWD_PROFILES_DIR].",
+)
+@click.option(
     "--send-timeout",
     default=None,
     help="Cut a client that takes no data for this long, e.g. 5s [5s; FLWD_SEND_TIMEOUT].",
@@ -324,6 +334,7 @@ def serve(
     jobs: tuple[str, ...],
     data_dir: str | None,
     profile: str | None,
+    profiles_dir: str | None,
     send_timeout: str | None,
     send_buffer: int | None,
     access_log: bool | None,
@@ -352,6 +363,7 @@ def serve(
         jobs=jobs or None,
         data_dir=data_dir,
         profile=profile,
+        profiles_dir=profiles_dir,
         send_timeout=_duration("--send-timeout", send_timeout),
         send_buffer=send_buffer,
         access_log=access_log,

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import click
+
 from flwd.errors import FlwdError, StorageError
 from flwd.jobs.views import JobDetail
 from flwd.models import ArtifactList, Event, LogLine, Run, RunDetail, RunList, Step
@@ -165,21 +167,50 @@ class ServerTarget(NamedTuple):
 
 
 def server_url(settings: Settings, *, own_jobs: bool = False) -> ServerTarget | None:
-    """The server a command talks to, with the token to send: `--server` / FLWD_SERVER
+    """The server a command talks to, with the token to send (`--token` / FLWD_TOKEN, else
+    for a local server the token file its `server.json` names): `--server` / FLWD_SERVER
     when set, else the live server whose `server.json` is in the data dir, else None
     (local mode). `own_jobs` (the command was given `--jobs`) skips the search: those job
     folders are the command's own, not the server's. A local HTTPS server's own
     certificate (named in `server.json`) is trusted, unless FLWD_CA_CERT names another."""
     from flwd.client import find_local_server
 
+    token = given_token() or settings.token
     if settings.server:
-        return ServerTarget(settings.server, None, settings.ca_cert)
+        return ServerTarget(settings.server, token, settings.ca_cert)
     if own_jobs:
         return None
     info = find_local_server(settings.data_path)
     if info is None:
         return None
-    return ServerTarget(info.url, info.read_token(), settings.ca_cert or info.tls_cert)
+    return ServerTarget(info.url, token or info.read_token(), settings.ca_cert or info.tls_cert)
+
+
+_TOKEN_KEY = "flwd.token"
+
+
+def _remember_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[_TOKEN_KEY] = value
+
+
+#: `flwd --token TOKEN COMMAND ...`: the global option (added to the group by the built-in
+#: commands) that gives every client command its bearer token; FLWD_TOKEN is the same.
+TOKEN_OPTION = click.Option(
+    ["--token"],
+    metavar="TOKEN",
+    expose_value=False,
+    callback=_remember_token,
+    help="Bearer token sent to the server (for a remote one; a local server's token file "
+    "is found through its server.json) [FLWD_TOKEN].",
+)
+
+
+def given_token() -> str | None:
+    """The token given with the global `--token` option of this command line, if any."""
+    ctx = click.get_current_context(silent=True)
+    value = ctx.meta.get(_TOKEN_KEY) if ctx is not None else None
+    return value if isinstance(value, str) else None
 
 
 @contextlib.asynccontextmanager

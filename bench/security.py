@@ -1,0 +1,192 @@
+"""What the security extension's per-request work costs (not run by CI).
+
+    .venv/bin/python bench/security.py [--seconds 5] [--rounds 3] [--connections 8]
+
+Starts two real `flwd serve` processes on 127.0.0.1 over the same jobs: one with
+`--disable-extension security` (no identification, the hooks' defaults) and one under
+the `permissive` profile with a valid token sent on every request (token hashed and
+looked up in the one-second cache, request counted by the rate limiter, headers added).
+Both answer `GET /api/v1/jobs/noop` as fast as they can to the same keep-alive client
+(raw HTTP/1.1 on asyncio streams, so the client costs little of the two cores), in
+alternating rounds. Reported: the medians of requests per second and of the server's CPU
+time per request (user + system, from psutil). The server is one thread, so its
+saturated throughput is the inverse of its CPU per request; the CPU figure is the one to
+trust on a shared machine, where other processes make requests per second vary by tens
+of percent between rounds. The target (issue 11, point 11): under 5 % of the no-op
+throughput.
+
+The rate limit is raised for the run (a profile `bench` in a temporary profiles dir,
+`permissive` with 10^9 requests per minute) so the limiter counts without refusing.
+Only processes started here are signalled, by their PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, root: Path, name: str, *flwd_args: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.data = root / f"data-{name}"
+        argv = [sys.executable, "-m", "flwd", *flwd_args, "serve", "--port", str(self.port)]
+        argv += ["--jobs", f"local-fs={root / 'jobs'}", "--data-dir", str(self.data)]
+        self.log = (root / f"{name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=root, env={**os.environ, **env}, stdout=self.log, stderr=self.log
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{name} server exited: see {root / (name + '.log')}")
+            try:
+                url = f"http://127.0.0.1:{self.port}/api/v1/health"
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise SystemExit(f"{name} server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def measure(
+    server: Server, token: str | None, seconds: float, connections: int
+) -> tuple[float, float]:
+    """(requests per second, server CPU microseconds per request) of one round."""
+    process = psutil.Process(server.proc.pid)
+    before = process.cpu_times()
+    rps, count = asyncio.run(hammer(server.port, token, seconds, connections))
+    after = process.cpu_times()
+    cpu = (after.user + after.system) - (before.user + before.system)
+    return rps, cpu / count * 1e6
+
+
+async def hammer(
+    port: int, token: str | None, seconds: float, connections: int
+) -> tuple[float, int]:
+    """Requests per second answered 200 by `port` over `connections` keep-alive
+    connections during `seconds`, and how many."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = (
+        f"GET /api/v1/jobs/noop HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"
+        "Accept: application/json\r\n\r\n"
+    ).encode()
+    done = 0
+    stop_at = time.monotonic() + seconds
+
+    async def one() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < stop_at:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = head.split(b" ", 2)[1]
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                if status != b"200":
+                    raise SystemExit(f"answered {status!r}: {head!r}")
+                done += 1
+        finally:
+            writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return done / (time.monotonic() - started), done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="flwd-bench-security-") as tmp:
+        root = Path(tmp)
+        (root / "jobs" / "noop").mkdir(parents=True)
+        (root / "jobs" / "noop" / "config.yaml").write_text(json.dumps({"command": "true"}))
+        (root / "profiles").mkdir()
+        (root / "profiles" / "bench.yaml").write_text(
+            "name: bench\nauth: {required: true}\n"
+            "rate_limit: {per_token: 1000000000/minute, anonymous: 1000000000/minute}\n"
+        )
+        plain = Server(root, "disabled", "--disable-extension", "security", env={})
+        secured = Server(
+            root,
+            "secured",
+            env={"FLWD_PROFILE": "bench", "FLWD_PROFILES_DIR": str(root / "profiles")},
+        )
+        try:
+            token = (secured.data / "admin-token").read_text().strip()
+            rps: dict[str, list[float]] = {"disabled": [], "secured": []}
+            cpu: dict[str, list[float]] = {"disabled": [], "secured": []}
+            measure(plain, None, 1.0, args.connections)  # warm up
+            measure(secured, token, 1.0, args.connections)
+            for _ in range(args.rounds):
+                for name, server, sent in (("disabled", plain, None), ("secured", secured, token)):
+                    speed, micros = measure(server, sent, args.seconds, args.connections)
+                    rps[name].append(speed)
+                    cpu[name].append(micros)
+        finally:
+            plain.stop()
+            secured.stop()
+    base_cpu = statistics.median(cpu["disabled"])
+    secured_cpu = statistics.median(cpu["secured"])
+    base_rps = statistics.median(rps["disabled"])
+    secured_rps = statistics.median(rps["secured"])
+    print(
+        json.dumps(
+            {
+                "rps_rounds": {k: [round(v) for v in vals] for k, vals in rps.items()},
+                "cpu_us_per_request_rounds": {
+                    k: [round(v) for v in vals] for k, vals in cpu.items()
+                },
+                "disabled": {"rps": round(base_rps), "cpu_us": round(base_cpu)},
+                "security": {"rps": round(secured_rps), "cpu_us": round(secured_cpu)},
+                # the server is one thread: its saturated throughput is 1 / CPU per request
+                "cost_percent_cpu": round((secured_cpu - base_cpu) / base_cpu * 100, 1),
+                "cost_percent_rps": round((base_rps - secured_rps) / base_rps * 100, 1),
+                "target_percent": 5,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
