@@ -42,7 +42,7 @@ def prune_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
     (jobs / "kept" / "config.yaml").write_text(
         "command: 'true'\nretention: {max_runs: 0, max_age: 0}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_") or k == "FLWD_PROFILE"}
     env.update(FLWD_DATA_DIR=str(root / "data"), FLWD_JOBS=f"local-fs={jobs}")
     for job_id in ("hello", "hello", "hello", "kept", "kept"):
         done = flwd(env, "run", job_id)

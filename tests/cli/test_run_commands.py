@@ -54,7 +54,7 @@ command: |
         "slow",
         "command: |\n  sleep 300 &\n  while true; do echo tick; sleep 0.1; done\n",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_") or k == "FLWD_PROFILE"}
     env.update(
         FLWD_DATA_DIR=str(tmp_path / "data"), FLWD_JOBS=f"local-fs={jobs}", FLWD_KILL_GRACE="1s"
     )

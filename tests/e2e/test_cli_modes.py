@@ -49,7 +49,9 @@ class Modes:
 
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
-        base = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_")}
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith("FLWD_") or k == "FLWD_PROFILE"
+        }
         self.local_env = {
             **base,
             "FLWD_DATA_DIR": str(server.data),

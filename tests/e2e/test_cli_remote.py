@@ -17,7 +17,7 @@ from tests.e2e.conftest import ServerProcess, free_port
 
 
 def flwd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_") or k == "FLWD_PROFILE"}
     return subprocess.run(
         [sys.executable, "-m", "flwd", *args],
         env={**base, **(env or {})},

@@ -14,7 +14,7 @@ from flwd_security.tokens import TokenBook
 
 
 def flwd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLWD_") or k == "FLWD_PROFILE"}
     return subprocess.run(
         [sys.executable, "-m", "flwd", *args],
         capture_output=True,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +49,12 @@ def add_job(server: ServerProcess, job_id: str, config: dict[str, object]) -> No
 
 
 @pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("flwd-secure"), FLWD_PROFILE="secure")
+def secure() -> Iterator[ServerProcess]:
+    # under `secure` each run's steps run as a user of their own, who must be able to
+    # search every directory above the data dir: pytest's own temporary dirs are 0700
+    root = Path(tempfile.mkdtemp(prefix="flwd-secure-test-", dir="/tmp"))
+    root.chmod(0o711)
+    server = ServerProcess(root, FLWD_PROFILE="secure")
     add_job(server, "strict", {"command": "true", "security_profile": "secure"})
     add_job(server, "escalates", {"command": "true", "security_profile": "permissive"})
     add_job(server, "unknown-profile", {"command": "true", "security_profile": "nope"})
@@ -57,6 +63,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
