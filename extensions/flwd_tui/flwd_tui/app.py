@@ -68,6 +68,8 @@ class FlwdTui(App[None]):
 
     def on_mount(self) -> None:
         self.switch_mode("jobs")
+        if not self.live:
+            self.connection = "not following the server's streams"
         if self.live:
             self.run_worker(self._follow_runs(), name="run-events", group="streams")
             self.run_worker(self._follow_catalog(), name="catalog", group="streams")

@@ -77,10 +77,16 @@ class FormField:
             lo = "" if low is None else ("(" if "exclusiveMinimum" in s else "[") + str(low)
             hi = "" if high is None else str(high) + (")" if "exclusiveMaximum" in s else "]")
             parts.append(f"{lo or '(-∞'}, {hi or '∞)'}")
-        if "minLength" in s or "maxLength" in s:
-            parts.append(f"length {s.get('minLength', 0)}..{s.get('maxLength', '')}".rstrip("."))
-        if "minItems" in s or "maxItems" in s:
-            parts.append(f"items {s.get('minItems', 0)}..{s.get('maxItems', '')}".rstrip("."))
+        for label, low_key, high_key in (
+            ("length", "minLength", "maxLength"),
+            ("items", "minItems", "maxItems"),
+        ):
+            if low_key in s and high_key in s:
+                parts.append(f"{label} {s[low_key]}..{s[high_key]}")
+            elif low_key in s:
+                parts.append(f"{label} ≥ {s[low_key]}")
+            elif high_key in s:
+                parts.append(f"{label} ≤ {s[high_key]}")
         if "pattern" in s:
             parts.append(f"pattern {s['pattern']}")
         fmt = s.get("format")

@@ -30,7 +30,7 @@ STATUS_STYLE = {
     "failed": "bold red",
     "cancelled": "yellow",
 }
-COLUMNS = ("status", "run", "job", "tenant", "started", "duration", "exit")
+COLUMNS = ("status", "job", "tenant", "started", "duration", "exit", "run")
 #: Run events after which a row is read again.
 LIFECYCLE = {"run.created", "run.started", "run.cancelled", "run.finished", "step.finished"}
 
@@ -45,12 +45,12 @@ def row_cells(run: Run, now: datetime) -> tuple[Text | str, ...]:
         exit_text = f"sig {run.signal}"
     return (
         Text(str(run.status), style=STATUS_STYLE.get(str(run.status), "")),
-        run.run_id,
         run.job_id,
         run.tenant,
         when(run.started_at or run.created_at),
         duration(run.started_at, run.finished_at, now) or "-",
         exit_text,
+        run.run_id,
     )
 
 
