@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 
-from textual.widgets import DataTable, Input, Static, Tree
-
-from flwd.client import FlwdClient
 from flwd_tui.app import FlwdTui
 from flwd_tui.screens.jobs import JobsScreen
 from flwd_tui.screens.run import RunScreen
 from flwd_tui.screens.run_form import RunFormScreen
 from flwd_tui.screens.runs import RunsScreen
 from flwd_tui.widgets.form_fields import FieldBox
+from textual.widgets import DataTable, Input, Static, Tree
+
+from flwd.client import FlwdClient
 from tests.e2e.conftest import ServerProcess
 from tests.tui.conftest import SIZE, until
 
@@ -48,7 +48,7 @@ async def test_pick_a_job_fill_the_form_and_watch_the_run_finish(tui_client: Flw
         screen = app.screen
         assert isinstance(screen, RunScreen)
         await until(pilot, lambda: screen.run is not None and str(screen.run.status) == "success")
-        await until(pilot, lambda: any("hello tui" in l.message for l in screen.window.lines))
+        await until(pilot, lambda: any("hello tui" in line.message for line in screen.window.lines))
         result = text_of(screen.query_one("#result-view", Static))
         assert json.loads(result)["value"] == {"greeting": "hello tui"}
         await pilot.press("2")  # the steps tab: the one step, done
@@ -63,7 +63,7 @@ async def test_cancel_a_long_run_after_confirming(tui_client: FlwdClient) -> Non
         await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.run is not None)
         screen = app.screen
         assert isinstance(screen, RunScreen)
-        await until(pilot, lambda: any("sleeping" in l.message for l in screen.window.lines))
+        await until(pilot, lambda: any("sleeping" in line.message for line in screen.window.lines))
         await pilot.press("c")
         await pilot.press("n")  # said no: still running
         assert str((await tui_client.get_run(run.run_id)).status) == "running"

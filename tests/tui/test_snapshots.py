@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 import respx
-from textual.widgets import DataTable, Tree
-
-from flwd.client import FlwdClient
 from flwd_tui.app import FlwdTui
 from flwd_tui.screens.help import HelpScreen
 from flwd_tui.screens.jobs import JobsScreen
 from flwd_tui.screens.run import RunScreen
 from flwd_tui.screens.run_form import RunFormScreen
 from flwd_tui.screens.runs import RunsScreen
+from textual.widgets import DataTable, Tree
+
+from flwd.client import FlwdClient
 from tests.tui.conftest import until
 from tests.tui.fake_api import BASE, NOW, RUN_ID, mock_api
 
