@@ -73,33 +73,38 @@ class RunScreen(TuiScreen):
         self.stale = False
         self.paging = False
         self.artifacts: list[Artifact] = []
+        # Made here, not looked up: the tabs mount their panes' widgets a little later.
+        self.log_view = LogView(id="log-view", max_lines=WINDOW_LINES, wrap=False, markup=False)
+        self.search_box = Input(
+            placeholder="search the log window (enter: next)", id="log-search", classes="-hidden"
+        )
+        self.position = Static("", id="log-position")
+        self.header = Static(run_id, id="run-header", classes="screen-title")
+        self.graph = StepGraph("", id="step-graph")
+        self.result_view = Static("", id="result-view")
+        self.artifact_table: DataTable[str] = DataTable(id="artifact-table", cursor_type="row")
+        self.artifact_table.add_columns("name", "size", "type", "sha256")
 
     def compose(self) -> ComposeResult:
-        yield Static(self.run_id, id="run-header", classes="screen-title")
+        yield self.header
         with TabbedContent(initial="log", id="run-tabs"):
             with TabPane("Log", id="log"):
-                yield Input(
-                    placeholder="search the log window (enter: next)",
-                    id="log-search",
-                    classes="-hidden",
-                )
-                yield Static("", id="log-position")
-                yield LogView(id="log-view", max_lines=WINDOW_LINES, wrap=False, markup=False)
+                yield self.search_box
+                yield self.position
+                yield self.log_view
             with TabPane("Steps", id="steps"), VerticalScroll():
-                yield StepGraph("", id="step-graph")
+                yield self.graph
             with TabPane("Result", id="result"), VerticalScroll():
-                yield Static("", id="result-view")
+                yield self.result_view
             with TabPane("Artifacts", id="artifacts"):
-                table: DataTable[str] = DataTable(id="artifact-table", cursor_type="row")
-                table.add_columns("name", "size", "type", "sha256")
-                yield table
+                yield self.artifact_table
         yield StatusLine(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.watch(self.query_one("#log-view", LogView), "scroll_y", self._scrolled)
-        self.query_one("#log-view", LogView).focus()
+        self.watch(self.log_view, "scroll_y", self._scrolled)
+        self.log_view.focus()
         self.refresh_run()
         self.open_log()
         if self.tui.live:
@@ -114,7 +119,7 @@ class RunScreen(TuiScreen):
             run = await client.get_run(self.run_id)
         except FlwdError as exc:
             self.tui.report_failure(exc)
-            self.query_one("#run-header", Static).update(Text(exc.detail, style="red"))
+            self.header.update(Text(exc.detail, style="red"))
             return
         if not self.needs:
             try:
@@ -141,10 +146,10 @@ class RunScreen(TuiScreen):
             header.append(f"  {run.reason}", style="red")
         if run.error:
             header.append(f"\n{run.error}", style="red")
-        self.query_one("#run-header", Static).update(header)
-        self.query_one("#step-graph", StepGraph).show(run.steps, self.needs, now)
-        self.query_one("#result-view", Static).update(self.result_text(run))
-        table: DataTable[str] = self.query_one("#artifact-table", DataTable)
+        self.header.update(header)
+        self.graph.show(run.steps, self.needs, now)
+        self.result_view.update(self.result_text(run))
+        table = self.artifact_table
         table.clear()
         for artifact in self.artifacts:
             table.add_row(
@@ -182,10 +187,6 @@ class RunScreen(TuiScreen):
             self.show_run(self.run)  # durations grow
 
     # -- the log ---------------------------------------------------------------------
-
-    @property
-    def log_view(self) -> LogView:
-        return self.query_one("#log-view", LogView)
 
     @work(exclusive=True, group="log")
     async def open_log(self) -> None:
@@ -234,7 +235,7 @@ class RunScreen(TuiScreen):
         )
         if self.needle:
             text.append(f"  search: {self.needle}", style="yellow")
-        self.query_one("#log-position", Static).update(text)
+        self.position.update(text)
 
     def _scrolled(self, y: float) -> None:
         if self.paging or not self.window.lines:
@@ -311,7 +312,7 @@ class RunScreen(TuiScreen):
 
     def action_search(self) -> None:
         self.action_tab("log")
-        box = self.query_one("#log-search", Input)
+        box = self.search_box
         box.remove_class("-hidden")
         box.focus()
 
@@ -346,7 +347,7 @@ class RunScreen(TuiScreen):
         self.query_one("#run-tabs", TabbedContent).active = tab
 
     def action_back(self) -> None:
-        search = self.query_one("#log-search", Input)
+        search = self.search_box
         if search.has_focus:
             search.add_class("-hidden")
             self.log_view.focus()
@@ -395,7 +396,7 @@ class RunScreen(TuiScreen):
 
     def action_download(self) -> None:
         self.action_tab("artifacts")
-        table: DataTable[str] = self.query_one("#artifact-table", DataTable)
+        table = self.artifact_table
         if not table.row_count:
             self.notify("this run has no artifacts", timeout=3)
             return
