@@ -9,15 +9,15 @@ from typing import Any
 
 import httpx
 import respx
-from textual.widgets import Input, Static
-
-from flwd.client import FlwdClient
-from flwd.models import Event
 from flwd_tui import connection
 from flwd_tui.app import FlwdTui
 from flwd_tui.screens.run import RunScreen
 from flwd_tui.screens.run_form import RunFormScreen
 from flwd_tui.widgets.form_fields import FieldBox
+from textual.widgets import Input, Static
+
+from flwd.client import FlwdClient
+from flwd.models import Event
 from tests.tui.conftest import SIZE, until
 from tests.tui.fake_api import API, BASE, NOW, mock_api
 from tests.unit.test_client import problem, sse
