@@ -52,8 +52,8 @@ class RunScreen(TuiScreen):
         Binding("2", "tab('steps')", "Steps", show=False),
         Binding("3", "tab('result')", "Result", show=False),
         Binding("4", "tab('artifacts')", "Artifacts", show=False),
-        Binding("end,G", "follow", "Follow/end"),
-        Binding("home,g", "log_start", "Log start", show=False),
+        Binding("G", "follow", "Follow/end"),
+        Binding("g", "log_start", "Log start", show=False),
         Binding("slash", "search", "Search log", key_display="/"),
         Binding("n", "next_match", "Next match", show=False),
         Binding("N", "previous_match", "Previous match", show=False),
@@ -74,7 +74,7 @@ class RunScreen(TuiScreen):
         self.paging = False
         self.artifacts: list[Artifact] = []
         # Made here, not looked up: the tabs mount their panes' widgets a little later.
-        self.log_view = LogView(id="log-view", max_lines=WINDOW_LINES, wrap=False, markup=False)
+        self.log_view = LogView(id="log-view", max_lines=WINDOW_LINES)
         self.search_box = Input(
             placeholder="search the log window (enter: next)", id="log-search", classes="-hidden"
         )
@@ -222,7 +222,8 @@ class RunScreen(TuiScreen):
     def render_window(self, *, scroll_end: bool = False, keep_line: int | None = None) -> None:
         self.log_view.show(self.window.lines, self.needle, scroll_end=scroll_end)
         if keep_line is not None:
-            self.log_view.scroll_to(y=keep_line, animate=False)
+            line = keep_line
+            self.log_view.call_after_refresh(lambda: self.log_view.scroll_to(y=line, animate=False))
         self.show_position()
 
     def show_position(self) -> None:
