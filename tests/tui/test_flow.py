@@ -99,3 +99,8 @@ async def test_runs_table_shows_new_runs_live(tui_client: FlwdClient) -> None:
         await until(pilot, lambda: str(table.get_cell(run.run_id, "status")) == "success")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, RunScreen))
+
+
+async def test_the_server_lists_the_tui_extension(tui_client: FlwdClient) -> None:
+    info = await tui_client.system_info()
+    assert "tui" in info.extensions
