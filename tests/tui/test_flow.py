@@ -5,7 +5,10 @@ reload; the runs table follows new runs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
+from flwd_tui import connection
 from flwd_tui.app import FlwdTui
 from flwd_tui.screens.jobs import JobsScreen
 from flwd_tui.screens.run import RunScreen
@@ -104,3 +107,28 @@ async def test_runs_table_shows_new_runs_live(tui_client: FlwdClient) -> None:
 async def test_the_server_lists_the_tui_extension(tui_client: FlwdClient) -> None:
     info = await tui_client.system_info()
     assert "tui" in info.extensions
+
+
+async def test_the_status_line_follows_the_server_going_and_coming_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "MAX_RETRY_DELAY", 0.5)
+    server = ServerProcess(tmp_path)
+    server.start()
+    try:
+        async with FlwdClient(server.url) as client:
+            app = FlwdTui(client)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("r")
+                await until(pilot, lambda: app.connected and app.connection == "connected")
+                server.stop()
+                await until(pilot, lambda: "unreachable" in app.connection, timeout=30)
+                assert not app.connected
+                server.start()  # same port and data dir
+                await until(pilot, lambda: app.connection == "connected", timeout=30)
+                # the run events flow again: a new run shows up in the table
+                run = await client.create_run("noop")
+                table = app.screen.query_one("#runs-table", DataTable)
+                await until(pilot, lambda: run.run_id in {k.value for k in table.rows})
+    finally:
+        server.stop()

@@ -14,6 +14,7 @@ from flwd_tui.screens.help import help_markdown
 from flwd_tui.screens.jobs import JobsScreen
 from flwd_tui.screens.run import RunScreen
 from flwd_tui.screens.run_form import RunFormScreen
+from flwd_tui.screens.runs import RunsScreen
 from textual.widgets import Tree
 
 from flwd.client import FlwdClient
@@ -114,3 +115,37 @@ def test_the_help_lists_every_binding() -> None:
     for screen in (JobsScreen, RunScreen, RunFormScreen):
         for binding in screen.BINDINGS:
             assert binding.description in text  # type: ignore[union-attr]
+
+
+async def test_ten_thousand_runs_are_loaded_a_page_at_a_time() -> None:
+    offsets: list[int] = []
+
+    def page(request: httpx.Request) -> httpx.Response:
+        offset, limit = int(request.url.params["offset"]), int(request.url.params["limit"])
+        offsets.append(offset)
+        runs = [
+            {
+                "run_id": f"run_{10_000 - n:026d}",
+                "job_id": "hello",
+                "status": "success",
+                "created_at": "2026-11-29T12:00:00Z",
+            }
+            for n in range(offset, min(offset + limit, 10_000))
+        ]
+        return httpx.Response(200, json={"runs": runs, "total": 10_000})
+
+    with respx.mock(assert_all_called=False) as router:
+        mock_api(router)
+        router.get(f"{API}/runs").mock(side_effect=page)
+        async with FlwdClient(BASE) as client:
+            app = fixed(client)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("r")
+                await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+                screen = app.screen
+                assert isinstance(screen, RunsScreen)
+                await until(pilot, lambda: len(screen.runs) == 100)
+                for loaded in (200, 300):
+                    await pilot.press("ctrl+end")  # the last loaded row: the next page comes
+                    await until(pilot, lambda n=loaded: len(screen.runs) == n)  # type: ignore[misc]
+                assert offsets == [0, 100, 200] and screen.total == 10_000

@@ -89,7 +89,9 @@ class RunsScreen(TuiScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.query_one("#runs-table", DataTable).focus()
+        table: DataTable[Text | str] = self.query_one("#runs-table", DataTable)
+        table.focus()
+        self.watch(table, "scroll_y", self._scrolled, init=False)
         self.reload()
         if self.tui.live:
             self.set_interval(0.5, self.flush)
@@ -137,11 +139,22 @@ class RunsScreen(TuiScreen):
                 parts.append(f"{name}={value}")
         self.query_one("#runs-title", Static).update("  ".join(parts))
 
+    def more(self) -> None:
+        """The next page, unless one is on its way or every run is here."""
+        loaded = len(self.runs)
+        if not self.loading and loaded < self.total:
+            self.loading = True
+            self.load_page(loaded)
+
     @on(DataTable.RowHighlighted, "#runs-table")
     def _near_end(self, message: DataTable.RowHighlighted) -> None:
-        loaded = len(self.runs)
-        if not self.loading and loaded < self.total and message.cursor_row >= loaded - PREFETCH:
-            self.load_page(loaded)
+        if message.cursor_row >= len(self.runs) - PREFETCH:
+            self.more()
+
+    def _scrolled(self, y: float) -> None:
+        table: DataTable[Text | str] = self.query_one("#runs-table", DataTable)
+        if table.max_scroll_y and y >= table.max_scroll_y - PREFETCH:
+            self.more()
 
     # -- live ------------------------------------------------------------------------
 
