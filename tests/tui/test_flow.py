@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from flwd_tui import connection
 from flwd_tui.app import FlwdTui
+from flwd_tui.screens.dialogs import PathScreen
 from flwd_tui.screens.jobs import JobsScreen
 from flwd_tui.screens.run import RunScreen
 from flwd_tui.screens.run_form import RunFormScreen
@@ -132,3 +133,27 @@ async def test_the_status_line_follows_the_server_going_and_coming_back(
                 await until(pilot, lambda: run.run_id in {k.value for k in table.rows})
     finally:
         server.stop()
+
+
+async def test_download_an_artifact_and_restart_the_run(
+    tui_client: FlwdClient, tmp_path: Path
+) -> None:
+    run = await tui_client.create_run("report", wait=True)
+    app = FlwdTui(tui_client)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run(run.run_id)
+        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.artifacts)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        await pilot.press("4", "d")
+        await until(pilot, lambda: isinstance(app.screen, PathScreen))
+        target = tmp_path / "saved.csv"
+        app.screen.query_one(Input).value = str(target)
+        await pilot.press("enter")
+        await until(pilot, lambda: target.exists())
+        assert target.read_text() == "a,b\n1,2\n"
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen is not screen)
+        restarted = app.screen
+        assert isinstance(restarted, RunScreen) and restarted.run_id != run.run_id
+        await until(pilot, lambda: restarted.run is not None and restarted.run.job_id == "report")
