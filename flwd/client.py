@@ -375,9 +375,12 @@ class FlwdClient:
         span = count
         since = max(few - span, 0)
         for _ in range(64):
-            page = await self._log_page(run_id, since or None, _LOG_PAGE, None)
+            # ids are distinct: at most `room` lines lie between `since` and `before`
+            room = before - 1 - since
+            limit = min(_LOG_PAGE, max(room, 1))
+            page = await self._log_page(run_id, since or None, limit, None)
             below = [line for line in page if line.id < before]
-            if len(page) < _LOG_PAGE or (page and page[-1].id >= before):
+            if len(page) < limit or limit == room or (page and page[-1].id >= before):
                 # every line between `since` and `before` is in hand
                 if len(below) >= count or since <= 0:
                     return below[-count:]
