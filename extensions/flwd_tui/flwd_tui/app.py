@@ -47,7 +47,7 @@ class FlwdTui(App[None]):
     ]
 
     connection: reactive[str] = reactive("connecting…")
-    connected: reactive[bool] = reactive(True)
+    connected: reactive[bool] = reactive(False)
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class FlwdTui(App[None]):
     def on_mount(self) -> None:
         self.switch_mode("jobs")
         if not self.live:
+            self.connected = True
             self.connection = "not following the server's streams"
         if self.live:
             self.run_worker(self._follow_runs(), name="run-events", group="streams")
@@ -91,9 +92,11 @@ class FlwdTui(App[None]):
 
     def report(self, ok: bool, detail: str) -> None:
         """Set the status line (every screen's `StatusLine` shows it)."""
+        changed = ok != self.connected
         self.connected = ok
         self.connection = detail
-        self.broadcast(lambda: ConnectionChanged(ok, detail))
+        if changed:  # screens re-read what may have changed while the server was away
+            self.broadcast(lambda: ConnectionChanged(ok, detail))
 
     def report_failure(self, exc: FlwdError) -> None:
         """A request failed: unreachable or refused goes to the status line, anything
@@ -104,7 +107,10 @@ class FlwdTui(App[None]):
 
     async def _follow_runs(self) -> None:
         def deliver(event: Event) -> None:
-            self.broadcast(lambda: RunEventReceived(event))
+            # Output lines reach a run screen through its own log stream; passing every
+            # line of every run to every screen would only cost.
+            if event.type != "run.output":
+                self.broadcast(lambda: RunEventReceived(event))
 
         keeper: StreamKeeper[Event] = StreamKeeper(
             lambda since: self.client.stream_events(since=since),

@@ -73,6 +73,7 @@ class RunScreen(TuiScreen):
         self.stale = False
         self.paging = False
         self.artifacts: list[Artifact] = []
+        self.artifacts_shown: tuple[str, ...] | None = None
         # Made here, not looked up: the tabs mount their panes' widgets a little later.
         self.log_view = LogView(id="log-view", max_lines=WINDOW_LINES)
         self.search_box = Input(
@@ -149,6 +150,10 @@ class RunScreen(TuiScreen):
         self.header.update(header)
         self.graph.show(run.steps, self.needs, now)
         self.result_view.update(self.result_text(run))
+        shown = tuple(artifact.id for artifact in self.artifacts)
+        if shown == self.artifacts_shown:
+            return  # (redrawn only when it changed, so its cursor stays put)
+        self.artifacts_shown = shown
         table = self.artifact_table
         table.clear()
         for artifact in self.artifacts:
