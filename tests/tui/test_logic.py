@@ -167,3 +167,17 @@ def test_tui_finds_the_local_server_and_its_token(
     assert pick_server(None, None, str(tmp_path)) == ("http://127.0.0.1:1234", "s3cret")
     assert pick_server(None, "given", str(tmp_path)) == ("http://127.0.0.1:1234", "given")
     assert pick_server("http://remote:8080", "t", str(tmp_path)) == ("http://remote:8080", "t")
+
+
+def test_live_lines_held_while_away_are_added_back_at_the_end() -> None:
+    window = LogWindow(size=10)
+    window.reset_tail([line(i) for i in range(1, 11)], asked=10)
+    window.prepend([], asked=5)  # (nothing older)
+    window.at_tail = False  # scrolled away: the window no longer follows
+    for i in (11, 12, 13):
+        assert not window.take_live(line(i))
+    # paging down returns 11 (stored by then) as the end of the log, then the held ones
+    assert window.extend([line(11)], asked=5) == 1 and window.at_tail
+    assert window.catch_up() == 2
+    assert [entry.id for entry in window.lines][-3:] == [11, 12, 13]
+    assert window.take_live(line(14)) and window.last_id == 14

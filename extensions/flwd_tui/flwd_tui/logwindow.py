@@ -34,6 +34,8 @@ class LogWindow:
         self.lines: deque[LogLine] = deque()
         self.at_head = True
         self.at_tail = True
+        #: live lines that arrived while the window was away from the end
+        self.held: deque[LogLine] = deque(maxlen=size)
 
     @property
     def first_id(self) -> int | None:
@@ -67,6 +69,29 @@ class LogWindow:
             self.lines.popleft()
             self.at_head = False
         return True
+
+    def take_live(self, line: LogLine) -> bool:
+        """A line the follow stream delivered: appended while following (True), else held
+        until the window is back at the end (`catch_up`)."""
+        if self.append_live(line):
+            return True
+        if not self.at_tail:
+            self.held.append(line)
+        return False
+
+    def catch_up(self) -> int:
+        """Once the window reaches the end again (`extend`, `reset_tail`), add the live
+        lines held meanwhile that it does not have; when more came than could be held,
+        stop short of the end instead (the next page down fetches the rest). Returns how
+        many lines were added."""
+        held, self.held = list(self.held), deque(maxlen=self.size)
+        if not self.at_tail or not held:
+            return 0
+        last = self.last_id or 0
+        if len(held) == self.size and held[0].id > last + 1:
+            self.at_tail = False  # maybe a gap between the page and what was held
+            return 0
+        return sum(self.append_live(line) for line in held if line.id > last)
 
     def prepend(self, older: Iterable[LogLine], asked: int) -> int:
         """Lines just before the window (`logs_before` answered them); the newest fall

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections import deque
 from typing import Any
 
 from rich.text import Text
@@ -75,8 +74,6 @@ class RunScreen(TuiScreen):
         self.paging = False
         self.artifacts: list[Artifact] = []
         self.artifacts_shown: tuple[str, ...] | None = None
-        #: live lines that arrived while the window was away from the end
-        self.held: deque[LogLine] = deque(maxlen=WINDOW_LINES)
         # Made here, not looked up: the tabs mount their panes' widgets a little later.
         self.log_view = LogView(id="log-view", max_lines=WINDOW_LINES)
         self.search_box = Input(
@@ -213,11 +210,9 @@ class RunScreen(TuiScreen):
     async def follow_log(self, since: int | None) -> None:
         def deliver(line: LogLine) -> None:
             follow = self.log_view.is_vertical_scroll_end or self.log_view.max_scroll_y == 0
-            if self.window.append_live(line):
+            if self.window.take_live(line):
                 self.log_view.add(line, follow=follow)
                 self.show_position()
-            else:
-                self.held.append(line)  # for when the window reaches the end again
 
         keeper: StreamKeeper[LogLine] = StreamKeeper(
             lambda after: self.tui.client.follow_logs(self.run_id, since=after),
@@ -280,7 +275,7 @@ class RunScreen(TuiScreen):
             newer = await self.tui.client.logs(self.run_id, since=last, limit=PAGE_LINES)
             before = len(self.window.lines)
             added = self.window.extend(newer, PAGE_LINES)
-            added += self.catch_up()
+            added += self.window.catch_up()
             dropped = before + added - len(self.window.lines)
             self.render_window(keep_line=max(int(self.log_view.scroll_y) - dropped, 0))
         except FlwdError as exc:
@@ -302,25 +297,12 @@ class RunScreen(TuiScreen):
         try:
             lines = await self.tui.client.logs(self.run_id, tail=WINDOW_LINES)
             self.window.reset_tail(lines, WINDOW_LINES)
-            self.catch_up()
+            self.window.catch_up()
             self.render_window(scroll_end=True)
         except FlwdError as exc:
             self.tui.report_failure(exc)
         finally:
             self.paging = False
-
-    def catch_up(self) -> int:
-        """Once the window reaches the end again, the live lines that came while the
-        stored ones were being fetched; when more came than were held, the window stops
-        short of the end (the next scroll down pages the rest in). Returns lines added."""
-        held, self.held = list(self.held), deque(maxlen=WINDOW_LINES)
-        if not self.window.at_tail or not held:
-            return 0
-        last = self.window.last_id or 0
-        if len(held) == WINDOW_LINES and held[0].id > last:
-            self.window.at_tail = False  # a gap between the page and what was held
-            return 0
-        return sum(self.window.append_live(line) for line in held if line.id > last)
 
     @work(exclusive=True, group="log-page")
     async def action_log_start(self) -> None:
