@@ -5,6 +5,7 @@ reload; the runs table follows new runs."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,7 @@ async def test_the_status_line_follows_the_server_going_and_coming_back(
             async with app.run_test(size=SIZE) as pilot:
                 await pilot.press("r")
                 await until(pilot, lambda: app.connected and app.connection == "connected")
-                server.stop()
+                server.stop(signal.SIGKILL)  # gone at once, as after a crash
                 await until(pilot, lambda: "unreachable" in app.connection, timeout=30)
                 assert not app.connected
                 server.start()  # same port and data dir
