@@ -10,7 +10,7 @@ import httpx
 import respx
 from flwd_tui.app import FlwdTui
 from flwd_tui.logwindow import WINDOW_LINES
-from flwd_tui.screens.help import help_markdown
+from flwd_tui.screens.help import help_text
 from flwd_tui.screens.jobs import JobsScreen
 from flwd_tui.screens.run import RunScreen
 from flwd_tui.screens.run_form import RunFormScreen
@@ -111,7 +111,7 @@ async def test_every_screen_action_is_in_the_command_palette() -> None:
 
 
 def test_the_help_lists_every_binding() -> None:
-    text = help_markdown()
+    text = help_text()
     for screen in (JobsScreen, RunScreen, RunFormScreen):
         for binding in screen.BINDINGS:
             assert binding.description in text  # type: ignore[union-attr]

@@ -7,20 +7,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.widgets import Static
 
 
 def bindings_table(title: str, bindings: list[BindingType]) -> str:
-    rows = [f"### {title}", "", "| key | action |", "| --- | --- |"]
+    rows = [title]
     for binding in bindings:
         if not isinstance(binding, Binding) or not binding.description:
             continue
         key = binding.key_display or binding.key
-        rows.append(f"| `{key}` | {binding.description} |")
+        rows.append(f"  {key:<12} {binding.description}")
     return "\n".join(rows)
 
 
-def help_markdown() -> str:
+def help_text() -> str:
     from flwd_tui.app import FlwdTui
     from flwd_tui.screens.jobs import JobsScreen
     from flwd_tui.screens.run import RunScreen
@@ -28,10 +28,8 @@ def help_markdown() -> str:
     from flwd_tui.screens.runs import RunsScreen
 
     parts = [
-        "# flwd tui — keys",
-        "",
-        "`ctrl+p` opens the command palette: every action below is there by name.",
-        "",
+        "flwd tui — keys (esc closes)\n\nctrl+p opens the command palette: every action"
+        " below is there by name.",
         bindings_table("Everywhere", list(FlwdTui.BINDINGS)),
         bindings_table("Jobs", list(JobsScreen.BINDINGS)),
         bindings_table("Run form", list(RunFormScreen.BINDINGS)),
@@ -46,7 +44,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="help"):
-            yield Markdown(help_markdown())
+            yield Static(help_text(), markup=False)
 
     def action_dismiss_help(self) -> None:
         self.dismiss()
