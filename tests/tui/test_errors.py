@@ -14,7 +14,7 @@ from flwd_tui.app import FlwdTui
 from flwd_tui.screens.run import RunScreen
 from flwd_tui.screens.run_form import RunFormScreen
 from flwd_tui.widgets.form_fields import FieldBox
-from textual.widgets import Input, Static
+from textual.widgets import Input, Static, TextArea
 
 from flwd.client import FlwdClient
 from flwd.models import Event
@@ -116,14 +116,22 @@ async def test_server_validation_errors_go_beside_their_fields() -> None:
                 form = app.screen
                 assert isinstance(form, RunFormScreen)
                 boxes = {box.field.pointer: box for box in form.query(FieldBox)}
+
+                def error_of(pointer: str) -> str:
+                    return str(boxes[pointer].query_one(".field-error", Static).render())
+
+                assert boxes["/password"].query_one(Input).password  # masked
+                # a JSON field is checked as it is typed
+                extra = boxes["/extra"].query_one(TextArea)
+                extra.text = "{not json"
+                await until(pilot, lambda: "not JSON" in error_of("/extra"))
+                extra.text = '{"k": 1}'
+                await until(pilot, lambda: error_of("/extra") == "")
                 boxes["/target"].query_one(Input).value = "nowhere"
                 boxes["/password"].query_one(Input).value = "s3cret-key"
                 boxes["/db/port"].query_one(Input).value = "5"
                 await pilot.press("ctrl+s")
                 await until(pilot, lambda: create.called)
-
-                def error_of(pointer: str) -> str:
-                    return str(boxes[pointer].query_one(".field-error", Static).render())
 
                 await until(pilot, lambda: "no such host" in error_of("/target"))
                 assert "port 5 is reserved" in error_of("/db/port")
@@ -132,6 +140,7 @@ async def test_server_validation_errors_go_beside_their_fields() -> None:
                 assert isinstance(app.screen, RunFormScreen)  # no run: the form stays
         body = create.calls.last.request.content
         assert b'"target":"nowhere"' in body and b'"port":5' in body
+        assert b'"extra":{"k":1}' in body
 
 
 async def test_the_keeper_resumes_after_the_last_event_without_loss_or_repeat(
