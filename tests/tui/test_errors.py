@@ -180,3 +180,22 @@ async def test_the_keeper_resumes_after_the_last_event_without_loss_or_repeat(
     # the drop was told to the status line, and so was the recovery
     first_failure = next(i for i, (ok, _) in enumerate(reports) if not ok)
     assert (True, "connected") in reports[first_failure:]
+
+
+async def test_the_keeper_stops_on_a_missing_run_instead_of_retrying(monkeypatch: Any) -> None:
+    no_wait(monkeypatch)
+    reports: list[tuple[bool, str]] = []
+    with respx.mock:
+        route = respx.get(f"{API}/runs/run_gone/logs").mock(
+            return_value=problem("run-not-found", 404, "Run 'run_gone' does not exist")
+        )
+        async with FlwdClient(BASE) as client:
+            keeper: connection.StreamKeeper[Any] = connection.StreamKeeper(
+                lambda since: client.follow_logs("run_gone", since=since),
+                lambda line: line.id,
+                lambda line: None,
+                lambda ok, detail: reports.append((ok, detail)),
+            )
+            await asyncio.wait_for(keeper.run(until_end=True), timeout=10)
+            assert route.call_count == 1
+    assert reports == []  # not a connection problem: the status line is left alone

@@ -21,6 +21,8 @@ _Item = TypeVar("_Item")
 #: Seconds between attempts to reach the server again: grows to `MAX_RETRY_DELAY`.
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 5.0
+#: Client errors worth retrying: a token that may be fixed, a timeout, a rate limit.
+RETRIED = frozenset({401, 403, 408, 429})
 
 
 def describe_failure(exc: FlwdError) -> str:
@@ -94,6 +96,8 @@ class StreamKeeper(Generic[_Item]):
                 if until_end:
                     return
             except FlwdError as exc:
+                if 400 <= exc.status < 500 and exc.status not in RETRIED:
+                    return  # the run is gone, say: nothing to wait for (its screen says so)
                 self.failed = True
                 self.report(False, describe_failure(exc))
             await asyncio.sleep(delay)
