@@ -397,6 +397,39 @@ class FlwdClient:
                 return lines
             after = page[-1].id
 
+    async def logs_before(self, run_id: str, before: int, count: int) -> list[LogLine]:
+        """The last `count` (at most `_LOG_PAGE`) stored lines whose id is below `before`,
+        oldest first: scrolling back from a line without reading the log from its start.
+
+        The logs endpoint pages forward only (`since`), and line ids are distinct but not
+        dense (the journal's ids are shared by every run), so the starting point is
+        searched for: widened while it holds too few lines, bisected while it holds more
+        than one page. Each probe is one page request; the search ends in at most ~64."""
+        count = max(1, min(count, _LOG_PAGE))
+        few = before - 1  # a `since` known to hold fewer than `count` lines below `before`
+        many: int | None = None  # a `since` known to hold more than a page of them
+        span = count
+        since = max(few - span, 0)
+        for _ in range(64):
+            # ids are distinct: at most `room` lines lie between `since` and `before`
+            room = before - 1 - since
+            limit = min(_LOG_PAGE, max(room, 1))
+            page = await self._log_page(run_id, since or None, limit, None)
+            below = [line for line in page if line.id < before]
+            if len(page) < limit or limit == room or (page and page[-1].id >= before):
+                # every line between `since` and `before` is in hand
+                if len(below) >= count or since <= 0:
+                    return below[-count:]
+                few = since
+            else:
+                many = since
+            if many is None:
+                span *= 4
+                since = max(few - span, 0)
+            else:
+                since = (many + few) // 2
+        raise ClientError(f"could not page back the log of {run_id} before line {before}")
+
     async def _log_page(
         self, run_id: str, since: int | str | None, limit: int | None, tail: int | None
     ) -> list[LogLine]:

@@ -1,0 +1,1 @@
+"""The TUI's screens: jobs, run form, runs, run, help, and the small dialogs."""
