@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pluggy
 from litestar import Litestar, Router, get
+from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
@@ -131,10 +132,10 @@ def create_app(
         ],
     )
     state = _initial_state(settings, pm)
-    return FlwdApp(
+    config = AppConfig(
         route_handlers=[root, api],
         lifespan=[lifespan],
-        dependencies=dependencies(state),
+        dependencies=dict(dependencies(state)),
         exception_handlers=EXCEPTION_HANDLERS,
         # Host, CORS, body media type and depth, stream cap: around every route and mount.
         middleware=[RequestGuards(settings)],
@@ -148,6 +149,9 @@ def create_app(
         state=state,
         debug=False,
     )
+    # extensions add routes, mounted apps (MCP's /mcp), lifespans, middleware ...
+    pm.hook.configure_app(config=config, settings=settings)
+    return FlwdApp.from_config(config)
 
 
 def _initial_state(settings: Settings, pm: pluggy.PluginManager) -> State:
