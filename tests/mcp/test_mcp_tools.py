@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 import mcp_types as types
 import pytest
+from flwd_mcp.naming import tool_name
 from mcp.client.session import ClientRequestContext
 
-from flwd_mcp.naming import tool_name
 from tests.e2e.conftest import ServerProcess
 from tests.mcp.conftest import SECRET, add_job
 from tests.mcp.support import TRANSPORTS, Recorder, connect
@@ -257,9 +257,13 @@ async def test_cancelling_the_call_cancels_the_run_and_its_processes(
                 await client.call_tool("ops_hold", {"pidfile": str(pidfile)})
 
             group.start_soon(call)
-            with anyio.fail_after(WAIT):
-                while not pidfile.exists():
-                    await anyio.sleep(0.05)
+            # the job's own process writes it: a file, not an event to wait on
+            for _ in range(int(WAIT / 0.05)):
+                if pidfile.exists():
+                    break
+                await anyio.sleep(0.05)
+            else:
+                pytest.fail("the job never wrote its pids")
             group.cancel_scope.cancel()
         pids = [int(p) for p in pidfile.read_text().split()]
         deadline = time.monotonic() + WAIT
