@@ -16,7 +16,7 @@ raise the same domain errors (`flwd.errors`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import pluggy
@@ -31,6 +31,8 @@ from flwd.states import RunStatus
 
 #: log lines a tool result and a failure quote
 LOG_TAIL = 20
+
+OnEvent = Callable[[Event], Awaitable[None]]
 
 
 class Flwd(Protocol):
@@ -50,6 +52,9 @@ class Flwd(Protocol):
 
     def events(self, run_id: str) -> AsyncIterator[Event]:
         """The run's events from its first, ending after `run.finished`."""
+
+    async def wait(self, run_id: str, on_event: OnEvent | None = None) -> Run:
+        """The run once it has ended; `on_event` is given each of its events meanwhile."""
 
     async def run(self, run_id: str) -> RunDetail:
         """A run the caller may see (`RunNotFound` otherwise) with its steps."""
@@ -142,6 +147,16 @@ class EngineFlwd:
         await self._visible(run_id)
         async for event in self._runs.follow(since=None, run_id=run_id, until_terminal=True):
             yield event
+
+    async def wait(self, run_id: str, on_event: OnEvent | None = None) -> Run:
+        if on_event is not None:
+            async for event in self.events(run_id):
+                await on_event(event)
+        else:
+            await self._visible(run_id)
+        # the run's final state as its run.finished stored it, without reading it back
+        run: Run = await self._runs.wait_run(run_id)
+        return run
 
     def _sees_run(self, run: Run) -> bool:
         if self.actor is not None and not (
@@ -247,6 +262,12 @@ class ClientFlwd:
     async def events(self, run_id: str) -> AsyncIterator[Event]:
         async for event in self._client.follow_events(run_id):
             yield event
+
+    async def wait(self, run_id: str, on_event: OnEvent | None = None) -> Run:
+        async for event in self._client.follow_events(run_id):
+            if on_event is not None:
+                await on_event(event)
+        return await self._client.get_run(run_id)
 
     async def run(self, run_id: str) -> RunDetail:
         return await self._client.get_run(run_id)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import pluggy
@@ -44,15 +45,22 @@ def caller(scope: Scope) -> Actor | None:
     The one place that knows where the core keeps the caller: `flwd.api.access.actor_of`
     when the core provides it (the access middleware of the security work), else nobody
     (anonymous)."""
-    try:
-        access = importlib.import_module("flwd.api.access")
-    except ImportError:
-        return None
-    actor_of = getattr(access, "actor_of", None)
+    actor_of = _actor_of()
     if actor_of is None:
         return None
     actor = actor_of(ASGIConnection(scope))
     return actor if isinstance(actor, Actor) else None
+
+
+@functools.cache
+def _actor_of() -> Callable[[ASGIConnection[Any, Any, Any, Any]], Any] | None:
+    # looked up once: a failed import searches the whole path again each time
+    try:
+        access = importlib.import_module("flwd.api.access")
+    except ImportError:
+        return None
+    found = getattr(access, "actor_of", None)
+    return found if callable(found) else None
 
 
 def services_of(app: Litestar) -> Any:

@@ -259,17 +259,21 @@ class FlwdMcp:
             return refused
         run = await flwd.start(job.id, args)
         progress = RunProgress(len(job.steps))
+
+        async def report(event: Event) -> None:
+            update = progress.update(event)
+            if update is not None:
+                await ctx.session.report_progress(*update)
+
+        meta: dict[str, Any] = dict(ctx.meta or {})
+        wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
         try:
-            async for event in flwd.events(run.run_id):
-                report = progress.update(event)
-                if report is not None:
-                    await ctx.session.report_progress(*report)
+            final = await flwd.wait(run.run_id, report if wants_progress else None)
         except anyio.get_cancelled_exc_class():
             # the client cancelled the call (or went away): so is the run
             with anyio.CancelScope(shield=True), contextlib.suppress(FlwdError):
                 await flwd.cancel(run.run_id)
             raise
-        final = await flwd.run(run.run_id)
         artifacts = await flwd.artifacts(run.run_id)
         outcome = run_outcome(final, artifacts, [flwd.artifact_url(a) for a in artifacts])
         tail = await flwd.logs(run.run_id, tail=LOG_TAIL)
