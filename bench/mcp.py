@@ -116,17 +116,13 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
     ms = 1000
-    print(f"calls each: {options.calls} (after {options.warmup} warm-up), load {os.getloadavg()}")
-    print(
-        f"POST /runs async:false  p50 {pct(rest, 0.5) * ms:.1f} ms  p99 {pct(rest, 0.99) * ms:.1f} ms"
-    )
-    print(
-        f"MCP tools/call          p50 {pct(tool, 0.5) * ms:.1f} ms  p99 {pct(tool, 0.99) * ms:.1f} ms"
-    )
-    print(
-        f"MCP adds (p50)          {(pct(tool, 0.5) - pct(rest, 0.5)) * ms:+.1f} ms (target <= 10 ms)"
-    )
-
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"calls each: {options.calls} (after {options.warmup} warm-up), load average {load}")
+    for label, values in (("POST /runs async:false", rest), ("MCP tools/call", tool)):
+        p50, p99 = pct(values, 0.5) * ms, pct(values, 0.99) * ms
+        print(f"{label:<24}p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+    added = (pct(tool, 0.5) - pct(rest, 0.5)) * ms
+    print(f"{'MCP adds (p50)':<24}{added:+.1f} ms (target <= 10 ms)")
 
 if __name__ == "__main__":
     main()
