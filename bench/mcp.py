@@ -124,5 +124,6 @@ def main() -> None:
     added = (pct(tool, 0.5) - pct(rest, 0.5)) * ms
     print(f"{'MCP adds (p50)':<24}{added:+.1f} ms (target <= 10 ms)")
 
+
 if __name__ == "__main__":
     main()
