@@ -27,7 +27,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
-from flwd.access import Actor
+from flwd.access import VIEW_JOBS, Actor
 from flwd.api.guards import HostPolicy
 from flwd.settings import Settings
 from flwd_mcp.backends import EngineFlwd, Flwd
@@ -146,7 +146,10 @@ def mount(config: AppConfig, settings: Settings) -> McpEndpoint:
     """Add `/mcp` and its lifespan to the application's configuration."""
     endpoint = McpEndpoint(settings)
 
-    @asgi(MCP_PATH, is_mount=True, copy_scope=True)
+    # the action the core's access control checks for the whole endpoint (`opt["action"]`,
+    # see flwd.api.access): listing the tools needs view-jobs; each tool call then checks
+    # its own job or run
+    @asgi(MCP_PATH, is_mount=True, copy_scope=True, opt={"action": VIEW_JOBS})
     async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await endpoint.handle(scope, receive, send)
 
