@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING
 
 import click
-from litestar.config.app import AppConfig
 
 from flwd.cli import CliError
 from flwd.hookspecs import hookimpl
 from flwd.local_server import find_local_server
 from flwd.settings import Settings, SettingsError, load_settings
 
+if TYPE_CHECKING:  # the server side is imported only by `flwd serve`
+    from litestar.config.app import AppConfig
+
 
 @hookimpl
 def configure_app(config: AppConfig, settings: Settings) -> None:
-    from flwd_mcp.http import mount
+    from flwd_mcp.mount import mount
 
     mount(config, settings)
 
