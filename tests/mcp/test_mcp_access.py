@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import flwd_mcp.plugin
 import pytest
 import uvicorn
 from mcp import Client
@@ -50,7 +51,9 @@ async def denying_server(tmp_path: Path) -> AsyncIterator[str]:
         port=port,
         kill_grace=0.5,
     )
-    app = create_app(settings, make_plugin_manager(extra=[DenySome()]))
+    # only this extension and the denying plugin (no other installed extension decides)
+    pm = make_plugin_manager(load_entrypoints=False, extra=[flwd_mcp.plugin, DenySome()])
+    app = create_app(settings, pm)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     for _ in range(400):  # bounded: 20 s

@@ -3,10 +3,12 @@ URL of the test's server put in), and the HTTP mount's own guards."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,12 +44,28 @@ async def test_the_documented_stdio_configuration_works(mcp_server: ServerProces
     assert "calc_add" in names
 
 
+def a_token(server: ServerProcess) -> str:
+    """A token of the server's, when an installed extension issues them (else the
+    placeholder stays: no plugin reads it)."""
+    try:
+        importlib.import_module("flwd_security.tokens")
+    except ImportError:
+        return "TOKEN"
+    argv = [sys.executable, "-m", "flwd", "token", "create", "--data-dir", str(server.data)]
+    argv += ["--name", "mcp-doc", "--scopes", "jobs:read,runs:read,runs:write,artifacts:read"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 async def test_the_documented_http_configuration_works(mcp_server: ServerProcess) -> None:
     http = next(c for c in doc_configs() if "url" in c)
     assert http["url"].endswith("/mcp")
     url = mcp_server.url + "/mcp"
+    token = a_token(mcp_server)
+    headers = {k: v.replace("TOKEN", token) for k, v in http["headers"].items()}
     async with (
-        httpx2.AsyncClient(headers=http["headers"], timeout=30) as session,
+        httpx2.AsyncClient(headers=headers, timeout=30) as session,
         Client(streamable_http_client(url, http_client=session), mode="legacy") as client,
     ):
         result = await client.call_tool("hello", {"name": "doc"})
