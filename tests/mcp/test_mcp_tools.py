@@ -212,6 +212,13 @@ async def test_generic_tools_and_run_resources(mcp_server: ServerProcess, transp
         assert [line["message"] for line in logged.structured_content["lines"]] == ["hello mcp"]
         missing = await client.call_tool("flwd__get_run", {"run_id": "run_nope"})
         assert missing.is_error
+        for name, bad in (
+            ("flwd__list_runs", {"status": "nonsense"}),
+            ("flwd__list_runs", {"limit": 0}),
+            ("flwd__restart_run", {"run_id": run_id, "args": [1]}),
+        ):
+            refused = await client.call_tool(name, bad)
+            assert refused.is_error and "invalid arguments" in str(refused.content[0]), name
         restarted = await client.call_tool("flwd__restart_run", {"run_id": run_id})
         assert restarted.structured_content is not None
         assert restarted.structured_content["run_id"] != run_id

@@ -209,6 +209,8 @@ class FlwdMcp:
             return await self._run_job(ctx, flwd, job, args)
         except FlwdError as exc:
             return error_result(exc)
+        except (ValueError, TypeError) as exc:  # a generic tool's argument of the wrong kind
+            return tool_error(f"invalid arguments: {exc}")
 
     async def _ask_missing(
         self, ctx: ServerRequestContext[Any, Any], job: JobDetail, args: dict[str, Any]
@@ -294,11 +296,14 @@ class FlwdMcp:
             return structured({"jobs": items}, f"{len(items)} job(s)")
         if name == naming.LIST_RUNS:
             status = args.get("status")
+            limit, offset = int(args.get("limit", 20)), int(args.get("offset", 0))
+            if not (1 <= limit <= 100 and offset >= 0):
+                return tool_error("invalid arguments: limit must be 1 to 100, offset >= 0")
             page = await flwd.runs(
                 job_id=args.get("job_id"),
                 status=RunStatus(status) if status else None,
-                limit=int(args.get("limit", 20)),
-                offset=int(args.get("offset", 0)),
+                limit=limit,
+                offset=offset,
             )
             return structured(page, f"{len(page.runs)} of {page.total} run(s)")
         run_id = str(args.get("run_id", ""))
@@ -306,20 +311,22 @@ class FlwdMcp:
             detail = await flwd.run(run_id)
             return structured(detail, f"run {run_id}: {detail.status.value}")
         if name == naming.READ_LOG:
-            since, limit = args.get("since"), args.get("limit")
-            tail = args.get("tail") if since is None and limit is None else None
+            since, size = _count(args, "since", 0), _count(args, "limit", 1)
+            tail = _count(args, "tail", 1) if since is None and size is None else None
             lines = await flwd.logs(
                 run_id,
-                tail=tail or (50 if since is None and limit is None else None),
+                tail=tail or (50 if since is None and size is None else None),
                 since=since,
-                limit=limit,
+                limit=size,
             )
-            result = structured({"lines": lines}, format_log(lines) or "(no lines)")
-            return result
+            return structured({"lines": lines}, format_log(lines) or "(no lines)")
         if name == naming.CANCEL_RUN:
             cancelled = await flwd.cancel(run_id)
             return structured(cancelled, f"run {run_id}: {cancelled.status.value}")
-        restarted = await flwd.restart(run_id, args.get("args"))
+        given = args.get("args")
+        if given is not None and not isinstance(given, dict):
+            return tool_error("invalid arguments: args must be an object")
+        restarted = await flwd.restart(run_id, given)
         return structured(restarted, f"new run {restarted.run_id} of {restarted.job_id}")
 
     # -- resources ----------------------------------------------------------------------
@@ -432,6 +439,8 @@ class FlwdMcp:
         last = 0.0
         pending = False
         try:
+            if (await flwd.run(run_id)).status in TERMINAL_RUN:
+                return  # it will not change any more
             async for event in flwd.events(run_id):
                 if _updates(event, logs):
                     now = loop.time()
@@ -448,6 +457,17 @@ class FlwdMcp:
             return
         except Exception:
             log.exception("following %s for a subscription failed", uri)
+
+
+def _count(args: dict[str, Any], name: str, least: int) -> int | None:
+    """An optional integer argument of at least `least` (at most 5000)."""
+    value = args.get(name)
+    if value is None:
+        return None
+    number = int(value)
+    if not least <= number <= 5000:
+        raise ValueError(f"{name} must be from {least} to 5000")
+    return number
 
 
 def _updates(event: Event, logs: bool) -> bool:
