@@ -238,6 +238,8 @@ class ClientFlwd:
     def __init__(self, client: FlwdClient) -> None:
         self._client = client
         self._jobs: list[JobDetail] | None = None
+        #: whether job details are remembered: only while catalogue changes are followed
+        self.remember_jobs = True
 
     def forget_jobs(self) -> None:
         """Drop the remembered job details (the catalogue changed)."""
@@ -248,10 +250,13 @@ class ClientFlwd:
 
     async def jobs(self) -> list[JobDetail]:
         # one request per job: remembered until the catalogue changes (`forget_jobs`)
-        if self._jobs is None:
-            listed = await self._client.list_jobs()
-            self._jobs = [await self._client.get_job(job.id) for job in listed.jobs]
-        return list(self._jobs)
+        if self._jobs is not None:
+            return list(self._jobs)
+        listed = await self._client.list_jobs()
+        jobs = [await self._client.get_job(job.id) for job in listed.jobs]
+        if self.remember_jobs:
+            self._jobs = jobs
+        return jobs
 
     async def job(self, job_id: str) -> JobDetail:
         return await self._client.get_job(job_id)

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 
 from mcp.server.stdio import stdio_server
 
-from flwd.client import ClientError, FlwdClient
+from flwd.client import FlwdClient
+from flwd.errors import FlwdError
 from flwd_mcp.backends import ClientFlwd
 from flwd_mcp.server import FlwdMcp
 
@@ -24,13 +25,20 @@ RECONNECT_DELAY = 5.0
 
 
 async def catalog_changes(client: FlwdClient, flwd: ClientFlwd) -> AsyncIterator[None]:
-    """One item per `jobs.changed` of the server; follows it again after losing it."""
+    """One item per `jobs.changed` of the server; follows it again after losing it. A
+    token that may not follow them (`view-events`) ends this: clients then see a new
+    job when they list the tools again, without being told."""
     while True:
         try:
             async for _ in client.follow_jobs():
                 flwd.forget_jobs()
                 yield None
-        except ClientError as exc:
+        except FlwdError as exc:
+            if exc.status in (401, 403):
+                log.warning("not following the catalogue's changes: %s", exc.detail)
+                flwd.remember_jobs = False
+                flwd.forget_jobs()
+                return
             log.warning("lost the server's catalogue changes (%s); retrying", exc.detail)
         flwd.forget_jobs()
         await asyncio.sleep(RECONNECT_DELAY)
