@@ -25,6 +25,7 @@ from flwd import API_PREFIX
 from flwd.access import CANCEL_RUN, RESTART_RUN, RUN_JOB, VIEW_JOBS, VIEW_RUNS, Actor, Resource
 from flwd.client import FlwdClient
 from flwd.errors import JobNotFound, PermissionDenied, RunNotFound
+from flwd.events.bus import SlowConsumer
 from flwd.jobs.views import JobDetail
 from flwd.models import Artifact, Event, LogLine, Run, RunDetail, RunList
 from flwd.states import RunStatus
@@ -150,8 +151,11 @@ class EngineFlwd:
 
     async def wait(self, run_id: str, on_event: OnEvent | None = None) -> Run:
         if on_event is not None:
-            async for event in self.events(run_id):
-                await on_event(event)
+            try:
+                async for event in self.events(run_id):
+                    await on_event(event)
+            except SlowConsumer:  # too far behind a chatty run: no more progress, same end
+                pass
         else:
             await self._visible(run_id)
         # the run's final state as its run.finished stored it, without reading it back
