@@ -242,15 +242,19 @@ async def test_subscribed_run_resources_are_updated_as_the_run_progresses(
 ) -> None:
     recorder = Recorder()
     with mcp_server.client() as http:
-        body = {"job_id": "demo/ticker", "args": {"count": 20, "interval": 0.1}}
+        # long enough to be running still once a (slow to start) stdio client subscribes
+        body = {"job_id": "demo/ticker", "args": {"count": 600, "interval": 0.1}}
         run_id = http.post("/runs", json=body).json()["run_id"]
-    uri, logs = f"flwd://runs/{run_id}", f"flwd://runs/{run_id}/logs"
-    async with connect(mcp_server, transport, recorder) as client:
-        await client.subscribe_resource(uri)
-        await client.subscribe_resource(logs)
-        with anyio.fail_after(WAIT):
-            await recorder.wait_updated(logs).wait()
-            await recorder.wait_updated(uri).wait()
+        uri, logs = f"flwd://runs/{run_id}", f"flwd://runs/{run_id}/logs"
+        try:
+            async with connect(mcp_server, transport, recorder) as client:
+                await client.subscribe_resource(uri)
+                await client.subscribe_resource(logs)
+                with anyio.fail_after(WAIT):
+                    await recorder.wait_updated(logs).wait()
+                    await recorder.wait_updated(uri).wait()
+        finally:
+            http.post(f"/runs/{run_id}/cancel")
 
 
 async def test_cancelling_the_call_cancels_the_run_and_its_processes(
