@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.api import Server  # noqa: E402
-from flwd.engine import executor, spawn  # noqa: E402
+from flwd.engine import spawn, step_process  # noqa: E402
 from flwd.engine.service import RunService  # noqa: E402
 from flwd.jobs.registry import JobRegistry  # noqa: E402
 from flwd.plugins import make_plugin_manager  # noqa: E402
@@ -304,16 +304,16 @@ def without(optimisation: str) -> Iterator[None]:
         finally:
             spawn._libc.usable = saved
     elif optimisation == "spawn threads":  # posix_spawn always on the loop's thread
-        real = executor.spawn
+        real = step_process.spawn
 
         async def on_loop(*args: Any, **kwargs: Any) -> int:
             return await real(*args, **{**kwargs, "busy": False})
 
-        executor.spawn = on_loop  # type: ignore[assignment]
+        step_process.spawn = on_loop  # type: ignore[assignment]
         try:
             yield
         finally:
-            executor.spawn = real
+            step_process.spawn = real
     elif optimisation == "inline commits":  # every batch to the writer's thread
         saved_count = store._INLINE_STATEMENTS
         store._INLINE_STATEMENTS = 0

@@ -34,10 +34,10 @@ from ulid import ULID  # noqa: E402
 
 from flwd.engine import retention  # noqa: E402
 from flwd.engine.retention import Pruner  # noqa: E402
-from flwd.events.journal import iso  # noqa: E402
 from flwd.models import utcnow  # noqa: E402
 from flwd.settings import Settings  # noqa: E402
 from flwd.storage.store import Store  # noqa: E402
+from flwd.timefmt import iso  # noqa: E402
 
 
 async def fill(store: Store, runs: int, events: int, jobs: int) -> str:

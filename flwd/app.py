@@ -33,7 +33,6 @@ from litestar.types import (
 
 from flwd import API_PREFIX, __version__
 from flwd.api.artifacts import ArtifactController
-from flwd.api.backend import BackendFactory, default_backend
 from flwd.api.deps import dependencies
 from flwd.api.events import EventController
 from flwd.api.guards import RequestGuards, track_response
@@ -43,6 +42,7 @@ from flwd.api.problems import EXCEPTION_HANDLERS
 from flwd.api.query import refuse_unknown_query
 from flwd.api.request_id import add_request_id
 from flwd.api.runs import RunController
+from flwd.api.services import ServicesFactory, default_services
 from flwd.api.system import SystemController
 from flwd.settings import Settings
 
@@ -101,21 +101,21 @@ def create_app(
     settings: Settings,
     pm: pluggy.PluginManager,
     *,
-    backend_factory: BackendFactory = default_backend,
+    services_factory: ServicesFactory = default_services,
 ) -> Litestar:
-    """The API application. `backend_factory` builds the services the lifespan owns; the
+    """The API application. `services_factory` builds the services the lifespan owns; the
     default is the real registry and run service."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with backend_factory(settings, pm) as backend:
-            app.state.backend = backend
+        async with services_factory(settings, pm) as services:
+            app.state.services = services
             pm.hook.startup(settings=settings)
             try:
                 yield
             finally:
                 pm.hook.shutdown(settings=settings)
-                app.state.backend = None
+                app.state.services = None
 
     extra: list[Any] = list(
         itertools.chain.from_iterable(pm.hook.register_routes(settings=settings))
@@ -155,4 +155,4 @@ def create_app(
 
 
 def _initial_state(settings: Settings, pm: pluggy.PluginManager) -> State:
-    return State({"settings": settings, "plugin_manager": pm, "backend": None})
+    return State({"settings": settings, "plugin_manager": pm, "services": None})

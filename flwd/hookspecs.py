@@ -110,7 +110,7 @@ def resolve_profile(job: JobSpec, settings: Settings) -> Any:
 @hookspec(firstresult=True)
 def resolve_executor(context: Any) -> Any:
     """Return the executor that runs this step (an object following
-    `flwd.engine.executor.StepExecutor`), or `None` to leave it to the next plugin. The
+    `flwd.engine.step_process.StepExecutor`), or `None` to leave it to the next plugin. The
     built-in local process executor is registered `trylast`. `context` is the step's
     `StepContext` after every `prepare_step` has run.
     """
@@ -120,7 +120,7 @@ def resolve_executor(context: Any) -> Any:
 def prepare_step(context: Any) -> None:
     """Adjust a step just before it is executed.
 
-    `context` is a `flwd.engine.executor.StepContext` with mutable `argv` (list) and `env`
+    `context` is a `flwd.engine.step_process.StepContext` with mutable `argv` (list) and `env`
     (dict) plus read-only `run`, `job`, `step` and `settings`. Implementations may wrap the
     argv (for example to add resource limits) or filter the environment. They must not
     block: this runs on the event loop for every step.
@@ -144,7 +144,7 @@ def register_routes(settings: Settings) -> list[Any]:
     """Return Litestar route handlers or routers to mount on the API application.
 
     They are mounted under `/api/v1` next to the built-in controllers, share their
-    dependencies (`runs`, `feed`, `registry`, `backend`, `settings`, `plugin_manager`) and have
+    dependencies (`runs`, `feed`, `registry`, `services`, `settings`, `plugin_manager`) and have
     their errors answered as problem details by `flwd.api.problems`.
     """
 

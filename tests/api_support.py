@@ -1,6 +1,6 @@
 """In-memory stand-ins for the job registry and run service, for unit tests of the HTTP
 layer (the e2e tests drive the real ones). They honour the protocols in
-`flwd.api.backend`, including the event replay-then-live contract of `follow`."""
+`flwd.api.services`, including the event replay-then-live contract of `follow`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import msgspec
 import pluggy
 
 from flwd import errors
-from flwd.api.backend import Backend
+from flwd.api.services import ApiServices
 from flwd.models import (
     Artifact,
     ContainmentInfo,
@@ -285,9 +285,9 @@ class FakeRunService:
         return ContainmentInfo(mode="subreaper", guarantee="the fake's")
 
 
-def fake_backend_factory(runs: FakeRunService) -> Any:
+def fake_services_factory(runs: FakeRunService) -> Any:
     @contextlib.asynccontextmanager
-    async def factory(settings: Settings, pm: pluggy.PluginManager) -> AsyncIterator[Backend]:
-        yield Backend(registry=runs.registry, runs=runs)
+    async def factory(settings: Settings, pm: pluggy.PluginManager) -> AsyncIterator[ApiServices]:
+        yield ApiServices(registry=runs.registry, runs=runs)
 
     return factory

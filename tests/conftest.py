@@ -13,7 +13,7 @@ from flwd.app import create_app
 from flwd.models import Diagnostic, InvalidJob
 from flwd.plugins import make_plugin_manager
 from flwd.settings import Settings
-from tests.api_support import FakeCatalog, FakeRegistry, FakeRunService, fake_backend_factory, job
+from tests.api_support import FakeCatalog, FakeRegistry, FakeRunService, fake_services_factory, job
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def api_app(api_service: FakeRunService) -> Litestar:
     return create_app(
         settings,
         make_plugin_manager(load_entrypoints=False),
-        backend_factory=fake_backend_factory(api_service),
+        services_factory=fake_services_factory(api_service),
     )
 
 

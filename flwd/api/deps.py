@@ -14,9 +14,9 @@ from litestar.datastructures import State
 from litestar.di import Dependency, Provide
 from litestar.params import SkipValidationMarker
 
-from flwd.api.backend import Backend, EventFeedView, JobRegistryView, RunServiceView
 from flwd.api.problems import InvalidField, ProblemError
 from flwd.api.schemas import LogList
+from flwd.api.services import ApiServices, EventFeedView, JobRegistryView, RunServiceView
 from flwd.settings import Settings
 
 T = TypeVar("T")
@@ -25,7 +25,7 @@ T = TypeVar("T")
 Runs = Annotated[RunServiceView, SkipValidationMarker(), Dependency(kind="named")]
 Feed = Annotated[EventFeedView, SkipValidationMarker(), Dependency(kind="named")]
 Registry = Annotated[JobRegistryView, SkipValidationMarker(), Dependency(kind="named")]
-Services = Annotated[Backend, SkipValidationMarker(), Dependency(kind="named")]
+Services = Annotated[ApiServices, SkipValidationMarker(), Dependency(kind="named")]
 AppSettings = Annotated[Settings, SkipValidationMarker(), Dependency(kind="named")]
 Plugins = Annotated[pluggy.PluginManager, SkipValidationMarker(), Dependency(kind="named")]
 
@@ -40,12 +40,12 @@ INT64_MAX = 2**63 - 1
 _EVENT_ID = re.compile(r"^[0-9]{1,19}$")
 
 
-def backend_of(state: State) -> Backend:
-    backend = state.get("backend")
-    if backend is None:  # only between app construction and lifespan start-up
+def services_of(state: State) -> ApiServices:
+    services = state.get("services")
+    if services is None:  # only between app construction and lifespan start-up
         raise ProblemError("not-ready", "The server is still starting")
-    assert isinstance(backend, Backend)
-    return backend
+    assert isinstance(services, ApiServices)
+    return services
 
 
 def dependencies(state: State) -> dict[str, Provide]:
@@ -59,16 +59,16 @@ def dependencies(state: State) -> dict[str, Provide]:
     assert isinstance(settings, Settings) and isinstance(pm, pluggy.PluginManager)
 
     def provide_runs() -> RunServiceView:
-        return backend_of(state).runs
+        return services_of(state).runs
 
     def provide_feed() -> EventFeedView:
-        return backend_of(state).events
+        return services_of(state).events
 
     def provide_registry() -> JobRegistryView:
-        return backend_of(state).registry
+        return services_of(state).registry
 
-    def provide_backend() -> Backend:
-        return backend_of(state)
+    def provide_services() -> ApiServices:
+        return services_of(state)
 
     def provide_settings() -> Settings:
         return settings
@@ -81,7 +81,7 @@ def dependencies(state: State) -> dict[str, Provide]:
         "runs": Provide(provide_runs, sync_to_thread=False),
         "feed": Provide(provide_feed, sync_to_thread=False),
         "registry": Provide(provide_registry, sync_to_thread=False),
-        "backend": Provide(provide_backend, sync_to_thread=False),
+        "services": Provide(provide_services, sync_to_thread=False),
         "settings": Provide(provide_settings, sync_to_thread=False),
     }
 

@@ -12,12 +12,12 @@ from litestar import Controller, get
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from sse_starlette import ServerSentEvent
 
-from flwd.api.backend import CatalogView, JobRegistryView
 from flwd.api.deps import INT64_MAX, AppSettings, Feed, Registry, Runs, resume_point
 from flwd.api.openapi import EventStreamOperation
 from flwd.api.problems import problem_responses
 from flwd.api.schemas import JobsChanged
-from flwd.events.sse import SSEStream, sse_response
+from flwd.api.services import CatalogView, JobRegistryView
+from flwd.api.sse import SSEStream, sse_response
 from flwd.models import Event, utcnow
 
 JOBS_CHANGED = "jobs.changed"

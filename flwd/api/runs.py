@@ -39,8 +39,7 @@ from flwd.api.schemas import (
     RunList,
     StepList,
 )
-from flwd.errors import FlwdError, StorageError
-from flwd.events.sse import (
+from flwd.api.sse import (
     RUN_FINISHED,
     RUN_OUTPUT,
     SSEStream,
@@ -48,6 +47,7 @@ from flwd.events.sse import (
     log_bytes,
     sse_response,
 )
+from flwd.errors import FlwdError, StorageError
 from flwd.models import Event, Run, RunDetail
 from flwd.states import TERMINAL_RUN, RunStatus
 

@@ -17,33 +17,33 @@ class SystemController(Controller):
     tags = ["system"]
 
     @get("/health", operation_id="health", responses=problem_responses(500))
-    async def health(self, backend: Services) -> Health:
+    async def health(self, services: Services) -> Health:
         """Liveness: the process answers. `status` is `degraded` when the store is not usable."""
-        status = "healthy" if await backend.runs.healthy() else "degraded"
-        uptime = int(time.monotonic() - backend.started)
+        status = "healthy" if await services.runs.healthy() else "degraded"
+        uptime = int(time.monotonic() - services.started)
         return Health(status=status, version=__version__, uptime_seconds=uptime)
 
     @get("/ready", operation_id="ready", responses=problem_responses(503))
-    async def ready(self, backend: Services, settings: AppSettings) -> Ready:
+    async def ready(self, services: Services, settings: AppSettings) -> Ready:
         """Readiness: the store is usable and, when watching is on, the job watcher runs."""
-        store = await backend.runs.healthy()
-        watcher = backend.registry.watching or not settings.watch
+        store = await services.runs.healthy()
+        watcher = services.registry.watching or not settings.watch
         if not (store and watcher):
             broken = [name for name, ok in (("store", store), ("job watcher", watcher)) if not ok]
             raise ProblemError("not-ready", "Not usable yet: " + ", ".join(broken))
-        return Ready(status="ready", store=store, watcher=backend.registry.watching)
+        return Ready(status="ready", store=store, watcher=services.registry.watching)
 
     @get("/system/info", operation_id="systemInfo", responses=problem_responses(500))
-    async def info(self, backend: Services, plugin_manager: Plugins) -> SystemInfo:
+    async def info(self, services: Services, plugin_manager: Plugins) -> SystemInfo:
         """Version, configured job sources, installed extensions and how runs' processes
         are contained."""
         sources = [
             SourceInfo(name=str(s["name"]), type=str(s["type"]), path=str(s["path"]))
-            for s in backend.registry.source_info()
+            for s in services.registry.source_info()
         ]
         return SystemInfo(
             version=__version__,
             sources=sources,
             extensions=extension_names(plugin_manager),
-            containment=backend.runs.containment_info(),
+            containment=services.runs.containment_info(),
         )

@@ -17,7 +17,7 @@ import click
 import msgspec
 
 from flwd.cli import CliError
-from flwd.commands.backends import open_client, server_url
+from flwd.commands.sources import open_client, server_url
 from flwd.errors import FlwdError, InvalidInput, JobNotFound, JobNotRunnable, NotFound
 from flwd.hookspecs import hookimpl
 from flwd.jobs.registry import JobRegistry

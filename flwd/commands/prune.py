@@ -42,8 +42,8 @@ async def _prune(
     settings: Settings, *, dry_run: bool, max_age: float | None, max_runs: int | None
 ) -> PruneReport:
     # imported here: `flwd --help` should not load the engine
+    from flwd.engine.datadir_lock import DataDirBusy, lock_data_dir
     from flwd.engine.retention import Pruner, job_retention
-    from flwd.engine.service import DataDirBusy, lock_data_dir
     from flwd.errors import StorageError
     from flwd.jobs.registry import JobRegistry
     from flwd.plugins import make_plugin_manager
@@ -83,7 +83,7 @@ async def _prune(
             pruner = Pruner(
                 store,
                 settings,
-                # the data dir's layout, as the engine writes it (flwd.engine.runner)
+                # the data dir's layout, as the engine writes it (flwd.engine.run_driver)
                 blob_root=settings.data_path / "artifacts",
                 work_root=settings.data_path / "work",
                 job_retention=lambda job_id: job_retention(catalog, job_id),

@@ -1,5 +1,5 @@
 """`flwd run`, `restart`, `runs`, `logs`, `cancel` and `artifacts`: the local data dir,
-the server running on it, or `--server URL` (see `flwd.commands.backends`).
+the server running on it, or `--server URL` (see `flwd.commands.sources`).
 
 Exit status of `flwd run`, `flwd restart` and `flwd logs -f`: 0 success, 1 failed,
 3 cancelled (130 when interrupted by Ctrl-C), 2 for a usage or input error (unknown job,
@@ -21,7 +21,7 @@ import click
 import msgspec
 
 from flwd.cli import CliError
-from flwd.commands.backends import Backend, open_backend, server_url
+from flwd.commands.sources import RunSource, open_source, server_url
 from flwd.errors import ArgumentsInvalid, FlwdError
 from flwd.hookspecs import hookimpl
 from flwd.models import ArtifactList, Event, LogLine, Run, RunDetail, RunList
@@ -139,17 +139,17 @@ def _print_line(line: LogLine | Event, prefix: bool) -> None:
     click.echo(message, err=data.get("level") == "error")
 
 
-async def _follow(backend: Backend, run_id: str, quiet: bool, as_json: bool = False) -> Run:
+async def _follow(source: RunSource, run_id: str, quiet: bool, as_json: bool = False) -> Run:
     """Print the run's output lines as they come (`[step] ` first when it has several
     steps, as `flwd logs` does); return the run once it has ended."""
-    prefix = len(await backend.steps(run_id)) > 1
-    async for event in backend.events(run_id):
+    prefix = len(await source.steps(run_id)) > 1
+    async for event in source.events(run_id):
         if event.type == "run.output" and not quiet:
             if as_json:
                 click.echo(msgspec.json.encode(event).decode())
             else:
                 _print_line(event, prefix)
-    return await backend.get_run(run_id)
+    return await source.get_run(run_id)
 
 
 def _summary(run: Run) -> str:
@@ -220,9 +220,9 @@ def run_command(
     settings = _settings(server=server, data_dir=data_dir, jobs=jobs or None)
     remote = server_url(settings, own_jobs=bool(jobs))
 
-    async def start(backend: Backend) -> Run:
-        schema = (await backend.get_job(job_id)).args
-        return await backend.create_run(job_id, parse_args(pairs, args_file, schema))
+    async def start(source: RunSource) -> Run:
+        schema = (await source.get_job(job_id)).args
+        return await source.create_run(job_id, parse_args(pairs, args_file, schema))
 
     _start_and_follow(settings, remote, start, detach=detach, as_json=as_json)
 
@@ -230,7 +230,7 @@ def run_command(
 def _start_and_follow(
     settings: Settings,
     remote: tuple[str, str | None] | None,
-    start: Callable[[Backend], Awaitable[Run]],
+    start: Callable[[RunSource], Awaitable[Run]],
     *,
     detach: bool,
     as_json: bool,
@@ -244,8 +244,8 @@ def _start_and_follow(
         )
 
     async def main() -> tuple[Run, bool]:
-        async with open_backend(settings, execute=True, server=remote) as backend:
-            run = await start(backend)
+        async with open_source(settings, execute=True, server=remote) as source:
+            run = await start(source)
             if detach:
                 return run, False
             interrupted = False
@@ -257,13 +257,13 @@ def _start_and_follow(
                     interrupted = True
                     click.echo(f"cancelling {run.run_id} ...", err=True)
                     cancelling.append(
-                        asyncio.create_task(_cancel_quietly(backend.cancel_run, run.run_id))
+                        asyncio.create_task(_cancel_quietly(source.cancel_run, run.run_id))
                     )
 
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, interrupt)
             try:
-                final = await _follow(backend, run.run_id, as_json)
+                final = await _follow(source, run.run_id, as_json)
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
             return final, interrupted
@@ -306,13 +306,13 @@ def restart_command(
     """
     settings = _settings(server=server, data_dir=data_dir)
 
-    async def start(backend: Backend) -> Run:
+    async def start(source: RunSource) -> Run:
         args = None
         if pairs or args_file:
-            old = await backend.get_run(run_id)
-            schema = (await backend.get_job(old.job_id)).args
+            old = await source.get_run(run_id)
+            schema = (await source.get_job(old.job_id)).args
             args = parse_args(pairs, args_file, schema)
-        return await backend.restart_run(run_id, args)
+        return await source.restart_run(run_id, args)
 
     _start_and_follow(settings, server_url(settings), start, detach=detach, as_json=as_json)
 
@@ -347,8 +347,8 @@ def runs_group(
     settings = _settings(server=server, data_dir=data_dir)
 
     async def main() -> RunList:
-        async with open_backend(settings, server=server_url(settings)) as backend:
-            return await backend.list_runs(
+        async with open_source(settings, server=server_url(settings)) as source:
+            return await source.list_runs(
                 job_id=job_id,
                 status=RunStatus(status) if status else None,
                 limit=limit,
@@ -383,8 +383,8 @@ def runs_show(run_id: str, as_json: bool, server: str | None, data_dir: str | No
     settings = _settings(server=server, data_dir=data_dir)
 
     async def main() -> RunDetail:
-        async with open_backend(settings, server=server_url(settings)) as backend:
-            return await backend.get_run(run_id)
+        async with open_source(settings, server=server_url(settings)) as source:
+            return await source.get_run(run_id)
 
     run = _execute(main())
     steps = run.steps
@@ -424,11 +424,11 @@ def logs_command(
     settings = _settings(server=server, data_dir=data_dir)
 
     async def main() -> Run | None:
-        async with open_backend(settings, server=server_url(settings)) as backend:
+        async with open_source(settings, server=server_url(settings)) as source:
             if follow:
-                return await _follow(backend, run_id, quiet=False, as_json=as_json)
-            prefix = len(await backend.steps(run_id)) > 1
-            for line in await backend.logs(run_id):
+                return await _follow(source, run_id, quiet=False, as_json=as_json)
+            prefix = len(await source.steps(run_id)) > 1
+            for line in await source.logs(run_id):
                 if as_json:
                     click.echo(msgspec.json.encode(line).decode())
                 else:
@@ -453,8 +453,8 @@ def cancel_command(run_id: str, as_json: bool, server: str | None, data_dir: str
     remote = server_url(settings)
 
     async def main() -> Run:
-        async with open_backend(settings, execute=remote is None, server=remote) as backend:
-            return await backend.cancel_run(run_id)
+        async with open_source(settings, execute=remote is None, server=remote) as source:
+            return await source.cancel_run(run_id)
 
     run = _execute(main())
     _dump(run) if as_json else click.echo(f"{run.run_id} {run.status.value}")
@@ -481,8 +481,8 @@ def artifacts_group(
     settings = _settings(server=server, data_dir=data_dir)
 
     async def main() -> ArtifactList:
-        async with open_backend(settings, server=server_url(settings)) as backend:
-            return await backend.list_artifacts(run_id=run_id, limit=limit)
+        async with open_source(settings, server=server_url(settings)) as source:
+            return await source.list_artifacts(run_id=run_id, limit=limit)
 
     page = _execute(main())
     if as_json:
@@ -512,8 +512,8 @@ def artifacts_get(artifact_id: str, dest: str, server: str | None, data_dir: str
     settings = _settings(server=server, data_dir=data_dir)
 
     async def main() -> Path:
-        async with open_backend(settings, server=server_url(settings)) as backend:
-            return await backend.download(artifact_id, dest)
+        async with open_source(settings, server=server_url(settings)) as source:
+            return await source.download(artifact_id, dest)
 
     click.echo(str(_execute(main())))
 

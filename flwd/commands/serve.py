@@ -300,7 +300,7 @@ def _check_containment(settings: Settings) -> None:
 def _check_data_dir_free(settings: Settings) -> None:
     """Refuse a busy data dir with one line before uvicorn starts: a failure inside the
     app's start-up would be reported by uvicorn as a traceback."""
-    from flwd.engine.service import DataDirBusy, lock_data_dir
+    from flwd.engine.datadir_lock import DataDirBusy, lock_data_dir
 
     try:
         os.close(lock_data_dir(settings))

@@ -13,15 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from flwd.engine.active_run import ActiveRun
 from flwd.engine.containment import Containment
+from flwd.engine.output import Redactor
 from flwd.engine.processes import group_members, run_processes, terminate
-from flwd.events.journal import Journal, iso
-from flwd.models import Run, utcnow
+from flwd.engine.scheduler import concurrency_key
+from flwd.errors import FlwdError, JobNotFound
+from flwd.events.journal import Journal
+from flwd.models import JobSpec, Run, utcnow
 from flwd.states import FailureReason, RunStatus, StepStatus
 from flwd.storage import runs as rows
 from flwd.storage.runs import RunRepository
+from flwd.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +140,51 @@ def clean_work_root(work_root: Path, keep: set[str]) -> None:
     for entry in work_root.iterdir():
         if entry.name not in keep:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+async def requeue_pending(
+    repo: RunRepository,
+    journal: Journal,
+    job_of: Callable[[str], JobSpec],
+    submit: Callable[[ActiveRun], None],
+) -> None:
+    """Queue again (`submit`) the runs found `pending`, which never started; one whose job
+    is gone or invalid (`job_of` raises), or that needs secret arguments, ends `failed`
+    with reason `lost` instead."""
+    for run in await repo.with_status(RunStatus.PENDING):
+        reason: str | None = None
+        job: JobSpec | None = None
+        try:
+            job = job_of(run.job_id)
+        except (JobNotFound, FlwdError) as exc:
+            reason = f"cannot resume after restart: {exc.detail}"
+        if job is not None and await repo.has_secrets(run.run_id):
+            reason = "cannot resume after restart: its secret arguments are never stored"
+        if reason is not None or job is None:
+            await journal.append(
+                "run.finished",
+                run.run_id,
+                run.job_id,
+                {"status": "failed", "reason": FailureReason.LOST.value, "error": reason},
+                statements=[
+                    rows.update_run(
+                        run.run_id,
+                        status=RunStatus.FAILED.value,
+                        reason=FailureReason.LOST.value,
+                        error=reason,
+                        finished_at=utcnow(),
+                    )
+                ],
+            )
+            continue
+        submit(
+            ActiveRun(
+                run=run,
+                job=job,
+                args=dict(run.args),
+                redactor=Redactor([]),
+                concurrency_key=concurrency_key(
+                    job.concurrency.key if job.concurrency else None, run.args
+                ),
+            )
+        )

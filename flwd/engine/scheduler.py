@@ -14,7 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flwd.engine.runner import ActiveRun
+from flwd.engine.active_run import ActiveRun
 from flwd.errors import QueueFull
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")

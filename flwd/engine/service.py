@@ -1,47 +1,46 @@
 """`RunService`: the engine's one public face, used by the API, the CLI and extensions.
 
 It owns the store, the journal and bus, the scheduler and the runs this process executes.
-Only one engine may use a data dir at a time (an exclusive lock file), because event ids
-and run slots are allocated in memory.
+Only one engine may use a data dir at a time (`flwd.engine.datadir_lock`), because event
+ids and run slots are allocated in memory. Here: its lifecycle (start-up recovery, clean
+shutdown) and what changes runs (create, restart, cancel, wait); what reads them is
+`flwd.engine.queries.RunQueries`, which it inherits; each run is driven by
+`flwd.engine.run_driver.RunDriver`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import msgspec
 import pluggy
 from ulid import ULID
 
+from flwd.engine import idempotency
+from flwd.engine.active_run import ActiveRun
 from flwd.engine.containment import SUBREAPER, Containment
+from flwd.engine.datadir_lock import lock_data_dir
 from flwd.engine.output import Redactor
+from flwd.engine.plugin_events import run_event_listener
 from flwd.engine.processes import adopt_orphans
-from flwd.engine.recovery import clean_work_root, recover_lost_runs, repair_unended_steps
-from flwd.engine.retention import Pruner, PruneReport, job_retention
-from flwd.engine.runner import ActiveRun, RunExecutor
-from flwd.engine.scheduler import Scheduler, concurrency_key
-from flwd.errors import (
-    ArtifactNotFound,
-    EventsPruned,
-    FlwdError,
-    IdempotencyKeyReused,
-    JobNotFound,
-    RunNotCancellable,
-    RunNotFound,
+from flwd.engine.queries import RunQueries
+from flwd.engine.recovery import (
+    clean_work_root,
+    recover_lost_runs,
+    repair_unended_steps,
+    requeue_pending,
 )
+from flwd.engine.retention import Pruner, PruneReport, job_retention
+from flwd.engine.run_driver import RunDriver
+from flwd.engine.scheduler import Scheduler, concurrency_key
+from flwd.errors import FlwdError, IdempotencyKeyReused, RunNotCancellable
 from flwd.events.bus import EventBus
 from flwd.events.feed import IDLE_RECHECK, EventFeed
 from flwd.events.journal import Journal
-from flwd.events.records import Record
 from flwd.jobs.arguments import (
     mask_secrets,
     secret_items,
@@ -50,51 +49,17 @@ from flwd.jobs.arguments import (
     without_secrets,
 )
 from flwd.jobs.registry import JobRegistry
-from flwd.models import (
-    Artifact,
-    ContainmentInfo,
-    Event,
-    JobSpec,
-    LogLine,
-    RetentionSpec,
-    Run,
-    Step,
-    utcnow,
-)
+from flwd.models import ContainmentInfo, JobSpec, RetentionSpec, Run, utcnow
 from flwd.settings import Settings
-from flwd.states import TERMINAL_RUN, FailureReason, RunStatus
-from flwd.storage import retention
+from flwd.states import TERMINAL_RUN, RunStatus
 from flwd.storage import runs as rows
-from flwd.storage.private import PRIVATE_FILE, make_private_dir, narrow
 from flwd.storage.runs import RunRepository
 from flwd.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 
-class DataDirBusy(FlwdError):
-    """Another flwd engine (a server, or a local `flwd run`) is using this data dir."""
-
-
-def lock_data_dir(settings: Settings) -> int:
-    """Take the data dir's engine lock (held while the returned descriptor is open), or
-    raise `DataDirBusy`: one engine — a server or a local `flwd run` — per data dir."""
-    make_private_dir(settings.data_path)
-    lock = settings.data_path / "engine.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
-    narrow(lock, PRIVATE_FILE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DataDirBusy(
-            f"another flwd process is using the data dir {settings.data_dir}; "
-            "stop it, use another --data-dir, or talk to the server with --server URL"
-        ) from None
-    return fd
-
-
-class RunService:
+class RunService(RunQueries):
     def __init__(
         self,
         settings: Settings,
@@ -119,7 +84,8 @@ class RunService:
         )
         self.store.on_commit = self.journal.committed
         self.repo = RunRepository(self.store)
-        self.executor = RunExecutor(settings, self.journal, pm)
+        self.driver = RunDriver(settings, self.journal, pm)
+        self.blob_root = self.driver.blob_root
         self.scheduler = Scheduler(
             max_concurrency=settings.max_concurrency,
             max_queue=settings.max_queue,
@@ -133,8 +99,8 @@ class RunService:
         self.pruner = Pruner(
             self.store,
             settings,
-            blob_root=self.executor.blob_root,
-            work_root=self.executor.work_root,
+            blob_root=self.driver.blob_root,
+            work_root=self.driver.work_root,
             job_retention=self._job_retention,
             active=self._active_runs,
         )
@@ -155,23 +121,29 @@ class RunService:
             await self.store.__aenter__()
             return self
         self._lock_data_dir()
-        self.executor.adopting = adopt_orphans()
+        self.driver.adopting = adopt_orphans()
         try:
             self.containment = Containment.choose(
                 self.settings.containment, self.settings.data_path
             )
-            self.executor.containment = self.containment
+            self.driver.containment = self.containment
             await self.store.__aenter__()
             await self.journal.open()
-            if self.pm.hook.run_event.get_hookimpls():
-                self.journal.listeners.append(self._notify_plugins)
+            notify_plugins = run_event_listener(self.pm)
+            if notify_plugins is not None:
+                self.journal.listeners.append(notify_plugins)
             await recover_lost_runs(
                 self.repo, self.journal, self.settings.kill_grace, self.containment
             )
             await repair_unended_steps(self.repo, self.journal, self.settings.kill_grace)
-            await self._requeue_pending()
+            await requeue_pending(
+                self.repo,
+                self.journal,
+                lambda job_id: self.registry.catalog.get(job_id),
+                self.scheduler.submit,
+            )
             keep = {a.run.run_id for a in self.scheduler.running() + self.scheduler.pending()}
-            await asyncio.to_thread(clean_work_root, self.executor.work_root, keep)
+            await asyncio.to_thread(clean_work_root, self.driver.work_root, keep)
             if self.settings.prune_interval > 0:
                 self._pruning = asyncio.create_task(
                     self.pruner.run_every(self.settings.prune_interval), name="flwd-pruner"
@@ -196,7 +168,7 @@ class RunService:
             active.stop.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.kill_grace + 10)
-        await self.executor.aclose()
+        await self.driver.aclose()
         self.containment.close()
         await self.store.__aexit__(None, None, None)
         self._unlock_data_dir()
@@ -243,7 +215,7 @@ class RunService:
         masked = mask_secrets(job, validated)
         if idempotency_key is None:
             return await self._create(job, validated, masked, tenant, ())
-        fingerprint = _fingerprint(job.id, masked, tenant)
+        fingerprint = idempotency.fingerprint(job.id, masked, tenant)
         async with self._idempotency:
             existing = await self.repo.idempotency_key(tenant, idempotency_key)
             if existing is not None:
@@ -304,7 +276,7 @@ class RunService:
             created=created,
         )
         # Queued at once, so that its first writes share the commit of run.created; no
-        # process starts before that commit (see RunExecutor), and the caller is answered
+        # process starts before that commit (see RunDriver), and the caller is answered
         # only after it.
         self.scheduler.submit(active)
         try:
@@ -317,16 +289,16 @@ class RunService:
         return run
 
     def _start(self, active: ActiveRun) -> None:
-        self.executor.begin(active)
+        self.driver.begin(active)
         task = asyncio.create_task(self._execute(active), name=f"flwd-{active.run.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, active: ActiveRun) -> None:
         try:
-            await self.executor.execute(active)
+            await self.driver.execute(active)
         except Exception:
-            log.exception("run %s crashed the executor", active.run.run_id)
+            log.exception("run %s crashed the run driver", active.run.run_id)
         finally:
             self.scheduler.release(active.run.run_id)
 
@@ -346,12 +318,6 @@ class RunService:
         return await self.create_run(
             job.id, merged, tenant=previous.tenant, idempotency_key=idempotency_key
         )
-
-    async def get_run(self, run_id: str) -> Run:
-        run = await self.repo.get(run_id)
-        if run is None:
-            raise RunNotFound(run_id)
-        return run
 
     async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
         active = self.scheduler.get(run_id) or self._cancelling.get(run_id)
@@ -437,33 +403,6 @@ class RunService:
             active.done.set()
         return await self.get_run(run_id)
 
-    async def list_runs(
-        self,
-        *,
-        job_id: str | None = None,
-        status: RunStatus | None = None,
-        tenant: str | None = None,
-        q: str | None = None,
-        created_from: datetime | None = None,
-        created_to: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> tuple[list[Run], int]:
-        return await self.repo.page(
-            job_id=job_id,
-            status=status,
-            tenant=tenant,
-            q=q,
-            created_from=created_from,
-            created_to=created_to,
-            limit=limit,
-            offset=offset,
-        )
-
-    async def list_steps(self, run_id: str) -> list[Step]:
-        await self.get_run(run_id)
-        return await self.repo.steps(run_id)
-
     # -- retention ------------------------------------------------------------------------
 
     def _job_retention(self, job_id: str) -> RetentionSpec | None:
@@ -486,141 +425,7 @@ class RunService:
         """One retention pass now (see `flwd.engine.retention`)."""
         return await self.pruner.prune(dry_run=dry_run, now=now, max_age=max_age, max_runs=max_runs)
 
-    async def check_resume(
-        self, since: int | None, *, run_id: str | None = None, job_id: str | None = None
-    ) -> None:
-        """Raise `EventsPruned` when a stream resuming after `since` would miss events
-        that retention deleted: some pruned event of the stream (any run's, or `job_id`'s
-        runs') has an id above `since`. A stream of one run needs no check: a run that
-        still exists has all its events (a pruned one answers `RunNotFound`)."""
-        if since is None or run_id is not None:
-            return
-        through = await retention.pruned_through(self.store, job_id)
-        if since < through:
-            raise EventsPruned(since, through)
-
-    # -- artifacts, logs, events ----------------------------------------------------------
-
-    async def list_artifacts(
-        self, *, run_id: str | None = None, limit: int = 100, offset: int = 0
-    ) -> tuple[list[Artifact], int]:
-        return await self.repo.artifacts(run_id=run_id, limit=limit, offset=offset)
-
-    async def get_artifact(self, artifact_id: str) -> tuple[Artifact, Path]:
-        artifact = await self.repo.artifact(artifact_id)
-        if artifact is None:
-            raise ArtifactNotFound(artifact_id)
-        path = self.executor.blob_root / artifact.sha256[:2] / artifact.sha256
-        if not path.is_file():
-            raise ArtifactNotFound(artifact_id)
-        return artifact, path
-
-    async def read_logs(
-        self,
-        run_id: str,
-        *,
-        since_id: int | None = None,
-        since_time: datetime | None = None,
-        limit: int | None = None,
-        tail: int | None = None,
-    ) -> list[LogLine]:
-        """The run's log lines after event id `since_id` (or stamped after `since_time`),
-        the first `limit` of them; or, with `tail`, its last `tail` lines. Read a few
-        chunks at a time, never the whole log at once unless all of it is asked for."""
-        await self.get_run(run_id)
-        after = since_id or 0
-        if tail is not None:
-            after = await self.journal.tail_position(run_id, tail)
-            limit = tail if limit is None else min(limit, tail)
-        elif since_time is not None:
-            after = max(after, await self.journal.time_position(run_id, since_time))
-        return await self.journal.read_logs(run_id, since_id=after, limit=limit)
-
-    async def count_logs(self, run_id: str) -> int:
-        """How many log lines of the run are stored."""
-        return await self.journal.count_logs(run_id)
-
-    async def log_position(self, run_id: str, moment: datetime) -> int:
-        """The event id after which the run's events stamped after `moment` start."""
-        return await self.journal.time_position(run_id, moment)
-
-    async def run_ended(self, run_id: str) -> bool:
-        run = await self.repo.get(run_id)
-        return run is None or run.status in TERMINAL_RUN
-
-    async def follow(
-        self,
-        *,
-        since: int | None,
-        run_id: str | None = None,
-        job_id: str | None = None,
-        until_terminal: bool = False,
-    ) -> AsyncIterator[Event]:
-        """Stored events after `since` then live ones, each once, one at a time (the
-        events of `self.feed`'s batches; see `EventFeed.follow`). May raise
-        `flwd.events.bus.SlowConsumer` mid-stream: end it, the client resumes."""
-        batches = self.feed.follow(
-            since=since, run_id=run_id, job_id=job_id, until_terminal=until_terminal
-        )
-        async for batch in batches:
-            for event in batch:
-                yield event
-
-    def _notify_plugins(self, records: list[Record]) -> None:
-        for record in records:
-            for event in record.events():
-                try:
-                    self.pm.hook.run_event(event=event)
-                except Exception:
-                    log.exception("a run_event hook failed for event %s", event.id)
-
-    async def _requeue_pending(self) -> None:
-        for run in await self.repo.with_status(RunStatus.PENDING):
-            reason: str | None = None
-            job: JobSpec | None = None
-            try:
-                job = self.registry.catalog.get(run.job_id)
-            except (JobNotFound, FlwdError) as exc:
-                reason = f"cannot resume after restart: {exc.detail}"
-            if job is not None and await self.repo.has_secrets(run.run_id):
-                reason = "cannot resume after restart: its secret arguments are never stored"
-            if reason is not None or job is None:
-                await self.journal.append(
-                    "run.finished",
-                    run.run_id,
-                    run.job_id,
-                    {"status": "failed", "reason": FailureReason.LOST.value, "error": reason},
-                    statements=[
-                        rows.update_run(
-                            run.run_id,
-                            status=RunStatus.FAILED.value,
-                            reason=FailureReason.LOST.value,
-                            error=reason,
-                            finished_at=utcnow(),
-                        )
-                    ],
-                )
-                continue
-            self.scheduler.submit(
-                ActiveRun(
-                    run=run,
-                    job=job,
-                    args=dict(run.args),
-                    redactor=Redactor([]),
-                    concurrency_key=concurrency_key(
-                        job.concurrency.key if job.concurrency else None, run.args
-                    ),
-                )
-            )
-
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # an answer nobody joined must not be logged as unretrieved
-
-
-def _fingerprint(job_id: str, masked_args: dict[str, Any], tenant: str) -> str:
-    canonical = msgspec.json.encode(
-        {"job_id": job_id, "args": masked_args, "tenant": tenant}, order="sorted"
-    )
-    return hashlib.sha256(canonical).hexdigest()

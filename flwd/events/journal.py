@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -20,48 +20,33 @@ import msgspec
 from flwd.events.bus import EventBus
 from flwd.events.records import OUTPUT, Record
 from flwd.models import Event, LogLine, utcnow
+from flwd.storage.events import INSERT_EVENT, EventRows
 from flwd.storage.store import Statement, Store
+from flwd.timefmt import iso
 
 log = logging.getLogger(__name__)
-_ZERO = timedelta(0)
 
-_INSERT = (
-    "INSERT INTO events (id, last_id, run_id, job_id, type, ts, data, text) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_DELETE_OUTPUT = f"DELETE FROM events WHERE id = ? AND type = '{OUTPUT}'"
 _encode = msgspec.json.Encoder().encode
 #: A page of stored events holds at most this many rows ...
 PAGE_ROWS = 500
 #: ... and about this many bytes: a replay or a page of logs holds one page at a time.
 PAGE_BYTES = 256 * 1024
-#: What a chunk of output may hold at most (one 64 KiB read of a pipe plus a partial
-#: line), and a line (the default line limit): sizes are estimated from line counts.
-_CHUNK_BYTES = 80 * 1024
-_LINE_BYTES = 16 * 1024
 #: Chunks of output read at once by `read_logs` (a page of lines is read in these steps).
 _LOG_ROWS = 16
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def iso(ts: datetime) -> str:
-    """`2026-11-29T14:53:24.564741Z` for a UTC time (always with microseconds)."""
-    if ts.microsecond and ts.utcoffset() == _ZERO:
-        return ts.isoformat()[:-6] + "Z"  # the quick way: no keyword to parse
-    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 class Journal:
     def __init__(self, store: Store, bus: EventBus) -> None:
         self.store = store
+        self.rows = EventRows(store, chunk_type=OUTPUT)
         self.bus = bus
         self._next_id = 1
         self.last_published = 0
         self.listeners: list[Callable[[list[Record]], None]] = []
 
     async def open(self) -> None:
-        row = await self.store.fetchone("SELECT COALESCE(MAX(last_id), 0) FROM events")
-        self._next_id = (int(row[0]) if row else 0) + 1
+        self._next_id = await self.rows.last_id() + 1
         self.last_published = self._next_id - 1
 
     def committed(self, records: list[Record]) -> None:
@@ -127,7 +112,7 @@ class Journal:
     def delete_output(self, rows: list[int]) -> None:
         """Delete stored chunks of output (by row id), once published: what a run's
         rolling tail no longer keeps."""
-        self.store.write([(_DELETE_OUTPUT, (row,)) for row in rows], wait=False)
+        self.store.write(self.rows.delete_chunks(rows), wait=False)
 
     def _queue(
         self,
@@ -157,7 +142,7 @@ class Journal:
             data=data,
             text=text,
         )
-        insert = (_INSERT, (first, last, run_id, job_id, type, iso(ts), _encode(data), text))
+        insert = (INSERT_EVENT, (first, last, run_id, job_id, type, iso(ts), _encode(data), text))
         writes = [*statements, insert]
         if text is None:
             return self.store.write(writes, [record], wait=wait)
@@ -176,37 +161,8 @@ class Journal:
         """Stored rows holding events with id > since, in id order: at most `limit` rows
         and about `page_bytes` of them (estimated without reading them), so a page costs
         little memory however large the log is."""
-        start_row = await self.store.fetchone(
-            "SELECT id FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1", (since + 1,)
-        )
-        start = int(start_row[0]) if start_row else 0
-        clauses = ["id >= ?", "last_id > ?"]
-        params: list[Any] = [start, since]
-        if run_id is not None:
-            clauses.append("run_id = ?")
-            params.append(run_id)
-        if job_id is not None:
-            clauses.append("job_id = ?")
-            params.append(job_id)
-        where = " AND ".join(clauses)
-        # Where the page ends, from ids and types only (no text is read): where the
-        # estimated size of its rows reaches `page_bytes`. A chunk of output holds at most
-        # one pipe read plus a partial line (~80 KiB) and at most a line limit per line.
-        end = await self.store.fetchone(
-            "SELECT id FROM (SELECT id, SUM(CASE WHEN type = ? "
-            "THEN MIN(?, (last_id - id + 1) * ?) ELSE 256 END) OVER (ORDER BY id) AS size "
-            f"FROM (SELECT id, last_id, type FROM events WHERE {where} ORDER BY id LIMIT ?)) "
-            "WHERE size >= ? LIMIT 1",
-            (OUTPUT, _CHUNK_BYTES, _LINE_BYTES, *params, limit, page_bytes),
-        )
-        if end is not None:
-            where += " AND id <= ?"
-            params.append(int(end[0]))
-        rows = await self.store.fetchall(
-            "SELECT id, last_id, run_id, job_id, type, ts, data, text FROM events WHERE "
-            + where
-            + " ORDER BY id LIMIT ?",
-            (*params, limit),
+        rows = await self.rows.page(
+            since=since, run_id=run_id, job_id=job_id, limit=limit, page_bytes=page_bytes
         )
         return [
             Record(
@@ -251,11 +207,7 @@ class Journal:
         lines: list[LogLine] = []
         cursor = since_id
         while limit is None or len(lines) < limit:
-            rows = await self.store.fetchall(
-                "SELECT id, last_id, ts, data, text FROM events "
-                "WHERE run_id = ? AND type = ? AND last_id > ? ORDER BY id LIMIT ?",
-                (run_id, OUTPUT, cursor, _LOG_ROWS),
-            )
+            rows = await self.rows.chunks(run_id, after=cursor, limit=_LOG_ROWS)
             if not rows:
                 break
             for r in rows:
@@ -278,19 +230,12 @@ class Journal:
 
     async def count_logs(self, run_id: str) -> int:
         """How many log lines of the run are stored (from row ids: no text is read)."""
-        row = await self.store.fetchone(
-            "SELECT COALESCE(SUM(last_id - id + 1), 0) FROM events WHERE run_id = ? AND type = ?",
-            (run_id, OUTPUT),
-        )
-        return int(row[0]) if row else 0
+        return await self.rows.count_lines(run_id)
 
     async def tail_position(self, run_id: str, lines: int) -> int:
         """The id after which the run's last `lines` stored log lines start (0 when the
         log is shorter), found from the newest rows' ids alone: no text is read."""
-        rows = await self.store.fetchall(
-            "SELECT id, last_id FROM events WHERE run_id = ? AND type = ? ORDER BY id DESC LIMIT ?",
-            (run_id, OUTPUT, lines),
-        )
+        rows = await self.rows.last_chunks(run_id, lines)
         wanted = lines
         for first, last in rows:
             count = last - first + 1
@@ -302,12 +247,4 @@ class Journal:
     async def time_position(self, run_id: str, moment: datetime) -> int:
         """The id after which the run's events stamped after `moment` start (a chunk of
         lines has one timestamp, so a chunk is before or after as a whole)."""
-        row = await self.store.fetchone(
-            "SELECT MIN(id) FROM events WHERE run_id = ? AND ts > ?", (run_id, iso(moment))
-        )
-        if row is not None and row[0] is not None:
-            return int(row[0]) - 1
-        last = await self.store.fetchone(
-            "SELECT COALESCE(MAX(last_id), 0) FROM events WHERE run_id = ?", (run_id,)
-        )
-        return int(last[0]) if last else 0
+        return await self.rows.time_position(run_id, moment)

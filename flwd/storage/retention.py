@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 import msgspec
 from ulid import ULID
 
-from flwd.events.journal import iso
 from flwd.states import TERMINAL_RUN
 from flwd.storage.store import Statement, Store
+from flwd.timefmt import iso
 
 _TERMINAL = tuple(sorted(status.value for status in TERMINAL_RUN))
 _IS_TERMINAL = f"status IN ({', '.join(repr(value) for value in _TERMINAL)})"

@@ -13,10 +13,10 @@ from typing import Any
 
 import msgspec
 
-from flwd.events.journal import iso
 from flwd.models import Artifact, Result, Run, Step, StepSpec
 from flwd.states import RunStatus
 from flwd.storage.store import Statement, Store
+from flwd.timefmt import iso
 
 _encode = msgspec.json.Encoder().encode
 _RUN_COLUMNS = (

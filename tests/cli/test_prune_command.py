@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flwd.engine.service import lock_data_dir
+from flwd.engine.datadir_lock import lock_data_dir
 from flwd.settings import Settings
 
 

@@ -23,7 +23,7 @@ from flwd.logthrottle import ThrottledHandler
 from flwd.plugins import make_plugin_manager
 from flwd.settings import Settings, SettingsError, load_settings
 from flwd.states import FailureReason, failure_reason_of
-from tests.api_support import FakeRunService, fake_backend_factory
+from tests.api_support import FakeRunService, fake_services_factory
 
 
 def depth(value: Any) -> int:
@@ -205,7 +205,7 @@ async def test_the_guards_cover_a_mounted_asgi_app(api_service: FakeRunService) 
     app = create_app(
         Settings(watch=False),
         make_plugin_manager(load_entrypoints=False, extra=[MountPlugin()]),
-        backend_factory=fake_backend_factory(api_service),
+        services_factory=fake_services_factory(api_service),
     )
     async with AsyncTestClient(app=app, base_url="http://127.0.0.1") as client:
         ok = await client.post("/api/v1/mcp", json={"jsonrpc": "2.0"})

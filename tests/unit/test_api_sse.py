@@ -10,8 +10,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from flwd.events.bus import SlowConsumer
-from flwd.events.sse import (
+from flwd.api.sse import (
     MAX_CHUNK,
     RUN_FINISHED,
     _FrameCache,
@@ -23,6 +22,7 @@ from flwd.events.sse import (
     log_line,
     parse_resume_id,
 )
+from flwd.events.bus import SlowConsumer
 from flwd.models import Event
 from tests.api_support import FakeRunService
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flwd.engine.executor import MAX_ENV_STRING, fit_environment
+from flwd.engine.environment import MAX_ENV_STRING, fit_environment
 from flwd.states import RunStatus
 from tests.unit.engine_support import EngineWorld, events_of, run_job
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from flwd.engine.service import DataDirBusy
+from flwd.engine.datadir_lock import DataDirBusy
 from flwd.errors import IdempotencyKeyReused, RunNotCancellable
 from flwd.states import FailureReason, RunStatus, StepStatus
 from tests.unit.engine_support import (

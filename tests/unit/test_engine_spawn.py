@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flwd.engine import executor, spawn
+from flwd.engine import spawn, step_process
 from flwd.states import RunStatus
 from tests.unit.engine_support import (
     EngineWorld,
@@ -41,7 +41,7 @@ def spawn_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         async def busy(*args: Any, **kwargs: Any) -> int:
             return await real(*args, **{**kwargs, "busy": True})
 
-        monkeypatch.setattr(executor, "spawn", busy)
+        monkeypatch.setattr(step_process, "spawn", busy)
     yield request.param
 
 

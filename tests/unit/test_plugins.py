@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from flwd.engine.executor import StepContext
 from flwd.engine.service import RunService
+from flwd.engine.step_process import StepContext
 from flwd.hookspecs import hookimpl
 from flwd.jobs.registry import JobRegistry
 from flwd.models import Event

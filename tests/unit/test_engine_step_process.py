@@ -1,4 +1,4 @@
-"""The executor: own session and process group per step, per-run working directory, a clean
+"""A step's process: own session and process group per step, per-run working directory, a clean
 environment with flwd's variables, arguments that never pass through a shell, live output,
 no lingering children and no zombies."""
 
@@ -296,18 +296,18 @@ async def test_output_faster_than_the_store_pauses_the_pipes_and_loses_nothing(
 ) -> None:
     # a tiny queue bound: the step's pipes are paused (the step blocks on its writes)
     # again and again while the store catches up, and every line still arrives, in order
-    from flwd.engine import executor
+    from flwd.engine import step_process
     from flwd.storage import store
 
     monkeypatch.setattr(store, "_QUEUE_BYTES", 32 * 1024)
     pauses = []
-    pause = executor._StepProcess._pause
+    pause = step_process._StepProcess._pause
 
-    def counting_pause(self: executor._StepProcess) -> None:
+    def counting_pause(self: step_process._StepProcess) -> None:
         pauses.append(1)
         pause(self)
 
-    monkeypatch.setattr(executor._StepProcess, "_pause", counting_pause)
+    monkeypatch.setattr(step_process._StepProcess, "_pause", counting_pause)
     engine_world.job("flood", {"steps": [{"id": "s", "run": "seq 1 100000; seq 1 100000 >&2"}]})
     async with engine_world.open() as service:
         run = await run_job(service, "flood")

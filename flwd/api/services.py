@@ -186,7 +186,7 @@ class OneByOne:
 
 
 @dataclass(frozen=True)
-class Backend:
+class ApiServices:
     """The live services behind the API, created by the app's lifespan. `feed` defaults
     to `OneByOne(runs)`."""
 
@@ -200,13 +200,15 @@ class Backend:
         return self.feed if self.feed is not None else OneByOne(self.runs)
 
 
-BackendFactory = Callable[
-    [Settings, pluggy.PluginManager], contextlib.AbstractAsyncContextManager[Backend]
+ServicesFactory = Callable[
+    [Settings, pluggy.PluginManager], contextlib.AbstractAsyncContextManager[ApiServices]
 ]
 
 
 @contextlib.asynccontextmanager
-async def default_backend(settings: Settings, pm: pluggy.PluginManager) -> AsyncIterator[Backend]:
+async def default_services(
+    settings: Settings, pm: pluggy.PluginManager
+) -> AsyncIterator[ApiServices]:
     """The real registry (watching job sources) and run service (store, scheduler)."""
     # Imported here: the engine pulls in storage and process management, which
     # `flwd openapi` and the unit tests of the HTTP layer do not need.
@@ -217,4 +219,4 @@ async def default_backend(settings: Settings, pm: pluggy.PluginManager) -> Async
         JobRegistry(settings, pm) as registry,
         RunService(settings, registry, pm) as runs,
     ):
-        yield Backend(registry=registry, runs=runs, feed=runs.feed)
+        yield ApiServices(registry=registry, runs=runs, feed=runs.feed)

@@ -1,4 +1,8 @@
-"""Execute one run: its steps as a DAG, retries, timeouts, cancel, result and artifacts.
+"""Drive one run from its start to its terminal state: its steps in the order of their
+`needs` (`flwd.engine.dag`), each attempt with its retries (a step's process itself is
+`flwd.engine.step_process`), timeouts and cancel, the process groups recorded for crash
+recovery and the escaped processes stopped, its results (`flwd.engine.results`), its
+artifacts, and how it ended (`flwd.engine.final_status`).
 
 Every state change is written with the event that announces it, in one transaction.
 Whatever happens — a step failing, a cancel, a timeout, a bug — the run's terminal state is
@@ -18,27 +22,23 @@ import asyncio
 import functools
 import logging
 import os
-import traceback
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import jsonschema
 import msgspec
 import pluggy
 
+from flwd.engine.active_run import ActiveRun
 from flwd.engine.artifacts import collect_artifacts
-from flwd.engine.containment import Containment, RunCgroup
-from flwd.engine.executor import (
-    Outcome,
-    StepContext,
-    StopSignal,
-    execute_step,
-    fit_environment,
-    inherited_environment,
-    step_environment,
+from flwd.engine.containment import Containment
+from flwd.engine.dag import StepOrder
+from flwd.engine.environment import fit_environment, inherited_environment, step_environment
+from flwd.engine.final_status import (
+    ENDS_EVERY_STEP,
+    STOPPED_BY_INTERNAL,
+    failure,
+    terminal_fields,
 )
-from flwd.engine.output import Redactor, RunOutput
+from flwd.engine.output import RunOutput
 from flwd.engine.processes import (
     EscapedProcesses,
     adopted_children,
@@ -46,53 +46,26 @@ from flwd.engine.processes import (
     reap_adopted,
     terminate,
 )
-from flwd.engine.rooms import Room, UnsafeEntry
+from flwd.engine.results import checked_result, collect_result
+from flwd.engine.rooms import Room
+from flwd.engine.step_process import Outcome, StepContext, execute_step
 from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
 from flwd.jobs.steps import SHELL, job_dir_hint, job_files_named
-from flwd.models import JobSpec, Result, Run, StepSpec, utcnow
+from flwd.models import JobSpec, StepSpec, utcnow
 from flwd.settings import Settings
-from flwd.states import FailureReason, RunStatus, StepStatus, failure_reason_of
+from flwd.states import FailureReason, RunStatus, StepStatus
 from flwd.storage import runs as rows
 
 log = logging.getLogger(__name__)
-_RESULT_LIMIT = 4 * 1024 * 1024
 #: a step's process group id is stored once it has run this long (see `_run_step`)
 _STORE_PGID_AFTER = 0.05
 
 
-@dataclass
-class ActiveRun:
-    """A run this process is executing or about to execute (held only in memory)."""
+class RunDriver:
+    """Drives each run this process executes, from its start to its terminal state."""
 
-    run: Run
-    job: JobSpec
-    args: dict[str, Any]
-    redactor: Redactor
-    concurrency_key: str | None = None
-    stop: StopSignal = field(default_factory=StopSignal)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_requested: bool = False
-    shutting_down: bool = False
-    timed_out: bool = False
-    pgids: list[int] = field(default_factory=list)
-    #: the commit of `run.created`, for a run queued before it was durable
-    created: asyncio.Future[None] | None = None
-    started_at: datetime | None = None
-    #: commits of `step.started` (attempt 0) posted when the run started, by step id
-    step_started: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    #: the run as stored by its `run.finished`, once committed
-    final: Run | None = None
-    #: steps whose terminal `step.finished` was posted
-    ended_steps: set[str] = field(default_factory=set)
-    #: set when flwd itself failed: the steps still running are stopped and end `internal`
-    failing: bool = False
-    #: where the run's processes are kept (cgroup mode), from its start to its end
-    cgroup: RunCgroup | None = None
-
-
-class RunExecutor:
     def __init__(
         self,
         settings: Settings,
@@ -180,7 +153,7 @@ class RunExecutor:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
             await self._run_dag(active, room, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
-            error, error_reason = _failure(active, exc, "failed inside flwd")
+            error, error_reason = failure(active, exc, "failed inside flwd")
         finally:
             if timer is not None:
                 timer.cancel()
@@ -196,20 +169,14 @@ class RunExecutor:
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
     ) -> None:
-        steps = {step.id: step for step in active.job.steps}
-        state = dict.fromkeys(steps, StepStatus.PENDING)
+        order = StepOrder(active.job.steps)
         running: dict[asyncio.Task[Outcome], StepSpec] = {}
         crashed: BaseException | None = None
         while True:
             if not active.stop.is_set():
-                for step in steps.values():
-                    ready = all(state[n] is StepStatus.SUCCESS for n in step.needs)
-                    if state[step.id] is StepStatus.PENDING and ready:
-                        state[step.id] = StepStatus.RUNNING
-                        task = asyncio.create_task(
-                            self._run_step(active, step, room, output, results)
-                        )
-                        running[task] = step
+                for step in order.ready():
+                    task = asyncio.create_task(self._run_step(active, step, room, output, results))
+                    running[task] = step
             if not running:
                 break
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -221,43 +188,24 @@ class RunExecutor:
                     crashed = crashed or task.exception()
                     active.failing = True
                     active.stop.set()
-                    state[step.id] = StepStatus.FAILED
+                    order.ended(step.id, StepStatus.FAILED)
                     continue
                 outcome = task.result()
-                state[step.id] = outcome.status
+                order.ended(step.id, outcome.status)
                 outcomes[step.id] = outcome
                 if outcome.status is StepStatus.FAILED:
-                    self._skip_dependants(active, step.id, steps, state, outcomes)
+                    for skipped in order.skip_dependants(step.id):
+                        outcomes[skipped] = Outcome(
+                            status=StepStatus.SKIPPED,
+                            reason=FailureReason.DEPENDENCY_FAILED,
+                            error=f"skipped because step '{step.id}' failed",
+                        )
+                        self._step_finished(active, skipped, outcomes[skipped], attempt=0)
         if crashed is not None:
             raise crashed
-        for step_id, status in state.items():
-            if status is StepStatus.PENDING:  # never started: the run was stopped
-                outcomes[step_id] = Outcome(status=StepStatus.CANCELLED)
-                self._step_finished(active, step_id, outcomes[step_id], attempt=0)
-
-    def _skip_dependants(
-        self,
-        active: ActiveRun,
-        failed: str,
-        steps: dict[str, StepSpec],
-        state: dict[str, StepStatus],
-        outcomes: dict[str, Outcome],
-    ) -> None:
-        blocked = {failed}
-        changed = True
-        while changed:
-            changed = False
-            for step in steps.values():
-                if state[step.id] is StepStatus.PENDING and blocked.intersection(step.needs):
-                    state[step.id] = StepStatus.SKIPPED
-                    blocked.add(step.id)
-                    changed = True
-                    outcomes[step.id] = Outcome(
-                        status=StepStatus.SKIPPED,
-                        reason=FailureReason.DEPENDENCY_FAILED,
-                        error=f"skipped because step '{failed}' failed",
-                    )
-                    self._step_finished(active, step.id, outcomes[step.id], attempt=0)
+        for step_id in order.never_started():  # the run was stopped before they started
+            outcomes[step_id] = Outcome(status=StepStatus.CANCELLED)
+            self._step_finished(active, step_id, outcomes[step_id], attempt=0)
 
     async def _run_step(
         self,
@@ -320,7 +268,7 @@ class RunExecutor:
                 for handle in stored_later:
                     handle.cancel()
             if outcome.status is StepStatus.SUCCESS:
-                outcome = await self._collect_result(active, step, room, results, outcome)
+                outcome = await collect_result(self.journal, active, step, room, results, outcome)
             elif outcome.reason in (FailureReason.EXIT_CODE, FailureReason.ERROR):
                 outcome = _with_job_dir_hint(outcome, step, job, room.run_dir)
             last = outcome.status is not StepStatus.FAILED or attempt == step.retries
@@ -354,50 +302,6 @@ class RunExecutor:
         except StorageError:
             log.exception("could not store the process group of run %s", run_id)
 
-    async def _collect_result(
-        self,
-        active: ActiveRun,
-        step: StepSpec,
-        room: Room,
-        results: dict[str, Any],
-        outcome: Outcome,
-    ) -> Outcome:
-        problem: str | None = None
-        if not room.result_written(step.id):  # most steps write none: no hop to a thread
-            return outcome
-        try:
-            raw = await asyncio.to_thread(room.read_result, step.id, _RESULT_LIMIT)
-            if raw is None:
-                return outcome
-            value = msgspec.json.decode(raw)
-            # kept as parsed, for the run's result_schema; only masked copies leave
-            masked = active.redactor.value(value)
-        except UnsafeEntry as exc:
-            problem = str(exc)
-        except msgspec.DecodeError as exc:
-            problem = f"result file is not valid JSON: {exc}"
-        except RecursionError:
-            problem = "result file is nested too deeply (arrays or objects within each other)"
-        if problem is not None:
-            return Outcome(
-                status=StepStatus.FAILED,
-                reason=FailureReason.ERROR,
-                exit_code=0,
-                error=active.redactor.mask_text(problem),
-            )
-        results[step.id] = value
-        self.journal.post(
-            "step.result",
-            active.run.run_id,
-            active.job.id,
-            {"step_id": step.id, "value": masked},
-            statements=[
-                rows.update_step(active.run.run_id, step.id, result=msgspec.json.encode(masked))
-            ],
-            wait=False,
-        )
-        return outcome
-
     def _step_finished(
         self,
         active: ActiveRun,
@@ -414,7 +318,7 @@ class RunExecutor:
                 reason=FailureReason.INTERNAL,
                 exit_code=outcome.exit_code,
                 signal=outcome.signal,
-                error=_STOPPED_BY_INTERNAL,
+                error=STOPPED_BY_INTERNAL,
             )
         if not retrying:
             active.ended_steps.add(step_id)
@@ -471,18 +375,18 @@ class RunExecutor:
                     await output.note(note)
         except Exception as exc:
             if error is None:
-                error, error_reason = _failure(active, exc, "could not be finished")
+                error, error_reason = failure(active, exc, "could not be finished")
         try:
             if error is None and not active.ended_steps.issuperset(s.id for s in job.steps):
                 error = "internal error: a step of the run was never reported finished"
-            fields, result = _terminal_fields(active, outcomes, error, error_reason), None
+            fields, result = terminal_fields(active, outcomes, error, error_reason), None
             if results:
-                fields, result = self._checked_result(active, fields, results)
+                fields, result = checked_result(active, fields, results)
         except Exception as exc:
             if error is None:
-                error, error_reason = _failure(active, exc, "could not be finished")
-            fields, result = _terminal_fields(active, outcomes, error, error_reason), None
-        if fields.get("reason") in _ENDS_EVERY_STEP:
+                error, error_reason = failure(active, exc, "could not be finished")
+            fields, result = terminal_fields(active, outcomes, error, error_reason), None
+        if fields.get("reason") in ENDS_EVERY_STEP:
             self._end_remaining_steps(active)
         fields["finished_at"] = utcnow()
         if result is not None:
@@ -523,25 +427,6 @@ class RunExecutor:
         finally:
             self.active_ids.discard(run.run_id)
             active.done.set()
-
-    def _checked_result(
-        self, active: ActiveRun, fields: dict[str, Any], results: dict[str, Any]
-    ) -> tuple[dict[str, Any], Result]:
-        """The run's result, checked against the job's `result_schema` as the steps wrote
-        it, then masked: secrets never corrupt a value nor make it fail its schema."""
-        job, redactor = active.job, active.redactor
-        order = [step.id for step in job.steps if step.id in results]
-        value = results[order[-1]]
-        if fields["status"] == RunStatus.SUCCESS.value and job.result_schema:
-            problems = _schema_problems(job.result_schema, value, redactor)
-            if problems:
-                fields = {
-                    "status": RunStatus.FAILED.value,
-                    "reason": FailureReason.ERROR.value,
-                    "error": "result does not match result_schema: " + "; ".join(problems),
-                }
-        masked = {k: redactor.value(results[k]) for k in order}
-        return fields, Result(value=masked[order[-1]], steps=masked)
 
     def _end_remaining_steps(self, active: ActiveRun) -> None:
         """After flwd failed: every step not ended yet ends `failed`/`internal`."""
@@ -624,86 +509,3 @@ def _left_out_note(names: list[str]) -> str:
 def _time_out(active: ActiveRun) -> None:
     active.timed_out = True
     active.stop.set()
-
-
-#: Reasons a run ends with before all its steps did: each step not ended yet ends too.
-_ENDS_EVERY_STEP = frozenset(
-    {FailureReason.INTERNAL.value, FailureReason.RESOURCES_EXHAUSTED.value}
-)
-
-_STOPPED_BY_INTERNAL = "stopped: flwd failed internally while running this run (see its error)"
-
-
-def _failure(active: ActiveRun, exc: BaseException, what: str) -> tuple[str, FailureReason]:
-    """The error and reason of a run that flwd could not carry through: the machine out
-    of descriptors, processes or memory (`resources_exhausted`, logged in one line), or
-    flwd itself failing (`internal`, its traceback logged)."""
-    if failure_reason_of(exc) is FailureReason.RESOURCES_EXHAUSTED:
-        log.error("run %s %s: %s", active.run.run_id, what, exc)
-        message = f"the server is out of file descriptors, processes or memory: {exc}"
-        return active.redactor.mask_text(message), FailureReason.RESOURCES_EXHAUSTED
-    return _internal_error(active, exc, what), FailureReason.INTERNAL
-
-
-def _internal_error(active: ActiveRun, exc: BaseException, what: str) -> str:
-    """Log a failure of flwd itself (its traceback with secrets masked) and return the
-    run's error message, which names no secret of any length."""
-    trace = "".join(traceback.format_exception(exc))
-    log.error("run %s %s:\n%s", active.run.run_id, what, active.redactor.mask_text(trace))
-    message = active.redactor.mask_text(f"internal error: {type(exc).__name__}: {exc}")
-    if active.redactor.reveals(message):
-        message = f"internal error: {type(exc).__name__} (details in the server log)"
-    return message
-
-
-def _schema_problems(schema: dict[str, Any], value: Any, redactor: Redactor) -> list[str]:
-    """What is wrong with a result, as `pointer: message`; a message that would quote a
-    secret is replaced by a generic one."""
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = []
-    for error in validator.iter_errors(value):
-        path = "/".join(str(redactor.value(p)) for p in error.absolute_path)
-        message = str(error.message)
-        if redactor.reveals(message):
-            message = f"the value does not satisfy '{error.validator}' of the schema"
-        problems.append(f"/{path}: {message}")
-    return problems
-
-
-def _terminal_fields(
-    active: ActiveRun,
-    outcomes: dict[str, Outcome],
-    error: str | None,
-    error_reason: FailureReason = FailureReason.INTERNAL,
-) -> dict[str, Any]:
-    if error is not None:
-        return {
-            "status": RunStatus.FAILED.value,
-            "reason": error_reason.value,
-            "error": error,
-        }
-    if active.cancel_requested or active.shutting_down:
-        why = "cancelled" if active.cancel_requested else "cancelled: the server shut down"
-        return {"status": RunStatus.CANCELLED.value, "error": why}
-    if active.timed_out:
-        return {
-            "status": RunStatus.FAILED.value,
-            "reason": FailureReason.TIMEOUT.value,
-            "error": f"run timed out after {active.job.timeout:g}s",
-        }
-    failed = [(k, o) for k, o in outcomes.items() if o.status is StepStatus.FAILED]
-    if not failed:
-        return {"status": RunStatus.SUCCESS.value}
-    step_id, outcome = failed[0]
-    skipped = [k for k, o in outcomes.items() if o.status is StepStatus.SKIPPED]
-    reason = FailureReason.DEPENDENCY_FAILED if skipped else outcome.reason
-    message = f"step '{step_id}' failed: {outcome.error}"
-    if skipped:
-        message += "; skipped: " + ", ".join(f"'{s}'" for s in skipped)
-    return {
-        "status": RunStatus.FAILED.value,
-        "reason": reason.value if reason else FailureReason.EXIT_CODE.value,
-        "error": message,
-        "exit_code": outcome.exit_code,
-        "signal": outcome.signal,
-    }

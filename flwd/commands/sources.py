@@ -1,6 +1,6 @@
 """Where the commands get their data: the local engine, or a server over HTTP.
 
-Both backends expose the same small surface and return the same Structs, so every command
+Both sources expose the same small surface and return the same Structs, so every command
 prints the same thing whichever one it talks to. Which one: `--server` / `FLWD_SERVER`
 when given, else the server running on the data dir (found through its `server.json`),
 else the data dir itself.
@@ -28,7 +28,10 @@ if TYPE_CHECKING:  # imported when a command runs, so `flwd --help` starts fast
     from flwd.engine.service import RunService
 
 
-class Backend(Protocol):
+class RunSource(Protocol):
+    """Where a command reads jobs and runs and starts them: `LocalSource` (the engine on
+    the data dir) or `RemoteSource` (a server's HTTP API)."""
+
     async def get_job(self, job_id: str) -> JobDetail: ...
     async def create_run(self, job_id: str, args: dict[str, Any]) -> Run: ...
     async def restart_run(self, run_id: str, args: dict[str, Any] | None) -> Run: ...
@@ -44,7 +47,7 @@ class Backend(Protocol):
     async def download(self, artifact_id: str, dest: str) -> Path: ...
 
 
-class LocalBackend:
+class LocalSource:
     """The engine in this process, on the data dir (needs no server)."""
 
     def __init__(self, service: RunService) -> None:
@@ -108,7 +111,7 @@ class LocalBackend:
         return target
 
 
-class RemoteBackend:
+class RemoteSource:
     """A flwd server's HTTP API, through the public methods of `FlwdClient`."""
 
     def __init__(self, client: FlwdClient) -> None:
@@ -179,16 +182,16 @@ async def open_client(server: tuple[str, str | None]) -> AsyncIterator[FlwdClien
 
 
 @contextlib.asynccontextmanager
-async def open_backend(
+async def open_source(
     settings: Settings, *, execute: bool = False, server: tuple[str, str | None] | None = None
-) -> AsyncIterator[Backend]:
-    """A backend for one command: the HTTP API of `server` (see `server_url`), or the
+) -> AsyncIterator[RunSource]:
+    """A source for one command: the HTTP API of `server` (see `server_url`), or the
     local data dir — owned (`execute`: runs jobs, needs the data dir lock) or read-only."""
     from flwd.engine.service import RunService
 
     if server is not None:
         async with open_client(server) as client:
-            yield RemoteBackend(client)
+            yield RemoteSource(client)
         return
     if execute:
         from flwd.jobs.registry import JobRegistry
@@ -196,7 +199,7 @@ async def open_backend(
         pm = make_plugin_manager()
         registry = JobRegistry(settings, pm)
         async with RunService(settings, registry, pm) as service:
-            yield LocalBackend(service)
+            yield LocalSource(service)
         return
     service = RunService(settings, None, make_plugin_manager(), readonly=True)
     try:
@@ -206,6 +209,6 @@ async def open_backend(
             f"no runs yet: there is no flwd database in the data dir {settings.data_dir}"
         ) from None
     try:
-        yield LocalBackend(service)
+        yield LocalSource(service)
     finally:
         await service.__aexit__(None, None, None)
