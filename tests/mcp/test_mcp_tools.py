@@ -304,6 +304,8 @@ async def test_the_tool_list_follows_hot_reload(mcp_server: ServerProcess, trans
     recorder = Recorder()
     job_id = f"added/{transport}-job"
     async with connect(mcp_server, transport, recorder) as client:
+        tools = client.server_capabilities.tools
+        assert tools is not None and tools.list_changed  # declared, so clients listen
         before = {t.name for t in (await client.list_tools()).tools}
         assert tool_name(job_id) not in before
         add_job(mcp_server.jobs, job_id, {"description": "added later", "command": "true"})

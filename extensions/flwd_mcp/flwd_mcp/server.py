@@ -93,6 +93,23 @@ def connection_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
     return session_id if isinstance(session_id, str) else None
 
 
+class _ToolsChangeServer(Server[Any]):
+    """The SDK's server, declaring `tools.listChanged` by default: the streamable HTTP
+    session manager asks for the initialization options without arguments."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
 class FlwdMcp:
     """The MCP server of one flwd: `server` for the transports, `watch_catalog` to follow
     hot reload (run it for the server's lifetime)."""
@@ -103,7 +120,7 @@ class FlwdMcp:
         self.listen = ListenHandler(self.bus)
         self._sessions: OrderedDict[str, ServerSession] = OrderedDict()
         self._watches: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.server: Server[Any] = Server(
+        self.server: Server[Any] = _ToolsChangeServer(
             name,
             version=__version__,
             instructions="Every flwd job is a tool: calling it starts a run and returns its "
@@ -119,9 +136,7 @@ class FlwdMcp:
         )
 
     def initialization_options(self) -> InitializationOptions:
-        return self.server.create_initialization_options(
-            NotificationOptions(tools_changed=True, resources_changed=False)
-        )
+        return self.server.create_initialization_options()
 
     # -- connections and unsolicited notifications --------------------------------------
 
