@@ -18,7 +18,7 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Server, Tag
 from litestar.response import Redirect
 from litestar.types import (
@@ -26,6 +26,7 @@ from litestar.types import (
     LifeSpanReceive,
     LifeSpanScope,
     LifeSpanSend,
+    Message,
     Receive,
     Scope,
     Send,
@@ -34,6 +35,7 @@ from litestar.types import (
 from flwd import API_PREFIX, __version__
 from flwd.api.artifacts import ArtifactController
 from flwd.api.deps import dependencies
+from flwd.api.docs_assets import assets_router, swagger_plugin
 from flwd.api.events import EventController
 from flwd.api.guards import RequestGuards, track_response
 from flwd.api.head import head_as_get
@@ -57,8 +59,8 @@ are Server-Sent Events whose `id:` is a global event id usable as `Last-Event-ID
 
 
 def openapi_config() -> OpenAPIConfig:
-    """OpenAPI at `/api/docs/openapi.json`; Swagger UI at `/api/docs` (its JavaScript and
-    CSS load from a CDN, so the viewer needs internet access; the JSON does not)."""
+    """OpenAPI at `/api/docs/openapi.json`; Swagger UI at `/api/docs`, its JavaScript and
+    CSS served by flwd itself (`flwd.api.docs_assets`), so it works without internet."""
     return OpenAPIConfig(
         title="flwd",
         version=__version__,
@@ -72,12 +74,21 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="events", description="Server-Sent Events"),
             Tag(name="system", description="Health and configuration"),
         ],
-        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        render_plugins=[swagger_plugin("/"), JsonRenderPlugin(path="/openapi.json")],
     )
 
 
 class FlwdApp(Litestar):
-    """Litestar, plus `HEAD` on every `GET` route (see `flwd.api.head`)."""
+    """Litestar, with the request guards (`flwd.api.guards`) and the response hooks
+    (`X-Request-ID`, connection tracking) around routing itself, and `HEAD` on every `GET`
+    route (`flwd.api.head`).
+
+    Litestar applies app middleware only to requests that reach a route: a 404 (unknown
+    path) or 405 (method not allowed) is answered by its router first. Wrapping the whole
+    application here makes those answers pass the same guards (a bad `Host` on any path
+    is refused as `host-not-allowed`)."""
+
+    request_guards: RequestGuards | None = None
 
     async def __call__(
         self,
@@ -85,10 +96,35 @@ class FlwdApp(Litestar):
         receive: Receive | LifeSpanReceive,
         send: Send | LifeSpanSend,
     ) -> None:
-        if scope["type"] == ScopeType.HTTP and cast(HTTPScope, scope)["method"] == "HEAD":
-            await head_as_get(super().__call__, scope, receive, send)  # type: ignore[arg-type]
+        if scope["type"] != ScopeType.HTTP:
+            await super().__call__(scope, receive, send)
+            return
+        http_scope = cast(Scope, scope)
+        hooked = _with_response_hooks(cast(Send, send), http_scope)
+        if self.request_guards is None:
+            await self._route(http_scope, cast(Receive, receive), hooked)
+        else:
+            await self.request_guards.handle(
+                http_scope, cast(Receive, receive), hooked, self._route
+            )
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if cast(HTTPScope, scope)["method"] == "HEAD":
+            await head_as_get(super().__call__, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+def _with_response_hooks(send: Send, scope: Scope) -> Send:
+    """Every response message, refusals and 404s included, gets its `X-Request-ID`, and
+    its connection learns when it is complete."""
+
+    async def hooked(message: Message) -> None:
+        await add_request_id(message, scope)
+        await track_response(message, scope)
+        await send(message)
+
+    return hooked
 
 
 @get("/", include_in_schema=False, sync_to_thread=False)
@@ -133,13 +169,10 @@ def create_app(
     )
     state = _initial_state(settings, pm)
     config = AppConfig(
-        route_handlers=[root, api],
+        route_handlers=[root, api, assets_router()],
         lifespan=[lifespan],
         dependencies=dict(dependencies(state)),
         exception_handlers=EXCEPTION_HANDLERS,
-        # Host, CORS, body media type and depth, stream cap: around every route and mount.
-        middleware=[RequestGuards(settings)],
-        before_send=[add_request_id, track_response],
         before_request=refuse_unknown_query,
         # flwd configures logging itself (`flwd serve`); Litestar's own set-up would
         # replace its format and its rate limit on repeated lines.
@@ -151,7 +184,11 @@ def create_app(
     )
     # extensions add routes, mounted apps (MCP's /mcp), lifespans, middleware ...
     pm.hook.configure_app(config=config, settings=settings)
-    return FlwdApp.from_config(config)
+    app = FlwdApp.from_config(config)
+    # Host, CORS, body media type and depth, stream cap: around routing, so around every
+    # route and mount and unknown paths too (FlwdApp).
+    app.request_guards = RequestGuards(settings)
+    return app
 
 
 def _initial_state(settings: Settings, pm: pluggy.PluginManager) -> State:

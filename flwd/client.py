@@ -22,6 +22,7 @@ import os
 import pathlib
 import re
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
@@ -105,7 +106,9 @@ class FlwdClient:
     """Async client of the flwd HTTP API; use as `async with FlwdClient(url) as client:`.
 
     `base_url` is the server's root (`http://127.0.0.1:8080`) or its API root (with
-    `flwd.API_PREFIX`); `token` is sent as a bearer token."""
+    `flwd.API_PREFIX`); `token` is sent as a bearer token. For an HTTPS server,
+    `ca_cert` names a PEM file of the certificate authority (or the self-signed server
+    certificate) to trust; without it the system's store is used (or `SSL_CERT_FILE`)."""
 
     #: Reconnections a stream attempts in a row without receiving an event.
     max_reconnects = 8
@@ -119,6 +122,7 @@ class FlwdClient:
         token: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_cert: str | None = None,
     ) -> None:
         root = base_url.rstrip("/")
         self.base_url = root if root.endswith(API_PREFIX) else root + API_PREFIX
@@ -132,6 +136,7 @@ class FlwdClient:
             timeout=timeout,
             follow_redirects=False,
             transport=transport,
+            verify=ssl.create_default_context(cafile=ca_cert) if ca_cert else True,
         )
 
     async def __aenter__(self) -> FlwdClient:

@@ -23,7 +23,8 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     `flwd.API_PREFIX`); `process_start` is the pid's start time in clock ticks since
     boot where the OS tells it (Linux), to tell the server from a later process that
     reuses its pid; `token_file` is where a local client finds a token, when the server
-    requires one."""
+    requires one; `tls_cert` is the certificate of an HTTPS server, which a local client
+    trusts as its CA (a self-signed certificate works)."""
 
     url: str
     pid: int
@@ -31,6 +32,7 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     version: str
     process_start: int | None = None
     token_file: str | None = None
+    tls_cert: str | None = None
 
     def read_token(self) -> str | None:
         """The token in `token_file`, for a client of this server; None when the server

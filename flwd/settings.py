@@ -3,6 +3,7 @@ variables over defaults. Nothing else in flwd reads the environment for configur
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: how a run's processes are kept together: `auto` (a cgroup v2 per run where the
     #: server can make one, else the subreaper), `cgroup` (or fail to start), `subreaper`
     containment: str = "auto"
+    #: user (and group) ids from which each run gets one of its own when a profile says
+    #: `run_as: run-user` and the server runs as root (docs/sandbox.md)
+    run_user_ids: tuple[int, int] = (200000, 265535)
     line_limit: int = 16 * 1024
     output_head_bytes: int = 8 * 1024 * 1024
     output_tail_bytes: int = 2 * 1024 * 1024
@@ -64,6 +68,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     header_timeout: float = 10.0
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    # TLS and proxies (docs/operations.md#tls-and-reverse-proxies)
+    #: PEM certificate (chain) and private key: with both, `flwd serve` speaks HTTPS.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Peers whose `X-Forwarded-For`/`-Proto` headers are believed (IPs or networks);
+    #: none by default, so no caller can choose the client address the server sees.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: CA certificate (PEM) a command trusts for an HTTPS `--server`.
+    ca_cert: str | None = None
 
     @property
     def data_path(self) -> Path:
@@ -121,6 +134,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_MAX_QUEUE": ("max_queue", int),
     "FLWD_KILL_GRACE": ("kill_grace", parse_duration),
     "FLWD_CONTAINMENT": ("containment", lambda v: v.strip().lower()),
+    "FLWD_RUN_USER_IDS": ("run_user_ids", lambda v: parse_id_range(v)),
     "FLWD_LINE_LIMIT": ("line_limit", int),
     "FLWD_OUTPUT_HEAD_BYTES": ("output_head_bytes", int),
     "FLWD_OUTPUT_TAIL_BYTES": ("output_tail_bytes", int),
@@ -137,7 +151,23 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "FLWD_HEADER_TIMEOUT": ("header_timeout", parse_duration),
     "FLWD_ALLOWED_HOSTS": ("allowed_hosts", lambda v: _word_list(v)),
     "FLWD_CORS_ORIGINS": ("cors_origins", lambda v: _word_list(v)),
+    "FLWD_TLS_CERT": ("tls_cert", str),
+    "FLWD_TLS_KEY": ("tls_key", str),
+    "FLWD_FORWARDED_ALLOW_IPS": ("forwarded_allow_ips", lambda v: _word_list(v)),
+    "FLWD_CA_CERT": ("ca_cert", str),
 }
+
+
+def parse_id_range(text: str) -> tuple[int, int]:
+    """`200000-265535` as (200000, 265535): ids above 0, the first not above the last."""
+    first, dash, last = text.strip().partition("-")
+    try:
+        ids = (int(first), int(last))
+    except ValueError:
+        raise SettingsError(f"{text!r} is not a range of ids such as 200000-265535") from None
+    if not dash or not 0 < ids[0] <= ids[1] < 2**32 - 1:
+        raise SettingsError(f"{text!r} must be FIRST-LAST with 0 < FIRST <= LAST < 4294967295")
+    return ids
 
 
 def _word_list(text: str) -> tuple[str, ...]:
@@ -166,7 +196,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             if value:
                 values["sources"] = parse_sources(list(value))
             continue
-        if field in ("allowed_hosts", "cors_origins"):
+        if field in ("allowed_hosts", "cors_origins", "forwarded_allow_ips"):
             if value:
                 values[field] = tuple(value)
             continue
@@ -189,6 +219,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for origin in settings.cors_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise SettingsError(f"CORS origin '{origin}' must look like https://host[:port]")
+    for peer in settings.forwarded_allow_ips:
+        if peer == "*":  # every peer: only where the proxy alone can reach the port
+            continue
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"--forwarded-allow-ips: '{peer}' is not an IP address or network"
+            ) from None
     if settings.containment not in CONTAINMENT_MODES:
         raise SettingsError(
             f"containment {settings.containment!r} must be one of {', '.join(CONTAINMENT_MODES)}"

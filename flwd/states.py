@@ -37,6 +37,8 @@ class FailureReason(StrEnum):
     #: flwd itself failed (a bug, a storage failure): the run and its unfinished steps end
     INTERNAL = "internal"
     RESOURCES_EXHAUSTED = "resources_exhausted"
+    #: a step went past a limit its profile set (memory, CPU time ...): `error` names it
+    RESOURCE_LIMIT = "resource_limit"
 
 
 #: What the OS says when a process or the system is out of descriptors, processes or

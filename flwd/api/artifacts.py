@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import File
 
 from flwd.api.deps import INT64_MAX, MAX_PAGE, Runs, paginated
-from flwd.api.openapi import DownloadOperation
+from flwd.api.openapi import DownloadOperation, ExampleOperation
 from flwd.api.problems import problem_responses
 from flwd.api.runs import PAGE_HEADERS
 from flwd.api.schemas import ArtifactList
@@ -21,6 +21,7 @@ class ArtifactController(Controller):
 
     @get(
         operation_id="listArtifacts",
+        operation_class=ExampleOperation,
         response_headers=PAGE_HEADERS,
         responses=problem_responses(400, 500),
     )

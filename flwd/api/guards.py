@@ -1,5 +1,6 @@
-"""Request guards: ASGI middleware around every route and mount of the app (the API, the
-docs and anything an extension mounts), under every security profile.
+"""Request guards: ASGI middleware around the whole app, routing included (`FlwdApp` calls
+it before Litestar routes), so every route and mount (the API, the docs and anything an
+extension mounts) and every unknown path or method pass them, under every profile.
 
 In the order they apply:
 
@@ -323,7 +324,8 @@ def _with_cors(send: Send, origin: str) -> Send:
 
 
 async def track_response(message: Message, scope: Scope) -> None:
-    """`before_send` hook (runs for every response, unknown routes included): when a
+    """Send hook (`flwd.app.FlwdApp` runs it for every response, unknown routes and
+    refusals included): when a
     response is complete, its connection waits for a new request head again."""
     if message["type"] == "http.response.body" and not message.get("more_body", False):
         connection = connections.CURRENT.get()

@@ -6,6 +6,7 @@ from litestar import Controller, get
 from litestar.params import FromPath, FromQuery
 
 from flwd.api.deps import Registry
+from flwd.api.openapi import ExampleOperation
 from flwd.api.problems import problem_responses
 from flwd.api.schemas import InvalidJobInfo, JobDetail, JobList, JobSummary
 
@@ -14,7 +15,11 @@ class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
 
-    @get(operation_id="listJobs", responses=problem_responses(400, 500))
+    @get(
+        operation_id="listJobs",
+        operation_class=ExampleOperation,
+        responses=problem_responses(400, 500),
+    )
     async def list_jobs(
         self,
         registry: Registry,
@@ -33,7 +38,12 @@ class JobController(Controller):
         jobs = [JobSummary.of(job) for job in catalog.list(namespace=namespace, source=source)]
         return JobList(jobs=jobs, invalid=invalid)
 
-    @get("/{job_id:path}", operation_id="getJob", responses=problem_responses(400, 404, 422, 500))
+    @get(
+        "/{job_id:path}",
+        operation_id="getJob",
+        operation_class=ExampleOperation,
+        responses=problem_responses(400, 404, 422, 500),
+    )
     async def get_job(self, registry: Registry, job_id: FromPath[str]) -> JobDetail:
         """One job with its argument schema (`args`, JSON Schema 2020-12)."""
         return JobDetail.of(registry.catalog.get(job_id.strip("/")))

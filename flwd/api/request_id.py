@@ -1,8 +1,8 @@
 """`X-Request-ID`: echo the caller's id (or make one) on every response, errors included.
 
 The id lives in the ASGI scope so the problem body, the server log and the response header
-agree. It is set from a `before_send` hook, which Litestar runs for every response, even
-for unknown routes that never reach a handler or middleware.
+agree. It is set by a send hook that `flwd.app.FlwdApp` puts around every response, the
+guards' refusals and unknown routes included.
 """
 
 from __future__ import annotations

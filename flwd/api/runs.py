@@ -27,7 +27,7 @@ from flwd.api.deps import (
     parse_time,
     resume_id,
 )
-from flwd.api.openapi import EventStreamOperation, LogsOperation
+from flwd.api.openapi import EventStreamOperation, ExampleOperation, LogsOperation
 from flwd.api.problems import InvalidField, ProblemError, problem_responses
 from flwd.api.request_id import request_id
 from flwd.api.schemas import (
@@ -101,6 +101,7 @@ class RunController(Controller):
 
     @post(
         operation_id="createRun",
+        operation_class=ExampleOperation,
         status_code=201,
         responses=problem_responses(400, 404, 409, 413, 415, 422, 429, 500),
     )
@@ -123,6 +124,7 @@ class RunController(Controller):
 
     @get(
         operation_id="listRuns",
+        operation_class=ExampleOperation,
         response_headers=PAGE_HEADERS,
         responses=problem_responses(400, 500),
     )
@@ -176,7 +178,12 @@ class RunController(Controller):
         body = RunList(runs=items, total=total)
         return paginated(request, body, total=total, limit=limit, offset=offset)
 
-    @get("/{run_id:str}", operation_id="getRun", responses=problem_responses(400, 404, 500))
+    @get(
+        "/{run_id:str}",
+        operation_id="getRun",
+        operation_class=ExampleOperation,
+        responses=problem_responses(400, 404, 500),
+    )
     async def get_run(self, runs: Runs, run_id: FromPath[str]) -> RunDetail:
         """One run with its (secret-masked) `args`, its `steps` and its `result` once
         finished."""
@@ -185,6 +192,7 @@ class RunController(Controller):
     @post(
         "/{run_id:str}/cancel",
         operation_id="cancelRun",
+        operation_class=ExampleOperation,
         status_code=200,
         responses=problem_responses(400, 404, 409, 500),
     )
@@ -195,6 +203,7 @@ class RunController(Controller):
     @post(
         "/{run_id:str}/restart",
         operation_id="restartRun",
+        operation_class=ExampleOperation,
         status_code=201,
         responses=problem_responses(400, 404, 409, 413, 415, 422, 429, 500),
     )
@@ -216,7 +225,10 @@ class RunController(Controller):
         return _created(run if body.async_ else await runs.wait_run(run.run_id))
 
     @get(
-        "/{run_id:str}/steps", operation_id="listSteps", responses=problem_responses(400, 404, 500)
+        "/{run_id:str}/steps",
+        operation_id="listSteps",
+        operation_class=ExampleOperation,
+        responses=problem_responses(400, 404, 500),
     )
     async def list_steps(self, runs: Runs, run_id: FromPath[str]) -> StepList:
         """The run's steps and their states."""
@@ -228,7 +240,11 @@ class RunController(Controller):
         operation_id="getRunLogs",
         response_headers=PAGE_HEADERS,
         responses={
-            200: ResponseSpec(LogList, description="Log lines (JSON), or SSE with follow=true"),
+            200: ResponseSpec(
+                LogList,
+                description="Log lines (JSON), or SSE with follow=true",
+                generate_examples=False,
+            ),
             **problem_responses(400, 404, 500),
         },
         operation_class=LogsOperation,

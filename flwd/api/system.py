@@ -8,6 +8,7 @@ from litestar import Controller, get
 
 from flwd import __version__
 from flwd.api.deps import AppSettings, Plugins, Services
+from flwd.api.openapi import ExampleOperation
 from flwd.api.problems import ProblemError, problem_responses
 from flwd.api.schemas import Health, Ready, SourceInfo, SystemInfo
 from flwd.plugins import extension_names
@@ -16,14 +17,24 @@ from flwd.plugins import extension_names
 class SystemController(Controller):
     tags = ["system"]
 
-    @get("/health", operation_id="health", responses=problem_responses(500))
+    @get(
+        "/health",
+        operation_id="health",
+        operation_class=ExampleOperation,
+        responses=problem_responses(500),
+    )
     async def health(self, services: Services) -> Health:
         """Liveness: the process answers. `status` is `degraded` when the store is not usable."""
         status = "healthy" if await services.runs.healthy() else "degraded"
         uptime = int(time.monotonic() - services.started)
         return Health(status=status, version=__version__, uptime_seconds=uptime)
 
-    @get("/ready", operation_id="ready", responses=problem_responses(503))
+    @get(
+        "/ready",
+        operation_id="ready",
+        operation_class=ExampleOperation,
+        responses=problem_responses(503),
+    )
     async def ready(self, services: Services, settings: AppSettings) -> Ready:
         """Readiness: the store is usable and, when watching is on, the job watcher runs."""
         store = await services.runs.healthy()
@@ -33,7 +44,12 @@ class SystemController(Controller):
             raise ProblemError("not-ready", "Not usable yet: " + ", ".join(broken))
         return Ready(status="ready", store=store, watcher=services.registry.watching)
 
-    @get("/system/info", operation_id="systemInfo", responses=problem_responses(500))
+    @get(
+        "/system/info",
+        operation_id="systemInfo",
+        operation_class=ExampleOperation,
+        responses=problem_responses(500),
+    )
     async def info(self, services: Services, plugin_manager: Plugins) -> SystemInfo:
         """Version, configured job sources, installed extensions and how runs' processes
         are contained."""

@@ -17,7 +17,7 @@ import click
 import msgspec
 
 from flwd.cli import CliError
-from flwd.commands.sources import open_client, server_url
+from flwd.commands.sources import ServerTarget, open_client, server_url
 from flwd.errors import FlwdError, InvalidInput, JobNotFound, JobNotRunnable, NotFound
 from flwd.hookspecs import hookimpl
 from flwd.jobs.registry import JobRegistry
@@ -67,11 +67,11 @@ def _settings(sources: Sequence[str], server: str | None, data_dir: str | None) 
         raise CliError(str(exc)) from exc
 
 
-def _remote(settings: Settings, sources: Sequence[str]) -> tuple[str, str | None] | None:
+def _remote(settings: Settings, sources: Sequence[str]) -> ServerTarget | None:
     return server_url(settings, own_jobs=bool(sources))
 
 
-def _ask(remote: tuple[str, str | None], call: Callable[[FlwdClient], Awaitable[T]]) -> T:
+def _ask(remote: ServerTarget, call: Callable[[FlwdClient], Awaitable[T]]) -> T:
     async def main() -> T:
         async with open_client(remote) as client:
             return await call(client)

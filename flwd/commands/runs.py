@@ -21,7 +21,7 @@ import click
 import msgspec
 
 from flwd.cli import CliError
-from flwd.commands.sources import RunSource, open_source, server_url
+from flwd.commands.sources import RunSource, ServerTarget, open_source, server_url
 from flwd.errors import ArgumentsInvalid, FlwdError
 from flwd.hookspecs import hookimpl
 from flwd.models import ArtifactList, Event, LogLine, Run, RunDetail, RunList
@@ -229,7 +229,7 @@ def run_command(
 
 def _start_and_follow(
     settings: Settings,
-    remote: tuple[str, str | None] | None,
+    remote: ServerTarget | None,
     start: Callable[[RunSource], Awaitable[Run]],
     *,
     detach: bool,

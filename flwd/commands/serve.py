@@ -7,7 +7,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,7 +25,14 @@ from flwd.local_server import (
     remove_server_file,
     write_server_file,
 )
-from flwd.settings import CONTAINMENT_MODES, Settings, SettingsError, load_settings, parse_duration
+from flwd.settings import (
+    CONTAINMENT_MODES,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_duration,
+    parse_id_range,
+)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -46,7 +55,9 @@ class _Server(uvicorn.Server):
             # walked it all and paused the event loop for ~50 ms under load.
             gc.collect()
             gc.freeze()
-            base = f"http://{_url_host(self.settings.host)}:{self.settings.port}"
+            base = (
+                f"{_scheme(self.settings)}://{_url_host(self.settings.host)}:{self.settings.port}"
+            )
             self.announce()
             click.echo(
                 f"flwd {__version__} serving {base}{API_PREFIX} (docs {base}/api/docs, "
@@ -63,8 +74,10 @@ class _Server(uvicorn.Server):
             self.settings.host, self.settings.host
         )
         pid = os.getpid()
+        cert = self.settings.tls_cert
         info = ServerInfo(
-            url=f"http://{_url_host(host)}:{port}",
+            url=f"{_scheme(self.settings)}://{_url_host(host)}:{port}",
+            tls_cert=str(Path(cert).absolute()) if cert else None,
             pid=pid,
             started_at=datetime.now(UTC),
             version=__version__,
@@ -85,6 +98,10 @@ def bound_sends(listener: Any, settings: Settings) -> None:
     user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
     if user_timeout is not None and listener.family in (socket.AF_INET, socket.AF_INET6):
         listener.setsockopt(socket.IPPROTO_TCP, user_timeout, int(settings.send_timeout * 1000))
+
+
+def _scheme(settings: Settings) -> str:
+    return "https" if settings.tls_cert else "http"
 
 
 def _url_host(host: str) -> str:
@@ -122,7 +139,43 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         server_header=False,
         # SSE streams are closed by sse-starlette on shutdown; this bounds anything else.
         timeout_graceful_shutdown=10,
+        # Forwarded headers only from the peers named with --forwarded-allow-ips, none by
+        # default. Passed explicitly: uvicorn's own default trusts 127.0.0.1 and ::1 (or
+        # its FORWARDED_ALLOW_IPS variable), which would let any local caller choose the
+        # client address the server sees.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
+
+
+def check_tls(settings: Settings) -> None:
+    """Refuse a TLS certificate or key that cannot be used, with one `error:` line, before
+    uvicorn starts (which would report it as a traceback)."""
+    if not settings.tls_cert and not settings.tls_key:
+        return
+    if not settings.tls_cert or not settings.tls_key:
+        raise CliError(
+            "--tls-cert and --tls-key go together (FLWD_TLS_CERT, FLWD_TLS_KEY): give both",
+            exit_code=1,
+        )
+    for flag, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{flag} {path}: {exc.strerror or exc}", exit_code=1) from None
+    try:
+        # An empty password, so that an encrypted key fails here instead of prompting.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key, password=lambda: b""
+        )
+    except (ssl.SSLError, ValueError) as exc:
+        raise CliError(
+            f"--tls-cert {settings.tls_cert} / --tls-key {settings.tls_key}: not a usable PEM "
+            f"certificate and matching private key ({getattr(exc, 'reason', None) or exc})",
+            exit_code=1,
+        ) from None
 
 
 def _duration(flag: str, value: str | None) -> float | None:
@@ -132,6 +185,15 @@ def _duration(flag: str, value: str | None) -> float | None:
         return parse_duration(value)
     except SettingsError as exc:
         raise click.UsageError(f"{flag}: {exc}") from exc
+
+
+def _id_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_id_range(value)
+    except SettingsError as exc:
+        raise click.UsageError(f"--run-user-ids: {exc}") from exc
 
 
 def _settings(**flags: Any) -> Settings:
@@ -223,11 +285,38 @@ def _settings(**flags: Any) -> Settings:
     help="Grant CORS to this origin, e.g. https://ui.example (repeatable) [FLWD_CORS_ORIGINS].",
 )
 @click.option(
+    "--tls-cert",
+    metavar="FILE",
+    default=None,
+    help="Serve HTTPS with this PEM certificate (chain); needs --tls-key [FLWD_TLS_CERT].",
+)
+@click.option(
+    "--tls-key",
+    metavar="FILE",
+    default=None,
+    help="The PEM private key of --tls-cert [FLWD_TLS_KEY].",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    "forwarded_allow_ips",
+    multiple=True,
+    metavar="IP",
+    help="Believe X-Forwarded-For/-Proto only from this proxy address or network "
+    "(repeatable; comma-separated works too; none by default) [FLWD_FORWARDED_ALLOW_IPS].",
+)
+@click.option(
     "--containment",
     type=click.Choice(CONTAINMENT_MODES),
     default=None,
     help="How a run's processes are kept together: a cgroup per run, or the subreaper "
     "[auto; FLWD_CONTAINMENT].",
+)
+@click.option(
+    "--run-user-ids",
+    default=None,
+    metavar="FIRST-LAST",
+    help="User ids given to runs whose profile says run_as: run-user, one per active run, "
+    "when the server runs as root [200000-265535; FLWD_RUN_USER_IDS].",
 )
 def serve(
     host: str | None,
@@ -246,7 +335,11 @@ def serve(
     header_timeout: str | None,
     allowed_hosts: tuple[str, ...],
     cors_origins: tuple[str, ...],
+    tls_cert: str | None,
+    tls_key: str | None,
+    forwarded_allow_ips: tuple[str, ...],
     containment: str | None,
+    run_user_ids: str | None,
 ) -> None:
     """Serve the REST API, SSE streams and the job runner until SIGINT or SIGTERM."""
     from flwd.app import create_app
@@ -269,8 +362,15 @@ def serve(
         header_timeout=_duration("--header-timeout", header_timeout),
         allowed_hosts=allowed_hosts,
         cors_origins=cors_origins,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        forwarded_allow_ips=tuple(
+            word for value in forwarded_allow_ips for word in value.replace(",", " ").split()
+        ),
         containment=containment,
+        run_user_ids=_id_range(run_user_ids),
     )
+    check_tls(settings)
     _check_data_dir_free(settings)
     _check_containment(settings)
     _configure_logging(settings.access_log)

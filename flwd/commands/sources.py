@@ -14,7 +14,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from flwd.errors import FlwdError, StorageError
 from flwd.jobs.views import JobDetail
@@ -155,35 +155,46 @@ class RemoteSource:
         return await self.client.download_artifact(artifact_id, dest)
 
 
-def server_url(settings: Settings, *, own_jobs: bool = False) -> tuple[str, str | None] | None:
+class ServerTarget(NamedTuple):
+    """The server a command talks to: its root URL, the token to send, and the CA
+    certificate (PEM file) to trust when it speaks HTTPS (None: the system's store)."""
+
+    url: str
+    token: str | None = None
+    ca_cert: str | None = None
+
+
+def server_url(settings: Settings, *, own_jobs: bool = False) -> ServerTarget | None:
     """The server a command talks to, with the token to send: `--server` / FLWD_SERVER
     when set, else the live server whose `server.json` is in the data dir, else None
     (local mode). `own_jobs` (the command was given `--jobs`) skips the search: those job
-    folders are the command's own, not the server's."""
+    folders are the command's own, not the server's. A local HTTPS server's own
+    certificate (named in `server.json`) is trusted, unless FLWD_CA_CERT names another."""
     from flwd.client import find_local_server
 
     if settings.server:
-        return settings.server, None
+        return ServerTarget(settings.server, None, settings.ca_cert)
     if own_jobs:
         return None
     info = find_local_server(settings.data_path)
     if info is None:
         return None
-    return info.url, info.read_token()
+    return ServerTarget(info.url, info.read_token(), settings.ca_cert or info.tls_cert)
 
 
 @contextlib.asynccontextmanager
-async def open_client(server: tuple[str, str | None]) -> AsyncIterator[FlwdClient]:
+async def open_client(server: ServerTarget) -> AsyncIterator[FlwdClient]:
     from flwd.client import FlwdClient
 
-    url, token = server
-    async with FlwdClient(url, token=token) as client:
+    if server.ca_cert and not os.access(server.ca_cert, os.R_OK):
+        raise FlwdError(f"CA certificate {server.ca_cert} cannot be read (FLWD_CA_CERT)")
+    async with FlwdClient(server.url, token=server.token, ca_cert=server.ca_cert) as client:
         yield client
 
 
 @contextlib.asynccontextmanager
 async def open_source(
-    settings: Settings, *, execute: bool = False, server: tuple[str, str | None] | None = None
+    settings: Settings, *, execute: bool = False, server: ServerTarget | None = None
 ) -> AsyncIterator[RunSource]:
     """A source for one command: the HTTP API of `server` (see `server_url`), or the
     local data dir — owned (`execute`: runs jobs, needs the data dir lock) or read-only."""

@@ -48,7 +48,7 @@ from flwd.engine.processes import (
 )
 from flwd.engine.results import checked_result, collect_result
 from flwd.engine.rooms import Room
-from flwd.engine.step_process import Outcome, StepContext, execute_step
+from flwd.engine.step_process import Outcome, StepContext, StepRefused, execute_step
 from flwd.engine.workdirs import WorkDirs
 from flwd.errors import StorageError
 from flwd.events.journal import Journal
@@ -243,7 +243,10 @@ class RunDriver:
             started = active.step_started.pop(step.id, None) if attempt == 0 else None
             if started is None:
                 started = self._post_step_started(active, step, attempt)
-            self.pm.hook.prepare_step(context=ctx)
+            try:
+                self.pm.hook.prepare_step(context=ctx)
+            except StepRefused as exc:
+                ctx.refused = str(exc)
             left_out = fit_environment(ctx.argv, ctx.env)
             if left_out and attempt == 0:
                 await output.note(_left_out_note(left_out), step_id=step.id)

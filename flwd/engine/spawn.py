@@ -19,6 +19,17 @@ step's environment, as `Popen` does.
 Where any of this is missing (not glibc, glibc older than 2.34), `spawn` uses `Popen` on the
 loop's thread instead: slower under load, and only SIGPIPE, SIGXFZ and SIGXFSZ are set back
 to their default dispositions; otherwise the same for the step.
+
+**Spawn options** (`SpawnOptions`, which a sandbox sets on a step through
+`StepContext.spawn_options`): another user, a umask, no-new-privileges, a network namespace
+of its own and cgroup v1 groups to be born in. Each of these is a property of the calling
+*thread* in Linux (credentials, the `fs_struct` once unshared, the no-new-privs bit, the
+network namespace, a v1 cgroup membership), and a child inherits its parent thread's. So a
+spawn with options is made on a worker thread of its own pool that takes them on just for
+that `posix_spawn` and drops them right after: the child is born with all of them, before
+it runs any code of its own, for no exec more than a plain spawn. Credentials are changed
+with the raw system calls (glibc's wrappers would change every thread of the server), the
+saved user id staying 0 so that the thread can return to root. See `options_supported`.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import platform
 import queue
@@ -37,7 +49,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # glibc's values (bits/spawn.h)
 _POSIX_SPAWN_SETSIGDEF = 0x04
@@ -48,6 +63,15 @@ _POSIX_SPAWN_SETSID = 0x80
 _STRUCT_BYTES = 1024
 _SIGSET_BYTES = 256
 _THREADS = 2
+# <linux/prctl.h>, <linux/sched.h>
+_PR_SET_NO_NEW_PRIVS = 38
+_CLONE_FS = 0x00000200
+_CLONE_NEWNET = 0x40000000
+#: numbers of the credential system calls (setgroups, setresuid, setresgid), per machine
+_CREDENTIAL_CALLS = {
+    "x86_64": (116, 117, 119),
+    "aarch64": (159, 147, 149),
+}
 
 
 class _Libc:
@@ -87,6 +111,12 @@ class _Libc:
         if sigfillset(self.all_signals) != 0 or sigemptyset(self.no_signals) != 0:
             return
         self.usable = True
+        self.unshare = libc.unshare
+        self.setns = libc.setns
+        self.prctl = libc.prctl
+        self.syscall = libc.syscall
+        self.syscall.restype = ctypes.c_long
+        self.credential_calls = _CREDENTIAL_CALLS.get(platform.machine())
 
     def __call__(
         self,
@@ -126,13 +156,189 @@ def _check(code: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
+def _checked_call(result: int) -> None:
+    # the other libc functions return -1 and set errno
+    if result == -1:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpawnOptions:
+    """How a step's process is started beyond `spawn`'s defaults; `None`/empty: as the
+    server. Applied before the process runs any code of its own (see the module).
+
+    - `uid`, `gid`: the user and group it runs as, with no supplementary group (the
+      server must be root: `options_supported`).
+    - `umask`: its file-creation mask.
+    - `no_new_privileges`: set-user-id programs and file capabilities cannot raise its
+      privileges (`PR_SET_NO_NEW_PRIVS`), nor those of anything it starts.
+    - `new_network`: a network namespace of its own, with only a loopback interface,
+      which is down (root only).
+    - `network`: instead, a descriptor of the network namespace to be born in (one
+      `new_network_namespace` made, for instance, shared by a run's steps).
+    - `cgroups`: pairs of cgroup v1 directories: the process is born in the first of
+      each pair (the spawning thread joins it for the spawn), and the thread returns to
+      the second, its own group in that hierarchy.
+    """
+
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None
+    no_new_privileges: bool = False
+    new_network: bool = False
+    network: int | None = None
+    cgroups: tuple[tuple[str, str], ...] = ()
+
+
+def options_supported() -> dict[str, bool]:
+    """Which `SpawnOptions` fields this server can apply: `user` and `network` need root
+    (and, for `user`, a machine whose credential system calls are known here), the others
+    only glibc's `posix_spawn`."""
+    usable = _libc.usable
+    root = os.geteuid() == 0
+    return {
+        "user": usable and root and _libc.credential_calls is not None,
+        "umask": usable,
+        "no_new_privileges": usable,
+        "network": usable and root,
+        "cgroups": usable and root,
+    }
+
+
+class _SpoiledThread(Exception):
+    """A spawning thread could not drop what it took on for a spawn: it stops serving."""
+
+
+class _Sandbox:
+    """What a spawning thread of a sandbox pool keeps to take options on and off."""
+
+    def __init__(self, no_new_privileges: bool) -> None:
+        _checked_call(_libc.unshare(_CLONE_FS))  # a umask of this thread's own
+        if no_new_privileges:
+            one, zero = ctypes.c_ulong(1), ctypes.c_ulong(0)
+            _checked_call(_libc.prctl(_PR_SET_NO_NEW_PRIVS, one, zero, zero, zero))
+        self.tid = str(threading.get_native_id()).encode()
+        self.network: int | None = None
+        self.groups = os.getgroups()
+        self.ids = (os.getresuid(), os.getresgid())
+
+    def spawn(self, options: SpawnOptions, spawn_args: tuple[Any, ...]) -> int:
+        """Take `options` on, spawn, take them off. _SpoiledThread if this thread could
+        not return to what it was (the process, if started, is killed)."""
+        joined: list[str] = []
+        pid: int | None = None
+        umask: int | None = None
+        try:
+            for join, home in options.cgroups:
+                joined.append(home)
+                _write_tid(join, self.tid)
+            if options.new_network or options.network is not None:
+                if self.network is None:
+                    self.network = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                if options.network is not None:
+                    _checked_call(_libc.setns(options.network, _CLONE_NEWNET))
+                else:
+                    _checked_call(_libc.unshare(_CLONE_NEWNET))
+            if options.umask is not None:
+                umask = os.umask(options.umask)
+            if options.uid is not None:
+                self._become(options.uid, options.gid)
+            pid = _libc(*spawn_args)
+            return pid
+        finally:
+            try:
+                self._drop(options, umask, joined)
+            except OSError as exc:
+                if pid is not None:
+                    with contextlib.suppress(OSError):
+                        os.killpg(pid, signal.SIGKILL)
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+                raise _SpoiledThread(f"cannot drop the options of a spawn: {exc}") from exc
+
+    def _drop(self, options: SpawnOptions, umask: int | None, joined: list[str]) -> None:
+        if options.uid is not None:
+            self._return()
+        if umask is not None:
+            os.umask(umask)
+        if self.network is not None and (options.new_network or options.network is not None):
+            _checked_call(_libc.setns(self.network, _CLONE_NEWNET))
+        for home in joined:
+            _write_tid(home, self.tid)
+
+    def _become(self, uid: int, gid: int | None) -> None:
+        calls = _libc.credential_calls
+        assert calls is not None
+        setgroups, setresuid, setresgid = calls
+        group = uid if gid is None else gid
+        try:
+            _checked_call(_system_call(setgroups, 0, 0))
+            _checked_call(_system_call(setresgid, group, group, group))
+            # the saved uid stays 0: this thread can become root again; the child's is
+            # set to its effective uid when it execs
+            _checked_call(_system_call(setresuid, uid, uid, 0))
+        except OSError:
+            self._return()
+            raise
+
+    def _return(self) -> None:
+        calls = _libc.credential_calls
+        assert calls is not None
+        setgroups, setresuid, setresgid = calls
+        (ruid, euid, suid), (rgid, egid, sgid) = self.ids
+        _checked_call(_system_call(setresuid, ruid, euid, suid))
+        _checked_call(_system_call(setresgid, rgid, egid, sgid))
+        groups = (ctypes.c_uint * max(len(self.groups), 1))(*self.groups)
+        _checked_call(_system_call(setgroups, len(self.groups), ctypes.addressof(groups)))
+
+
+def _system_call(number: int, *args: int) -> int:
+    # syscall(2) reads each argument as a long: pass them so
+    return int(_libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args)))
+
+
+def new_network_namespace() -> int:
+    """A descriptor of a new network namespace (only a loopback interface, down), for
+    `SpawnOptions.network`; closing it (and the end of every process in it) frees it.
+    Made on the calling thread, which then returns to its own namespace: call it on a
+    thread of your own (it takes about as long as a spawn), which must stop if this
+    raises `SystemExit` (it could not return). Root only; OSError otherwise."""
+    if not _libc.usable:
+        raise OSError(errno.ENOTSUP, "network namespaces need glibc")
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _checked_call(_libc.unshare(_CLONE_NEWNET))
+        try:
+            return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            if _libc.setns(own, _CLONE_NEWNET) != 0:
+                # this thread cannot be left in another namespace: the server would be
+                raise SystemExit("flwd: cannot return a thread to the server's network")
+    finally:
+        os.close(own)
+
+
+def _write_tid(directory: str, tid: bytes) -> None:
+    fd = os.open(os.path.join(directory, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, tid)
+    finally:
+        os.close(fd)
+
+
 class _Spawner:
     """Worker threads that call `posix_spawn` for the loop: a request is put on a queue,
     its answer comes back with `call_soon_threadsafe`. A process whose caller stopped
-    waiting (cancelled) is killed and reaped here."""
+    waiting (cancelled) is killed and reaped here.
 
-    def __init__(self, threads: int) -> None:
+    A sandbox pool (`sandbox` not None) serves spawns with `SpawnOptions`: each of its
+    threads has a umask of its own and, with `sandbox` True, the no-new-privs bit, which
+    a thread cannot drop (hence one pool for each)."""
+
+    def __init__(self, threads: int, sandbox: bool | None = None) -> None:
         self.threads = threads
+        self.sandbox = sandbox
         self.requests: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.started = False
 
@@ -148,24 +354,51 @@ class _Spawner:
     def _start(self) -> None:
         if not self.started:
             self.started = True
-            for n in range(self.threads):
-                name = f"flwd-spawn-{n}"
-                threading.Thread(target=self._work, name=name, daemon=True).start()
+            for _ in range(self.threads):
+                self._add_thread()
+
+    def _add_thread(self) -> None:
+        name = "flwd-spawn" if self.sandbox is None else "flwd-spawn-sandbox"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def _work(self) -> None:
+        sandbox: _Sandbox | None = None
+        setup: BaseException | None = None
+        if self.sandbox is not None:
+            try:
+                sandbox = _Sandbox(self.sandbox)
+            except OSError as exc:  # every spawn of this thread is refused with it
+                setup = exc
         while True:
             loop, future, args = self.requests.get()
             if loop is None:  # an orphan to reap
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(args, 0)
                 continue
+            spoiled = False
             try:
-                *spawn_args, place = args
-                pid = _placed(_libc(*spawn_args), place)
+                *spawn_args, place, options = args
+                if setup is not None:
+                    raise setup
+                if sandbox is not None:
+                    try:
+                        pid = sandbox.spawn(options, tuple(spawn_args))
+                    except _SpoiledThread:
+                        spoiled = True
+                        raise
+                else:
+                    pid = _libc(*spawn_args)
+                pid = _placed(pid, place)
             except BaseException as exc:  # handed to the caller
+                if spoiled:
+                    log.critical("a spawning thread is replaced: %s", exc)
+                    exc = OSError(errno.EPERM, f"the step's sandbox could not be set up: {exc}")
                 loop.call_soon_threadsafe(self._settle, future, None, exc)
             else:
                 loop.call_soon_threadsafe(self._settle, future, pid, None)
+            if spoiled:
+                self._add_thread()
+                return
 
     def _settle(
         self, future: asyncio.Future[int], pid: int | None, error: BaseException | None
@@ -184,6 +417,8 @@ class _Spawner:
 
 _libc = _Libc()
 _spawner = _Spawner(_THREADS)
+#: sandbox pools, by whether their threads have the no-new-privs bit
+_sandbox_spawners = {flag: _Spawner(_THREADS, sandbox=flag) for flag in (False, True)}
 
 
 def _strings(items: list[bytes]) -> Any:
@@ -207,6 +442,7 @@ async def spawn(
     fds: tuple[int, int, int],
     busy: bool = True,
     place: Callable[[int], None] | None = None,
+    options: SpawnOptions | None = None,
 ) -> int:
     """Start `argv` in a new session with `fds` as its stdin, stdout and stderr; its pid.
     OSError if it cannot be started. The caller reaps it.
@@ -218,7 +454,14 @@ async def spawn(
     `place(pid)` is called on the spawning thread as soon as the process exists (the
     run's cgroup moves it in); if it raises, the process is killed and reaped and the
     error is the caller's. A spawn with `place` always runs on a worker thread: moving a
-    process between cgroups waits for the kernel."""
+    process between cgroups waits for the kernel.
+
+    `options` (see `SpawnOptions`) are applied on a worker thread of a sandbox pool;
+    OSError (`ENOTSUP`) where this server cannot apply them (`options_supported`)."""
+    if options == _NO_OPTIONS:
+        options = None
+    if options is not None and not _libc.usable:
+        raise OSError(errno.ENOTSUP, "sandboxed steps need glibc's posix_spawn")
     arguments = [os.fsencode(arg) for arg in argv]
     variables = [os.fsencode(f"{key}={value}") for key, value in env.items()]
     if any(b"\0" in item for item in (*arguments, *variables)) or "\0" in cwd:
@@ -236,11 +479,15 @@ async def spawn(
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
     args, envp = _strings(arguments), _strings(variables)
-    if not busy and place is None:
+    if not busy and place is None and options is None:
         return _libc(path, args, envp, os.fsencode(cwd), fds)
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    _spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds, place)
+    spawner = _spawner if options is None else _sandbox_spawners[options.no_new_privileges]
+    spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds, place, options)
     return await started
+
+
+_NO_OPTIONS = SpawnOptions()
 
 
 def _abandon(started: asyncio.Future[int]) -> None:

@@ -21,7 +21,7 @@ import msgspec
 
 from flwd.engine.output import LineStream, RunOutput
 from flwd.engine.processes import WAITED_FOR, terminate
-from flwd.engine.spawn import reaped, spawn
+from flwd.engine.spawn import SpawnOptions, reaped, spawn
 from flwd.models import JobSpec, Run, StepSpec
 from flwd.settings import Settings
 from flwd.states import FailureReason, StepStatus, failure_reason_of
@@ -64,9 +64,16 @@ class StopSignal(asyncio.Event):
             self._callbacks.remove(callback)
 
 
+class StepRefused(Exception):
+    """Raised by a `prepare_step` hook that will not have the step run (a sandbox that
+    cannot apply what its profile requires): the step is not started and fails with
+    reason `error` and this exception's message as its error."""
+
+
 @dataclass
 class StepContext:
-    """What `prepare_step` hooks see and may change (`argv`, `env`)."""
+    """What `prepare_step` hooks see and may change (`argv`, `env`, and how the process
+    is started and judged: `spawn_options`, `notes`, `limit_exceeded`)."""
 
     run: Run
     job: JobSpec
@@ -77,6 +84,17 @@ class StepContext:
     cwd: str
     attempt: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: how the process is started: another user, umask, namespaces ... (`SpawnOptions`)
+    spawn_options: SpawnOptions | None = None
+    #: lines for the run's log (`warning` level, each as `[flwd: …]`), written before
+    #: the step's first attempt starts: what a hook could not do, for instance
+    notes: list[str] = field(default_factory=list)
+    #: set by a hook that limits the step's resources: given the return code of a step
+    #: that failed (negative: the signal that killed it), the message naming the limit it
+    #: hit (the step then fails with reason `resource_limit`), or None
+    limit_exceeded: Callable[[int], str | None] | None = None
+    #: why the step must not run (set by the engine from `StepRefused`)
+    refused: str | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +141,7 @@ class _StepProcess:
         cwd: str,
         env: dict[str, str],
         place: Callable[[int], None] | None = None,
+        options: SpawnOptions | None = None,
     ) -> int:
         """Spawn the process (OSError if it cannot be), `place` it (its run's cgroup),
         and start watching it."""
@@ -139,6 +158,7 @@ class _StepProcess:
                 fds=(_devnull(), out_w, err_w),
                 busy=bool(WAITED_FOR),
                 place=place,
+                options=options,
             )
         except BaseException:
             for fd in fds:
@@ -289,9 +309,15 @@ async def execute_step(
     `cancelled`; the caller turns that into the run's own reason. `place` puts the new
     process where its run's processes are kept (`RunCgroup.place`)."""
     loop = asyncio.get_running_loop()
+    if ctx.attempt == 0:
+        for note in ctx.notes:
+            await output.note(f"[flwd: {note}]", step_id=ctx.step.id)
+    if ctx.refused is not None:
+        await output.note(f"[flwd: {ctx.refused}]", step_id=ctx.step.id)
+        return Outcome(status=StepStatus.FAILED, reason=FailureReason.ERROR, error=ctx.refused)
     process = _StepProcess(loop, output, ctx.step.id)
     try:
-        pgid = await process.start(ctx.argv, ctx.cwd, ctx.env, place)
+        pgid = await process.start(ctx.argv, ctx.cwd, ctx.env, place, ctx.spawn_options)
     except OSError as exc:
         message = f"cannot start {ctx.argv[0]!r}: {exc.strerror or exc}"
         reason = failure_reason_of(exc)
@@ -337,7 +363,14 @@ async def execute_step(
         stop.remove_callback(stopped)
         if timer is not None:
             timer.cancel()
-    return _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
+    outcome = _outcome(returncode, timed_out=timed_out, stopped=stop.is_set(), timeout=timeout)
+    if outcome.reason is FailureReason.EXIT_CODE and ctx.limit_exceeded is not None:
+        limit = ctx.limit_exceeded(returncode)
+        if limit is not None:
+            outcome = msgspec.structs.replace(
+                outcome, reason=FailureReason.RESOURCE_LIMIT, error=f"{limit} ({outcome.error})"
+            )
+    return outcome
 
 
 _devnull_fd: int | None = None

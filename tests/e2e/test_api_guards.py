@@ -457,3 +457,27 @@ def test_running_out_of_descriptors_fails_runs_clearly_logs_little_and_recovers(
                 break
             time.sleep(0.5)
     assert ended["status"] == "success", (ended["reason"], ended["error"])
+
+
+def test_unknown_paths_and_methods_are_guarded_too(api_server: ServerProcess) -> None:
+    """Litestar answers 404/405 before app middleware runs; the guards wrap routing itself,
+    so a foreign Host is refused on any path, with the usual request id."""
+    evil = {"Host": "evil.example", "X-Request-ID": "probe-404"}
+    with httpx.Client(base_url=api_server.url, timeout=30.0) as http:
+        for method, path in (
+            ("GET", "/no/such/page"),
+            ("GET", "/api/v1/no-such-route"),
+            ("DELETE", "/api/v1/jobs"),
+            ("PUT", "/api/v1/health"),
+            ("HEAD", "/api/v1/nothing-here"),
+        ):
+            refused = http.request(method, path, headers=evil)
+            assert refused.status_code == 400, (method, path, refused.text)
+            assert refused.headers["x-request-id"] == "probe-404"
+            if method != "HEAD":
+                body = assert_problem(refused, 400, "host-not-allowed")
+                assert body["request_id"] == "probe-404"
+        # with a served Host, the same requests are the router's own answers
+        assert_problem(http.get("/api/v1/no-such-route"), 404, "not-found")
+        assert_problem(http.delete("/api/v1/jobs"), 405, "method-not-allowed")
+        assert http.get("/api/v1/no-such-route").headers["x-request-id"]
