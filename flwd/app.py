@@ -182,7 +182,7 @@ def create_app(
     app = FlwdApp(
         route_handlers=[root, api, assets_router()],
         lifespan=[lifespan],
-        dependencies=dependencies(state),
+        dependencies=dict(dependencies(state)),
         exception_handlers=EXCEPTION_HANDLERS,
         # who the caller is and whether it may perform the route's action: around every
         # route and mount (the request guards wrap routing itself: FlwdApp)
@@ -196,7 +196,8 @@ def create_app(
         state=state,
         debug=False,
         # after the built-in configuration, before the app is built: extensions add
-        # middleware, guards, Litestar plugins, routes, security schemes ...
+        # middleware, guards, Litestar plugins, routes, mounted apps (MCP's /mcp),
+        # lifespans, security schemes ...
         on_app_init=[configure],
     )
     # Host, CORS, body media type and depth, stream cap: around routing, so around every

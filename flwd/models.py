@@ -57,6 +57,19 @@ class RetentionSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_runs: int | None = None
 
 
+class ToolAnnotations(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Hints about what a job does, for clients that run jobs on someone's behalf (the
+    MCP extension turns them into a tool's annotations); `annotations:` in config.yaml.
+    `None` means not said. Hints only: nothing enforces them."""
+
+    #: the job only reads; it changes nothing outside its run
+    read_only: bool | None = None
+    #: the job may delete or overwrite things (only meaningful when not read-only)
+    destructive: bool | None = None
+    #: running it again with the same arguments has no further effect
+    idempotent: bool | None = None
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A valid, runnable job as discovered from `config.yaml` and its scripts."""
 
@@ -82,6 +95,8 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     secret_args: tuple[str, ...] = ()
     digest: str = ""
     retention: RetentionSpec | None = None
+    #: `annotations:` in config.yaml: hints for agents (read-only, destructive, idempotent)
+    annotations: ToolAnnotations | None = None
     #: what discovery found suspicious but not wrong (`flwd validate` prints them)
     warnings: tuple[Diagnostic, ...] = ()
 

@@ -29,6 +29,12 @@ class RawRetention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_runs: NonNegative | None = None
 
 
+class RawAnnotations(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+
+
 class RawStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: str | None = None
     run: str | None = None
@@ -57,6 +63,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     security_profile: str | None = None
     result_schema: dict[str, Any] | None = None
     retention: RawRetention | None = None
+    annotations: RawAnnotations | None = None
 
 
 CONFIG_KEYS = frozenset(RawConfig.__struct_fields__)

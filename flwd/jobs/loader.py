@@ -32,7 +32,7 @@ from flwd.jobs.schemas import (
 )
 from flwd.jobs.step_builder import build_steps
 from flwd.jobs.yamlfile import ConfigUnreadable, decode_config, parse_config
-from flwd.models import ConcurrencySpec, InvalidJob, JobSpec, RetentionSpec
+from flwd.models import ConcurrencySpec, InvalidJob, JobSpec, RetentionSpec, ToolAnnotations
 from flwd.settings import SettingsError, parse_duration
 
 
@@ -142,7 +142,18 @@ def _build(folder: JobFolder, raw: RawConfig, problems: Problems) -> JobSpec | N
         secret_args=secrets,
         digest=folder.digest,
         retention=retention,
+        annotations=_annotations(raw),
         warnings=tuple(problems.warnings),
+    )
+
+
+def _annotations(raw: RawConfig) -> ToolAnnotations | None:
+    """`annotations: {read_only, destructive, idempotent}`: hints passed on to agents."""
+    if raw.annotations is None:
+        return None
+    given = raw.annotations
+    return ToolAnnotations(
+        read_only=given.read_only, destructive=given.destructive, idempotent=given.idempotent
     )
 
 

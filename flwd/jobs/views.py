@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from flwd.models import ConcurrencySpec, Diagnostic, InvalidJob, JobSpec
+from flwd.models import ConcurrencySpec, Diagnostic, InvalidJob, JobSpec, ToolAnnotations
 
 
 class JobSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +96,8 @@ class JobDetail(msgspec.Struct, frozen=True, kw_only=True):
     result_schema: dict[str, Any] | None = None
     secret_args: list[str] = []
     digest: str = ""
+    #: `annotations:` of config.yaml (hints for agents), when given
+    annotations: ToolAnnotations | None = None
 
     @classmethod
     def of(cls, job: JobSpec) -> JobDetail:
@@ -123,6 +125,7 @@ class JobDetail(msgspec.Struct, frozen=True, kw_only=True):
             result_schema=job.result_schema,
             secret_args=sorted(job.secret_args),
             digest=job.digest,
+            annotations=job.annotations,
         )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flwd.jobs.ids import env_var_for_arg, job_id_from_parts, normalise_segment
 from flwd.jobs.scanner import FolderScanner
-from flwd.models import ConcurrencySpec
+from flwd.models import ConcurrencySpec, ToolAnnotations
 from tests.unit.conftest import JobsTree
 
 REPO_JOBS = Path(__file__).resolve().parents[2] / "jobs"
@@ -83,6 +83,17 @@ def test_all_fields(jobs_tree: JobsTree) -> None:
 def test_concurrency_shorthand(jobs_tree: JobsTree) -> None:
     jobs_tree.add("a", "command: x\nconcurrency: 3\n")
     assert jobs_tree.job("a").concurrency == ConcurrencySpec(limit=3)
+
+
+def test_annotations_are_hints_for_agents(jobs_tree: JobsTree) -> None:
+    jobs_tree.add("a", "command: x\nannotations: {read_only: true, idempotent: false}\n")
+    assert jobs_tree.job("a").annotations == ToolAnnotations(read_only=True, idempotent=False)
+    jobs_tree.add("b", "command: x\n")
+    assert jobs_tree.job("b").annotations is None
+    jobs_tree.add("c", "command: x\nannotations: {readonly: true}\n")
+    assert any("readonly" in reason for reason in jobs_tree.reasons("c"))
+    jobs_tree.add("d", "command: x\nannotations: {destructive: maybe}\n")
+    assert any("annotations.destructive" in reason for reason in jobs_tree.reasons("d"))
 
 
 def test_steps_dag_and_precedence(jobs_tree: JobsTree) -> None:

@@ -1,0 +1,1 @@
+"""flwd's MCP extension: every job of the catalogue is a tool for AI agents."""
