@@ -187,13 +187,18 @@ class EngineFlwd:
         limit: int = 20,
         offset: int = 0,
     ) -> RunList:
-        tenant = self.actor.tenant if self.actor is not None else None
+        actor = self.actor
+        # the caller's confinement is applied in the query, as the API's lists do, so
+        # the page and its total count only the runs the caller may see
         items, total = await self._runs.list_runs(
-            job_id=job_id, status=status, tenant=tenant, limit=limit, offset=offset
+            job_id=job_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+            confined_tenant=actor.tenant if actor is not None else None,
+            job_patterns=actor.job_patterns if actor is not None else None,
         )
-        # a job-pattern confinement is applied to the page (the core's lists apply it
-        # in the query; the total here counts the tenant's runs)
-        return RunList(runs=[r for r in items if self._sees_run(r)], total=total)
+        return RunList(runs=items, total=total)
 
     async def logs(
         self,

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from litestar import Litestar, Request
@@ -27,6 +26,7 @@ from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 
 from flwd.access import VIEW_JOBS, Actor
+from flwd.api.access import actor_of
 from flwd.api.problems import problem_response
 from flwd.settings import Settings
 
@@ -37,27 +37,10 @@ log = logging.getLogger(__name__)
 
 
 def caller(scope: Scope) -> Actor | None:
-    """The caller of a request, as the core's access middleware identified it; None for
-    an anonymous caller.
-
-    The one place that knows where the core keeps the caller: `flwd.api.access.actor_of`
-    when the core provides it (its access middleware), else nobody (anonymous)."""
-    actor_of = _actor_of()
-    if actor_of is None:
-        return None
+    """The caller of a request, as the core's access middleware identified it (None: an
+    anonymous caller)."""
     actor = actor_of(ASGIConnection(scope))
     return actor if isinstance(actor, Actor) else None
-
-
-@functools.cache
-def _actor_of() -> Callable[[ASGIConnection[Any, Any, Any, Any]], Any] | None:
-    # looked up once: a failed import searches the whole path again each time
-    try:
-        access = importlib.import_module("flwd.api.access")
-    except ImportError:
-        return None
-    found = getattr(access, "actor_of", None)
-    return found if callable(found) else None
 
 
 def services_of(app: Litestar) -> Any:
