@@ -1,6 +1,6 @@
 """`/mcp` behind the security extension's bearer tokens: a real `flwd serve` under the
-`secure` profile. Skipped where the security extension has no tokens yet (they land with
-the security work; these run once it is merged)."""
+`permissive` profile (tokens and scopes as under `secure`; its steps are not sandboxed, so
+pytest's 0700 temporary dirs need not be searchable by a run's own user)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.conftest import ServerProcess
 
-pytest.importorskip("flwd_security.tokens", reason="the security extension has no tokens yet")
-
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("flwd-mcp-secure"), FLWD_PROFILE="secure")
+    server = ServerProcess(tmp_path_factory.mktemp("flwd-mcp-tokens"), FLWD_PROFILE="permissive")
     server.start()
     try:
         yield server

@@ -198,7 +198,8 @@ class EngineFlwd:
             confined_tenant=actor.tenant if actor is not None else None,
             job_patterns=actor.job_patterns if actor is not None else None,
         )
-        return RunList(runs=items, total=total)
+        # and a plugin's `permission_allowed` may still refuse single runs
+        return RunList(runs=[r for r in items if self._sees_run(r)], total=total)
 
     async def logs(
         self,
