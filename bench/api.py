@@ -65,8 +65,18 @@ def write_jobs(root: Path, lines: int) -> None:
         (root / job_id / "config.yaml").write_text(json.dumps(config))
 
 
+#: the `permissive` profile without its rate limits: tokens checked on every request,
+#: steps not sandboxed (the floors of the one-contract issue are measured under it)
+BENCH_PROFILE = """name: bench
+description: permissive without rate limits, for benchmarks
+auth: {required: true}
+rate_limit: {per_token: null, anonymous: null}
+steps: {on_unavailable: warn}
+"""
+
+
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, profile: str = "bench") -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api/v1"
         argv = [sys.executable, "-m", "flwd", "serve", "--port", str(self.port)]
@@ -74,6 +84,10 @@ class Server:
         # --followers may pass the default stream cap (512); the caps are not measured here.
         env = {**os.environ, "FLWD_MAX_QUEUE": "100000", "FLWD_KILL_GRACE": "1s"}
         env["FLWD_MAX_STREAMS"] = "100000"
+        (tmp / "profiles").mkdir(exist_ok=True)
+        (tmp / "profiles" / "bench.yaml").write_text(BENCH_PROFILE)
+        env["FLWD_PROFILE"] = profile
+        env["FLWD_PROFILES_DIR"] = str(tmp / "profiles")
         self.log = (tmp / "server.log").open("wb")
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=self.log, cwd=tmp)
         deadline = time.monotonic() + 20
@@ -88,6 +102,10 @@ class Server:
             self.stop()
             raise SystemExit("server did not become ready; see server.log")
         self.ps = psutil.Process(self.proc.pid)
+        # the admin token the security extension wrote on first start (none without it)
+        token_file = tmp / "data" / "admin-token"
+        self.token = token_file.read_text().strip() if token_file.is_file() else None
+        self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system, all threads) the server has used so far."""
@@ -205,8 +223,11 @@ class _Follower:
     server): one read call per arrival, one `time.time()` per read, timestamps parsed once
     per distinct value. Nothing is skipped: every frame's id is checked."""
 
-    def __init__(self, port: int, path: str, stamps: dict[bytes, float]) -> None:
+    def __init__(
+        self, port: int, path: str, stamps: dict[bytes, float], token: str | None = None
+    ) -> None:
         self.port = port
+        self.token = token
         self.path = path
         self.stamps = stamps
         self.ids: list[int] = []  # run.output event ids, in arrival order
@@ -228,9 +249,10 @@ class _Follower:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
             resume = "" if self.last_id is None else f"Last-Event-ID: {self.last_id}\r\n"
+            auth = f"Authorization: Bearer {self.token}\r\n" if self.token else ""
             writer.write(
                 f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Accept: text/event-stream\r\n{resume}\r\n".encode()
+                f"Accept: text/event-stream\r\n{auth}{resume}\r\n".encode()
             )
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200"), head
@@ -290,14 +312,14 @@ class _Follower:
 async def fanout(server: Server, followers: int, lines: int) -> dict[str, Any]:
     """`followers` SSE clients of one chatty run: lost/duplicated events, lag p50/p99,
     peak RSS. Lost = expected output ids (from the JSON logs endpoint) minus received."""
-    async with httpx.AsyncClient(base_url=server.api, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=server.api, timeout=60, headers=server.headers) as client:
         delay = max(2.0, followers / 250)
         run = (
             await client.post("/runs", json={"job_id": "chatty", "args": {"delay": delay}})
         ).json()
         path = f"/api/v1/runs/{run['run_id']}/events"
         stamps: dict[bytes, float] = {}
-        clients = [_Follower(server.port, path, stamps) for _ in range(followers)]
+        clients = [_Follower(server.port, path, stamps, server.token) for _ in range(followers)]
         deadline = time.monotonic() + delay + lines / 10 + 120
         peak = server.rss_mb()
         cpu_before = server.cpu_s()
@@ -334,6 +356,12 @@ async def main() -> None:
     parser.add_argument("--lines", type=int, default=200)
     parser.add_argument("--only", choices=("runs", "sse"), help="measure only this part")
     parser.add_argument(
+        "--server-profile",
+        default="bench",
+        help="security profile of the server (default: permissive without rate limits; "
+        "'disabled' measures the core without token checks)",
+    )
+    parser.add_argument(
         "--profile", metavar="FILE", help="record the server with py-spy (collapsed stacks)"
     )
     opts = parser.parse_args()
@@ -341,7 +369,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flwd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         write_jobs(tmp / "jobs", opts.lines)
-        server = Server(tmp)
+        server = Server(tmp, opts.server_profile)
         profiler = profile(server.proc.pid, opts.profile) if opts.profile else None
         try:
             results["rss_idle_mb"] = server.rss_mb()
@@ -363,7 +391,7 @@ async def runs(server: Server, n: int, sync_runs: int) -> dict[str, Any]:
     per_round = max(1, n // ROUNDS)
     floor_s = api_s = 0.0
     ratios: list[float] = []
-    async with httpx.AsyncClient(base_url=server.api, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=server.api, timeout=60, headers=server.headers) as client:
         await api_sync(client, 20, 1)  # warm-up
         for _ in range(ROUNDS):
             floor_rate = await spawn_floor(per_round)
