@@ -232,7 +232,11 @@ async def test_lost_runs_ignoring_sigterm_are_stopped_in_about_one_grace_period(
             took = time.monotonic() - started
             # a bound on the algorithm (all at once), not a speed target
             assert took < 2 * grace + 2, f"recovery took {took:.1f}s"
-            assert [pid for pid in left if alive(pid)] == []
+            # SIGKILLed: gone at once, or within moments on a loaded machine (the kernel
+            # finishes a killed process's exit asynchronously)
+            await wait_for(
+                lambda: not [pid for pid in left if alive(pid)], timeout=3, what="all stopped"
+            )
             for run_id in ids:
                 lost = await service.get_run(run_id)
                 assert lost.status is RunStatus.FAILED and lost.reason is FailureReason.LOST
