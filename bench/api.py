@@ -389,23 +389,31 @@ async def runs(server: Server, n: int, sync_runs: int) -> dict[str, Any]:
     """Floor and API `async: true` alternate in ROUNDS rounds of n/ROUNDS runs each, so
     load from anything else on the machine hits both alike; then `async: false`."""
     per_round = max(1, n // ROUNDS)
-    floor_s = api_s = 0.0
+    floor_s = api_s = api_cpu = 0.0
     ratios: list[float] = []
     async with httpx.AsyncClient(base_url=server.api, timeout=60, headers=server.headers) as client:
         await api_sync(client, 20, 1)  # warm-up
         for _ in range(ROUNDS):
             floor_rate = await spawn_floor(per_round)
+            cpu_before = server.cpu_s()
             api_rate = await api_async(client, per_round)
+            api_cpu += server.cpu_s() - cpu_before
             floor_s += per_round / floor_rate
             api_s += per_round / api_rate
             ratios.append(api_rate / floor_rate)
+        cpu_before = server.cpu_s()
         sync_rate_1, sync_lat = await api_sync(client, sync_runs, 1)
+        sync_cpu = server.cpu_s() - cpu_before
         sync_rate_c, _ = await api_sync(client, sync_runs, CONCURRENCY)
     return {
         "spawn_floor_runs_per_s": per_round * ROUNDS / floor_s,
         "api_async_runs_per_s": per_round * ROUNDS / api_s,
         "api_async_vs_floor": floor_s / api_s,
         "api_async_vs_floor_per_round": [round(r, 3) for r in ratios],
+        # the server's CPU (every thread, user + system) per run while they ran; rooms
+        # still being deleted in the background when a round ends count in the next one
+        "api_async_server_cpu_ms_per_run": api_cpu * 1000 / (per_round * ROUNDS),
+        "api_sync_c1_server_cpu_ms_per_run": sync_cpu * 1000 / sync_runs,
         "api_sync_c1_runs_per_s": sync_rate_1,
         "api_sync_c1_p50_ms": pct(sync_lat, 0.5),
         "api_sync_c1_p99_ms": pct(sync_lat, 0.99),

@@ -3,6 +3,8 @@ revoked; the actor and scopes a token stands for; the access hooks' answers."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -162,6 +164,7 @@ def test_actor_from_request_and_permission_allowed(tmp_path: Path) -> None:
         assert allowed(actor, access.VIEW_RUNS, other) is False
         assert allowed(None, access.VIEW_JOBS, access.SYSTEM) is False  # anonymous, secure
 
+        asyncio.run(security.audit_written())  # written on the audit's own thread
         entries = security.store.read_audit(action="auth.refused") if security.store else []
         assert {e.detail for e in entries} >= {"no token", "unknown token"}
     finally:
@@ -175,3 +178,35 @@ def test_disabled_profile_lets_anonymous_through(tmp_path: Path) -> None:
         assert plugin.permission_allowed(None, access.ADMINISTER, access.SYSTEM) is None
     finally:
         security.close()
+
+
+def test_audit_entries_are_written_off_the_loop_in_order(tmp_path: Path) -> None:
+    security = install(settings_for(tmp_path))
+    writers: set[str] = set()
+    real = SecurityStore.append_audit
+
+    def spying(store: SecurityStore, entries: list[tuple[object, ...]]) -> None:
+        writers.add(threading.current_thread().name)
+        real(store, entries)  # type: ignore[arg-type]
+
+    async def scenario() -> list[str]:
+        for n in range(50):
+            security.audit("ci", "run.create", f"run_{n:02d}")
+        await security.audit_written()
+        store = security.open().store
+        return [e.target for e in store.read_audit(limit=100)]
+
+    try:
+        SecurityStore.append_audit = spying  # type: ignore[method-assign]
+        targets = asyncio.run(scenario())
+        security.audit("ci", "run.cancel", "run_last")  # appended, then the server stops
+    finally:
+        SecurityStore.append_audit = real  # type: ignore[method-assign]
+        security.close()
+    assert targets == [f"run_{n:02d}" for n in reversed(range(50))]  # newest first
+    assert writers and all(name.startswith("flwd-audit") for name in writers)
+    store = SecurityStore(tmp_path / "data")
+    try:
+        assert store.read_audit(limit=1)[0].target == "run_last"  # close wrote it
+    finally:
+        store.close()

@@ -4,7 +4,9 @@ arguments are overwritten in the file the server wrote, wherever a job moved or 
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -16,7 +18,15 @@ import pytest
 from flwd.engine.artifacts import MAX_SKIP_NOTES, Collected
 from flwd.engine.recovery import clean_work_root
 from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
-from flwd.engine.workdirs import _BACKLOG, WorkDirs, _make_room, remove_entries
+from flwd.engine.workdirs import (
+    _BACKLOG,
+    _FS_IOC_GETFLAGS,
+    _FS_TOPDIR_FL,
+    WorkDirs,
+    _make_room,
+    remove_entries,
+    spread_subdirectories,
+)
 from tests.unit.engine_support import wait_for
 
 
@@ -64,6 +74,44 @@ async def test_each_run_gets_a_new_room_with_private_modes(tmp_path: Path) -> No
     assert all(os.fstat(fd).st_nlink == 0 for fd in kept)  # deleted, not kept anywhere
     for fd in kept:
         os.close(fd)
+
+
+def _inode_flags(path: Path) -> int | None:
+    """The inode flags `chattr` sets (None where the file system has none)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        return flags[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+async def test_rooms_are_spread_over_the_file_systems_block_groups(tmp_path: Path) -> None:
+    # `work/` is marked as the top of directory hierarchies (chattr +T) where the file
+    # system has inode flags (ext4: this machine's and CI's); elsewhere nothing changes
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    supported = _inode_flags(probe) is not None
+    dirs = WorkDirs(tmp_path / "work")
+    room = await dirs.open("run_a", {}, secret=False)
+    flags = _inode_flags(tmp_path / "work")
+    if supported:
+        assert flags is not None and flags & _FS_TOPDIR_FL
+        # asking again changes nothing and says so
+        fd = os.open(tmp_path / "work", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert spread_subdirectories(fd)
+        finally:
+            os.close(fd)
+        assert _inode_flags(tmp_path / "work") == flags
+    else:
+        assert flags is None
+    assert Path(room.run_dir).is_dir()
+    dirs.discard("run_a", room)
+    await dirs.aclose()
 
 
 async def test_rooms_made_ahead_are_used_only_as_made(tmp_path: Path) -> None:

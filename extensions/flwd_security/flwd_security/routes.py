@@ -111,9 +111,11 @@ class AuditController(Controller):
         who created or revoked which token, refused authentications. Filters: `actor`
         (a token name, `anonymous`), `action`, `since`/`until` (RFC 3339); pages of
         `limit` entries, the next one from `cursor`."""
-        book = _security().open()
+        security = _security()
+        book = security.open()
         if since and until and since >= until:
             raise InvalidInput("since must be before until")
+        await security.audit_written()
         entries = book.store.read_audit(
             actor=actor,
             action=action,

@@ -23,6 +23,9 @@ import msgspec
 
 DB_FILE = "security.sqlite3"
 
+#: an audit entry as written: (at, actor, action, target, detail, address)
+AuditRow = tuple[float, str, str, str, str, str | None]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY,
@@ -210,11 +213,15 @@ class SecurityStore:
     def audit(
         self, actor: str, action: str, target: str, detail: str = "", address: str | None = None
     ) -> None:
+        self.append_audit([(time.time(), actor, action, target, detail, address)])
+
+    def append_audit(self, entries: list[AuditRow]) -> None:
+        """Append entries `(at, actor, action, target, detail, address)` in one commit."""
         with self._tx() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO audit (at, actor, action, target, detail, address) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time(), actor, action, target, detail, address),
+                entries,
             )
 
     def read_audit(
