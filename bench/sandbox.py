@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/sandbox.py [--pairs 200] [--variants]
 
-A no-op one-step job (`/bin/true`) run through the real engine (`RunService` over a
-SQLite data dir, real job folders), one run at a time. A plugin applies a `StepPolicy`
+A no-op one-step job (the program `/bin/true`, or with `--shell` the command string
+`true`, which `/bin/sh -c` runs: its own `ulimit` then sets the rlimits) run through the
+real engine (`RunService` over a SQLite data dir, real job folders), one run at a time. A plugin applies a `StepPolicy`
 to every step with `flwd_security.sandbox.apply`, as the security extension does; the
 policy alternates run by run between none (`StepPolicy()`) and the strict one below, the
 order flipped every pair, so both see the same machine. Reported: the median latency
@@ -72,7 +73,7 @@ VARIANTS = {
     ),
     "run-user": StepPolicy(run_as="run-user"),
     "network none": StepPolicy(network="none"),
-    "rlimits (prlimit)": StepPolicy(limits=Limits(cpu_seconds=60, open_files=1024)),
+    "rlimits": StepPolicy(limits=Limits(cpu_seconds=60, open_files=1024)),
     "memory cgroup": StepPolicy(limits=Limits(memory=256 << 20)),
 }
 
@@ -95,10 +96,11 @@ class Switch:
 
 
 @contextlib.asynccontextmanager
-async def service(root: Path, switch: Switch) -> AsyncIterator[RunService]:
+async def service(root: Path, switch: Switch, shell: bool) -> AsyncIterator[RunService]:
     folder = root / "jobs" / "noop"
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(json.dumps({"command": ["/bin/true"]}))
+    command: str | list[str] = "true" if shell else ["/bin/true"]
+    (folder / "config.yaml").write_text(json.dumps({"command": command}))
     settings = Settings(
         sources=(JobSource(name="local-fs", path=str(root / "jobs")),),
         data_dir=str(root / "data"),
@@ -154,7 +156,7 @@ async def main(opts: argparse.Namespace) -> None:
     root.chmod(0o711)  # run users reach their rooms below it
     switch = Switch()
     try:
-        async with service(root, switch) as running:
+        async with service(root, switch, opts.shell) as running:
             for _ in range(20):  # warm up: rooms made ahead, threads started, caches
                 switch.policy = STRICT
                 await once(running)
@@ -169,6 +171,7 @@ async def main(opts: argparse.Namespace) -> None:
     load = os.getloadavg()[0]
     print(
         f"python {platform.python_version()}, uid {os.geteuid()}, {opts.pairs} pairs, "
+        f"{'shell command `true`' if opts.shell else 'program /bin/true'}, "
         f"load average {load:.1f} at the end"
     )
     print(
@@ -188,4 +191,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=200, help="runs of each policy")
     parser.add_argument("--variants", action="store_true", help="each part alone too")
+    parser.add_argument(
+        "--shell",
+        action="store_true",
+        help="the job as a command string (`true`, run by /bin/sh -c, whose own `ulimit` "
+        "then sets the rlimits) instead of the program `/bin/true`",
+    )
     asyncio.run(main(parser.parse_args()))

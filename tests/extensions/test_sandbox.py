@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from flwd_security import shell_limits
 from flwd_security.policy import Limits, StepPolicy
 
 from flwd.states import FailureReason, RunStatus
@@ -93,9 +94,22 @@ async def test_network_none_cannot_reach_a_loopback_server(open_dir: Path, netwo
         assert log == "connected"
 
 
-async def test_rlimits_are_set_for_the_step(open_dir: Path) -> None:
+_LIMITS_SHOWN = 'while IFS= read -r l; do printf "%s\\n" "$l"; done < /proc/self/limits'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # a shell step: its shell sets them (`ulimit`), and reads them itself
+        _LIMITS_SHOWN,
+        # a program run directly: a shell put in front sets them and execs it
+        ["cat", "/proc/self/limits"],
+    ],
+    ids=["shell", "program"],
+)
+async def test_rlimits_are_set_for_the_step(open_dir: Path, command: object) -> None:
     limits = Limits(cpu_seconds=30, open_files=64, file_size=1 << 20)
-    jobs = {"limits": {"command": "cat /proc/self/limits"}}
+    jobs = {"limits": {"command": command}}
     async with service_with(open_dir, jobs, StepPolicy(limits=limits)) as service:
         run, log = await run_job(service, "limits")
     assert run.status is RunStatus.SUCCESS, run.error
@@ -103,6 +117,37 @@ async def test_rlimits_are_set_for_the_step(open_dir: Path) -> None:
     assert rows["Max cpu time"] == ["30", "31"]
     assert rows["Max open files"] == ["64", "64"]
     assert rows["Max file size"] == [str(1 << 20), str(1 << 20)]
+
+
+def test_rlimits_are_set_by_the_steps_shell_or_one_put_in_front() -> None:
+    # what the step runs: no exec of prlimit
+    assert {"cpu", "nofile", "fsize", "as"} <= set(shell_limits.supported())
+    wanted = {"cpu": (30, 31), "nofile": (64, 64), "fsize": (1 << 20, 1 << 20)}
+    shell = ["/bin/sh", "-c", "echo ran\nno-such-command-here; exit 3"]
+    assert shell_limits.limit_in_shell(shell, wanted)
+    assert shell[:2] == ["/bin/sh", "-c"]
+    assert shell[2].endswith("|| exit 126; echo ran\nno-such-command-here; exit 3")
+    done = subprocess.run(shell, capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (3, "ran\n")
+    assert " 2: no-such-command-here" in done.stderr  # the script's lines did not move
+    program = ["cat", "/proc/self/limits"]
+    assert not shell_limits.limit_in_shell(program, wanted)
+    assert program == ["cat", "/proc/self/limits"]
+    wrapper = shell_limits.shell_wrapper(wanted)
+    assert wrapper is not None and wrapper[:2] == ["/bin/sh", "-c"]
+    done = subprocess.run(
+        [*wrapper, "/bin/sh", "-c", 'printf "%s|" "$0" "$@"', "zero", "a b", ""],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.stdout == "zero|a b||"  # the program gets its arguments as they were
+    # the same limits for util-linux's prlimit, where /bin/sh cannot set them all
+    assert shell_limits.prlimit_options(wanted) == [
+        "--cpu=30:31",
+        "--nofile=64:64",
+        f"--fsize={1 << 20}:{1 << 20}",
+    ]
 
 
 async def test_a_cpu_limit_hit_fails_the_run_with_resource_limit(open_dir: Path) -> None:

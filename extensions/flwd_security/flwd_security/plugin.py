@@ -23,7 +23,7 @@ from flwd.access import Actor, Resource
 from flwd.cli import CliError
 from flwd.errors import Unauthorized
 from flwd.hookspecs import hookimpl
-from flwd_security import sandbox
+from flwd_security import sandbox, shell_limits
 from flwd_security.profiles import Profile, ProfileError, job_profile_problems, profiles_for
 from flwd_security.runtime import IDENTITY_KEY, Identity, current, install
 from flwd_security.tokens import scope_allows
@@ -93,6 +93,7 @@ def startup(settings: Settings) -> None:
         security = install(settings)
     written = security.ensure_admin_token()
     profile = security.profile
+    shell_limits.supported()  # asked of /bin/sh now, not in a step's way
     line = f"flwd security: profile '{profile.name}'"
     if written:
         line += f"; admin token written to {written} (first start)"

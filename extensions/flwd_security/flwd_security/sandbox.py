@@ -4,9 +4,11 @@
 changes the `StepContext`: the environment is narrowed to the allow-list; the engine's
 spawn gets `SpawnOptions` (another user, umask, no-new-privileges, a network namespace of
 its own, a memory cgroup), which it applies before the process runs any code of its own;
-resource limits that are rlimits wrap the command in util-linux's `prlimit`, one exec
-that sets them and execs the command; `limit_exceeded` tells the engine which failures
-were a limit being hit (reason `resource_limit`).
+resource limits that are rlimits are set by the step's own shell (`ulimit`, see
+`shell_limits.py`) for a `command` string, and otherwise by a `/bin/sh` put in front of
+the program, which sets them and execs it (util-linux's `prlimit` where that shell
+cannot); `limit_exceeded` tells the engine which failures were a limit being hit (reason
+`resource_limit`).
 
 What this server cannot apply is listed: with `on_unavailable: error` the step is refused
 (`SandboxUnavailable`, the step fails with the list as its error), with `warn` each is a
@@ -34,6 +36,7 @@ from flwd.engine.spawn import SpawnOptions, options_supported
 from flwd.engine.step_process import StepContext, StepRefused
 from flwd_security.policy import Limits, StepPolicy
 from flwd_security.run_resources import MemoryGroups, NetworkNamespaces, RunUsers, oom_kills
+from flwd_security.shell_limits import limit_in_shell, prlimit_options, shell_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,11 @@ log = logging.getLogger(__name__)
 DEFAULT_RUN_USER_IDS = (200000, 265535)
 #: flwd's own variables a step always keeps besides `FLWD_*` and the job's `env`
 _FLWD_OWN = frozenset({"PYTHONUNBUFFERED"})
-_RLIMIT_OPTIONS = {
-    "open_files": "--nofile",
-    "processes": "--nproc",
-    "file_size": "--fsize",
+#: fields of `Limits` that are one rlimit each, by its `prlimit` name
+_RLIMITS = {
+    "open_files": "nofile",
+    "processes": "nproc",
+    "file_size": "fsize",
 }
 
 
@@ -141,8 +145,10 @@ class Sandbox:
     def _limits(
         self, context: StepContext, limits: Limits, uid: int | None, missing: list[str]
     ) -> tuple[list[str], Path | None]:
-        """The `prlimit` command that sets the rlimits, and the run's memory group."""
-        options: list[str] = []
+        """The command put in front of the step's program to set its rlimits (a shell,
+        or `prlimit`; none when the step's own shell sets them: `shell_limits`), and the
+        run's memory group."""
+        wanted: dict[str, tuple[int, int]] = {}
         group: Path | None = None
         if limits.memory is not None:
             if self.memory.usable:
@@ -151,25 +157,28 @@ class Sandbox:
                 except OSError as exc:
                     log.warning("no memory cgroup for run %s: %s", context.run.run_id, exc)
             if group is None:  # each process's address space, instead
-                options.append(f"--as={limits.memory}")
+                wanted["as"] = (limits.memory, limits.memory)
         if limits.cpu_seconds is not None:
             # SIGXCPU at the limit, SIGKILL a second later for a process that ignores it
-            options.append(f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}")
-        for name, option in _RLIMIT_OPTIONS.items():
+            wanted["cpu"] = (limits.cpu_seconds, limits.cpu_seconds + 1)
+        for name, rlimit in _RLIMITS.items():
             value = getattr(limits, name)
             if value is None:
                 continue
             if name == "processes" and os.geteuid() == 0 and uid is None:
                 missing.append("limits.processes (the kernel does not limit root's processes)")
                 continue
-            options.append(f"{option}={value}")
-        if not options:
+            wanted[rlimit] = (value, value)
+        if not wanted or limit_in_shell(context.argv, wanted):
             return [], group
+        shell = shell_wrapper(wanted)
+        if shell is not None:
+            return shell, group
         prlimit = _prlimit()
         if prlimit is None:
             missing.append("limits (util-linux's prlimit is not installed)")
             return [], group
-        return [prlimit, *options, "--"], group
+        return [prlimit, *prlimit_options(wanted), "--"], group
 
     def release(self, run_id: str) -> None:
         """The run has ended: its user id may be given again, its memory group goes."""
