@@ -6,8 +6,8 @@ A no-op one-step job (the program `/bin/true`, or with `--shell` the command str
 `true`, which `/bin/sh -c` runs: its own `ulimit` then sets the rlimits) run through the
 real engine (`RunService` over a SQLite data dir, real job folders), one run at a time.
 A plugin applies a `StepPolicy` to every step with `flwd_security.sandbox.apply`, as the
-security extension does; the policy alternates run by run between none (`StepPolicy()`) and the strict one below, the
-order flipped every pair, so both see the same machine. Reported: the median latency
+security extension does; the policy alternates run by run between none (`StepPolicy()`)
+and the strict one below, the order flipped every pair, so both see the same machine. Reported: the median latency
 (create_run -> terminal) of each, the median of the per-pair differences, and the same
 for the CPU time each run cost (this process's and its reaped children's, user and
 system: steadier than latency on a busy machine; kernel threads' work, such as tearing
