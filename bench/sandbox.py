@@ -7,11 +7,11 @@ A no-op one-step job (the program `/bin/true`, or with `--shell` the command str
 real engine (`RunService` over a SQLite data dir, real job folders), one run at a time.
 A plugin applies a `StepPolicy` to every step with `flwd_security.sandbox.apply`, as the
 security extension does; the policy alternates run by run between none (`StepPolicy()`)
-and the strict one below, the order flipped every pair, so both see the same machine. Reported: the median latency
-(create_run -> terminal) of each, the median of the per-pair differences, and the same
-for the CPU time each run cost (this process's and its reaped children's, user and
-system: steadier than latency on a busy machine; kernel threads' work, such as tearing
-down a network namespace, is not in it).
+and the strict one below, the order flipped every pair, so both see the same machine.
+Reported: the median latency (create_run -> terminal) of each, the median of the per-
+pair differences, and the same for the CPU time each run cost (this process's and its
+reaped children's, user and system: steadier than latency on a busy machine; kernel
+threads' work, such as tearing down a network namespace, is not in it).
 
 With `--variants`, the same against each part of the strict policy alone, to say where
 the cost is. Needs root for the user per run and the network namespace (otherwise the
