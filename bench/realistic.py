@@ -448,8 +448,9 @@ async def main(opts: argparse.Namespace) -> list[str]:
             OTHER_CPU.append(server.cpu_s)
             try:
                 limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+                # the benchmark profile requires a token: the server's admin token
                 async with httpx.AsyncClient(
-                    base_url=server.api, timeout=120, limits=limits
+                    base_url=server.api, timeout=120, limits=limits, headers=server.headers
                 ) as client:
                     http = over_http(client)
                     await drive(4, 2, http)  # warm-up
