@@ -119,6 +119,21 @@ async def test_rlimits_are_set_for_the_step(open_dir: Path, command: object) -> 
     assert rows["Max file size"] == [str(1 << 20), str(1 << 20)]
 
 
+async def test_rlimits_fall_back_to_prlimit_where_the_shell_cannot_set_them(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as on a machine whose /bin/sh sets none of them exactly (the start-up probe)
+    monkeypatch.setattr(shell_limits, "supported", dict)
+    limits = Limits(cpu_seconds=30, open_files=64)
+    jobs = {"limits": {"command": "cat /proc/self/limits"}}
+    async with service_with(open_dir, jobs, StepPolicy(limits=limits)) as service:
+        run, log = await run_job(service, "limits")
+    assert run.status is RunStatus.SUCCESS, run.error
+    rows = {" ".join(line.split()[:3]): line.split()[3:5] for line in log.splitlines()}
+    assert rows["Max cpu time"] == ["30", "31"]
+    assert rows["Max open files"] == ["64", "64"]
+
+
 def test_rlimits_are_set_by_the_steps_shell_or_one_put_in_front() -> None:
     # what the step runs: no exec of prlimit
     assert {"cpu", "nofile", "fsize", "as"} <= set(shell_limits.supported())
