@@ -453,8 +453,9 @@ async def spawn(
 
     `place(pid)` is called on the spawning thread as soon as the process exists (the
     run's cgroup moves it in); if it raises, the process is killed and reaped and the
-    error is the caller's. A spawn with `place` always runs on a worker thread: moving a
-    process between cgroups waits for the kernel.
+    error is the caller's. Moving a process between cgroups waits for the kernel
+    (0.05-0.1 ms here; much more on kernels without `favordynmods` under load), so a
+    busy loop leaves it to a worker thread too.
 
     `options` (see `SpawnOptions`) are applied on a worker thread of a sandbox pool;
     OSError (`ENOTSUP`) where this server cannot apply them (`options_supported`)."""
@@ -479,8 +480,8 @@ async def spawn(
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
     args, envp = _strings(arguments), _strings(variables)
-    if not busy and place is None and options is None:
-        return _libc(path, args, envp, os.fsencode(cwd), fds)
+    if not busy and options is None:
+        return _placed(_libc(path, args, envp, os.fsencode(cwd), fds), place)
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     spawner = _spawner if options is None else _sandbox_spawners[options.no_new_privileges]
     spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds, place, options)

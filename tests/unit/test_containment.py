@@ -14,9 +14,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flwd.engine import step_process
 from flwd.engine.containment import Containment, ContainmentUnavailable
 from flwd.settings import SettingsError, load_settings
 from flwd.states import FailureReason, RunStatus
@@ -155,10 +157,24 @@ async def test_a_wiped_escapee_outlives_its_run_only_while_another_run_may_own_i
             assert not alive(escapee)
 
 
-async def test_the_cgroup_of_each_run_is_removed_with_it(engine_world: EngineWorld) -> None:
+@pytest.mark.parametrize("busy", [False, True], ids=["spawned on the loop", "on a thread"])
+async def test_the_cgroup_of_each_run_is_removed_with_it(
+    engine_world: EngineWorld, busy: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not _cgroup_available(engine_world.root / "probe"):
         pytest.skip("this machine gives the server no cgroup v2 it can write")
-    engine_world.job("cgroup", {"command": "sleep 0.2; cat /proc/self/cgroup"})
+    # a lone step is spawned and placed on the loop's thread; with others running, on a
+    # worker thread: in its run's cgroup either way
+    spawned: list[bool] = []
+    real = step_process.spawn
+
+    async def spawn(*args: Any, **kwargs: Any) -> int:
+        spawned.append(kwargs["busy"])
+        return await real(*args, **{**kwargs, "busy": busy})
+
+    monkeypatch.setattr(step_process, "spawn", spawn)
+    # (`sleep` first: a child forked before the move prints the cgroup it was born in)
+    engine_world.job("cgroup", {"command": "sleep 0.2; cat /proc/$$/cgroup /proc/self/cgroup"})
     async with engine_world.open(containment="cgroup") as service:
         info = service.containment_info()
         assert info.mode == "cgroup" and info.path is not None
@@ -167,8 +183,11 @@ async def test_the_cgroup_of_each_run_is_removed_with_it(engine_world: EngineWor
         assert run.status is RunStatus.SUCCESS, run.error
         lines = [x.message for x in await service.read_logs(run.run_id)]
         # a process the step started was in the run's cgroup, which is gone now
-        assert any(line.endswith(f"/{root.name}/run-{run.run_id}") for line in lines), lines
+        # the step itself and a process it started were in the run's cgroup, gone now
+        placed = [line for line in lines if line.endswith(f"/{root.name}/run-{run.run_id}")]
+        assert len(placed) == 2, lines
         assert not (root / f"run-{run.run_id}").exists()
+        assert spawned == [False]  # the lone step would have been spawned on the loop
     assert not root.exists()
 
 
