@@ -6,7 +6,9 @@ Measures, in one go on this machine:
 1. the bare spawn floor: asyncio `create_subprocess_exec` of the same no-op script with
    `start_new_session=True`, at the same concurrency as the API runs;
 2. no-op runs created through the API per second, `async: true` (until all are
-   terminal) and `async: false` (round trip latency p50/p99 and throughput);
+   terminal) and `async: false` (round trip latency p50/p99 and throughput, once the
+   server is idle again after the `async: true` rounds), with a lean HTTP client
+   (`_Client`) whose own CPU per run is reported beside the server's;
 3. SSE fan-out: N concurrent followers of one chatty run; every follower must receive
    every event; delivery lag = receive time - event timestamp (same clock);
 4. server RSS idle and at its peak while loaded.
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,6 +115,18 @@ class Server:
         times = self.ps.cpu_times()
         return float(times.user + times.system)
 
+    async def settled(self, window: float = 0.25, limit: float = 15.0) -> float:
+        """Wait until the server is idle (under 5 % of a core over `window` seconds):
+        after a burst of runs it still deletes their rooms and checkpoints its WAL, work
+        a latency figure should not include. The seconds waited (at most `limit`)."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            before = self.cpu_s()
+            await asyncio.sleep(window)
+            if self.cpu_s() - before < 0.05 * window:
+                break
+        return time.monotonic() - started
+
     def rss_mb(self) -> float:
         return float(self.ps.memory_info().rss) / 2**20
 
@@ -153,38 +168,97 @@ async def spawn_floor(n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def api_async(client: httpx.AsyncClient, n: int) -> float:
+class _Client:
+    """A lean HTTP/1.1 client for the run benchmarks: `CONCURRENCY` keep-alive connections
+    on raw asyncio streams, requests written as prepared bytes, responses read by their
+    `Content-Length`.
+
+    httpx cost this process 3.8 ms of CPU per `POST /runs` on this machine, more than the
+    server's whole run (4.3 ms); on two cores shared with the server and the floor's
+    spawns, the ratio then measured the client as much as the server. This one costs
+    about a tenth of that (`client_cpu_ms_per_run` in the results)."""
+
+    def __init__(self, port: int, token: str | None) -> None:
+        self.port = port
+        self.auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        data = json.dumps(body).encode()
+        head = (
+            f"POST /api/v1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(head.encode() + data)
+        lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines
+            if line.lower().startswith(b"content-length:")
+        )
+        answer = json.loads(await reader.readexactly(length))
+        self.idle.append((reader, writer))
+        return status, answer
+
+    async def stream(self, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """An SSE response's connection, its head read (the body is chunked)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(
+            f"GET /api/v1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Accept: text/event-stream\r\n{self.auth}\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        return reader, writer
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+_FINISHED = re.compile(rb'event: run\.finished\ndata: \{[^\n]*?"run_id":"([^"]+)"')
+
+
+async def api_async(client: _Client, n: int) -> float:
     """Runs/s from the first POST until every run is terminal.
 
     Completion is watched the way a client would, on the live event stream of the job
     (one subscriber), not by polling run counts: three `COUNT(*)` list requests every
     10 ms competed with the runs for the server's event loop."""
     finished: set[str] = set()
-    subscribed = asyncio.Event()
     all_done = asyncio.Event()
     created: set[str] = set()
+    reader, writer = await client.stream("/events/runs?job_id=noop")
 
     async def watch() -> None:
-        params = {"job_id": "noop"}
-        async with client.stream("GET", "/events/runs", params=params) as response:
-            subscribed.set()  # headers sent: the server has subscribed this stream
-            async for line in response.aiter_lines():
-                if line.startswith("data: ") and '"type":"run.finished"' in line:
-                    finished.add(json.loads(line[6:])["run_id"])
-                    if len(created) == n and created <= finished:
-                        all_done.set()
-                        return
+        tail = b""  # a frame cut by a read (chunk sizes are skipped by the pattern)
+        while True:
+            data = await reader.read(262144)
+            if not data:
+                return
+            data = tail + data
+            cut = data.rfind(b"\n\n")
+            tail = data[cut + 2 :] if cut >= 0 else data
+            for match in _FINISHED.finditer(data, 0, max(cut, 0)):
+                finished.add(match.group(1).decode())
+            if len(created) == n and created <= finished:
+                all_done.set()
+                return
 
     watcher = asyncio.create_task(watch())
-    async with asyncio.timeout(10):
-        await subscribed.wait()
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one() -> None:
         async with sem:
-            response = await client.post("/runs", json={"job_id": "noop"})
-            assert response.status_code == 201, response.text
-            created.add(response.json()["run_id"])
+            status, run = await client.post("/runs", {"job_id": "noop"})
+            assert status == 201, run
+            created.add(run["run_id"])
 
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
@@ -194,12 +268,11 @@ async def api_async(client: httpx.AsyncClient, n: int) -> float:
         await all_done.wait()
     elapsed = time.perf_counter() - started
     watcher.cancel()
+    writer.close()
     return n / elapsed
 
 
-async def api_sync(
-    client: httpx.AsyncClient, n: int, concurrency: int
-) -> tuple[float, list[float]]:
+async def api_sync(client: _Client, n: int, concurrency: int) -> tuple[float, list[float]]:
     """Throughput and per-request latencies (ms) of `async: false` no-op runs."""
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -207,9 +280,9 @@ async def api_sync(
     async def one() -> None:
         async with sem:
             t0 = time.perf_counter()
-            response = await client.post("/runs", json={"job_id": "noop", "async": False})
+            status, run = await client.post("/runs", {"job_id": "noop", "async": False})
             latencies.append((time.perf_counter() - t0) * 1000)
-            assert response.json()["status"] == "success", response.text
+            assert status in (200, 201) and run["status"] == "success", run
 
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
@@ -389,22 +462,27 @@ async def runs(server: Server, n: int, sync_runs: int) -> dict[str, Any]:
     """Floor and API `async: true` alternate in ROUNDS rounds of n/ROUNDS runs each, so
     load from anything else on the machine hits both alike; then `async: false`."""
     per_round = max(1, n // ROUNDS)
-    floor_s = api_s = api_cpu = 0.0
+    floor_s = api_s = api_cpu = client_cpu = 0.0
     ratios: list[float] = []
-    async with httpx.AsyncClient(base_url=server.api, timeout=60, headers=server.headers) as client:
+    client = _Client(server.port, server.token)
+    try:
         await api_sync(client, 20, 1)  # warm-up
         for _ in range(ROUNDS):
             floor_rate = await spawn_floor(per_round)
-            cpu_before = server.cpu_s()
+            cpu_before, own_before = server.cpu_s(), time.process_time()
             api_rate = await api_async(client, per_round)
             api_cpu += server.cpu_s() - cpu_before
+            client_cpu += time.process_time() - own_before
             floor_s += per_round / floor_rate
             api_s += per_round / api_rate
             ratios.append(api_rate / floor_rate)
+        settled = await server.settled()
         cpu_before = server.cpu_s()
         sync_rate_1, sync_lat = await api_sync(client, sync_runs, 1)
         sync_cpu = server.cpu_s() - cpu_before
         sync_rate_c, _ = await api_sync(client, sync_runs, CONCURRENCY)
+    finally:
+        client.close()
     return {
         "spawn_floor_runs_per_s": per_round * ROUNDS / floor_s,
         "api_async_runs_per_s": per_round * ROUNDS / api_s,
@@ -413,6 +491,8 @@ async def runs(server: Server, n: int, sync_runs: int) -> dict[str, Any]:
         # the server's CPU (every thread, user + system) per run while they ran; rooms
         # still being deleted in the background when a round ends count in the next one
         "api_async_server_cpu_ms_per_run": api_cpu * 1000 / (per_round * ROUNDS),
+        "client_cpu_ms_per_run": client_cpu * 1000 / (per_round * ROUNDS),
+        "api_sync_settled_after_s": settled,
         "api_sync_c1_server_cpu_ms_per_run": sync_cpu * 1000 / sync_runs,
         "api_sync_c1_runs_per_s": sync_rate_1,
         "api_sync_c1_p50_ms": pct(sync_lat, 0.5),
