@@ -34,9 +34,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
-from flwd.engine.processes import adopted_children, children, still_running, wait_until
+from flwd.engine.processes import (
+    adopted_children,
+    children,
+    read_proc,
+    still_running,
+    wait_until,
+)
 from flwd.errors import FlwdError
 from flwd.models import ContainmentInfo
 
@@ -129,11 +136,10 @@ class RunCgroup:
                 # a child forked and orphaned before the move was re-parented to the
                 # engine (the subreaper) and is still in the engine's cgroup: it is
                 # taken in too (the sweep above sees any orphaned later)
-                for orphan in window_orphans():
-                    if orphan not in moved:
-                        moved.add(orphan)
-                        self._move(procs, orphan)
-                        pending.append(orphan)
+                for orphan in window_orphans(moved):
+                    moved.add(orphan)
+                    self._move(procs, orphan)
+                    pending.append(orphan)
 
     @staticmethod
     def _move(procs: int, pid: int) -> None:
@@ -283,28 +289,37 @@ class Containment:
                 os.rmdir(self.root)
 
 
-def window_orphans() -> list[int]:
-    """Processes the engine adopted that are still in its own cgroup: in
-    cgroup mode, only a child a step orphaned before it was moved into its run's cgroup
-    can be one (the engine's steps are children of its spawning threads, not of its main
-    thread, where orphans go)."""
+def window_orphans(known: Collection[int] = ()) -> list[int]:
+    """Processes the engine adopted that are still in its own cgroup, leaving out `known`
+    ones: in cgroup mode, only a child a step orphaned before it was moved into its run's
+    cgroup can be one. (A step spawned on the loop's thread is a child of the main thread,
+    where orphans go, too: the caller passes it among `known`.)"""
     found = []
-    own = None
-    for pid in adopted_children():
+    for pid in adopted_children(known):
         try:
-            with open(f"/proc/{pid}/cgroup", "rb") as handle:
-                line = next(x for x in handle.read().splitlines() if x.startswith(b"0::"))
+            line = _cgroup_line(f"/proc/{pid}/cgroup")
         except (OSError, StopIteration):
             continue
-        if own is None:
-            own = _own_cgroup_line()
-        if line == own:
+        if line == _own_cgroup_line():
             found.append(pid)
     return found
 
 
+def _cgroup_line(path: str) -> bytes:
+    """The cgroup v2 line (`0::/...`) of a /proc/PID/cgroup file."""
+    return next(x for x in read_proc(path).splitlines() if x.startswith(b"0::"))
+
+
+_own_line: tuple[int, bytes] | None = None  # (pid, cgroup v2 line) of this process
+
+
 def _own_cgroup_line() -> bytes:
-    return b"0::" + Path("/proc/self/cgroup").read_bytes().split(b"0::", 1)[1].split(b"\n")[0]
+    """This process's cgroup v2 line, read once per process (the server is not moved
+    between cgroups while it runs)."""
+    global _own_line
+    if _own_line is None or _own_line[0] != os.getpid():
+        _own_line = (os.getpid(), _cgroup_line("/proc/self/cgroup"))
+    return _own_line[1]
 
 
 def _make_root(data_path: Path) -> tuple[Path, list[Path]]:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 
 from flwd.engine import step_process
 from flwd.engine.containment import Containment, ContainmentUnavailable
+from flwd.engine.processes import adopt_orphans
 from flwd.settings import SettingsError, load_settings
 from flwd.states import FailureReason, RunStatus
 from tests.unit.engine_support import (
@@ -266,6 +268,49 @@ async def test_lost_runs_ignoring_sigterm_are_stopped_in_about_one_grace_period(
                 assert list(root.parent.glob(f"{ours}-*")) == [root]
                 assert list(root.glob("run-*")) == []
         await wait_for(lambda: not [pid for pid in left if alive(pid)], what="no leftover")
+
+
+#: forks a child in a session of its own, prints its pid and exits: the child is orphaned
+#: at once, re-parented to the engine (the subreaper), in the engine's own cgroup
+ORPHANS_A_CHILD = """\
+import os, sys, time
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    time.sleep(60)
+    os._exit(0)
+print(pid, flush=True)
+"""
+
+
+def test_a_process_orphaned_before_its_step_was_moved_is_taken_in_too(tmp_path: Path) -> None:
+    # a step may fork and orphan a child in the moment between its spawn and its move
+    # into the run's cgroup: the child, adopted by the engine, is moved in as well
+    if not _cgroup_available(tmp_path / "probe"):
+        pytest.skip("this machine gives the server no cgroup v2 it can write")
+    assert adopt_orphans()
+    containment = Containment.choose("cgroup", tmp_path)
+    cgroup = containment.run_cgroup("run_orphans")
+    assert cgroup is not None
+    made = subprocess.run(
+        [sys.executable, "-c", ORPHANS_A_CHILD], capture_output=True, check=True, timeout=30
+    )
+    orphan = int(made.stdout)
+    step = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        cgroup.place(step.pid)
+        assert sorted(cgroup.pids()) == sorted([step.pid, orphan])
+    finally:
+        for pid in (step.pid, orphan):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        step.wait(10)
+        os.waitpid(orphan, 0)  # the engine's child now
+        cgroup.remove()
+        containment.close()
 
 
 def test_the_containment_setting_is_checked() -> None:
