@@ -3,10 +3,12 @@ log throttle, failure reasons of OS errors, and the guard settings."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import io
 import json
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from litestar import asgi
 from litestar.testing import AsyncTestClient
 from litestar.types import Receive, Scope, Send
 
+from flwd.api.connections import JoinedWrites
 from flwd.api.guards import MAX_JSON_DEPTH, HostPolicy, host_name, json_too_deep
 from flwd.app import create_app
 from flwd.hookspecs import hookimpl
@@ -224,3 +227,58 @@ async def test_the_guards_cover_a_mounted_asgi_app(api_service: FakeRunService) 
         )
         assert deep.status_code == 400
         assert deep.json()["type"].endswith("/malformed-request")
+
+
+class _Recording(asyncio.Transport):
+    """A transport that records each write it is given (what reaches the socket)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def test_writes_of_one_loop_pass_reach_the_socket_as_one() -> None:
+    real = _Recording()
+    joined = JoinedWrites(real)
+    joined.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    joined.write(b"{}")
+    assert real.writes == [] and joined.get_write_buffer_size() == 40
+    await asyncio.sleep(0)
+    assert real.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    assert joined.get_write_buffer_size() == 0
+    # closing sends what waits first; nothing is written once the socket is closing
+    joined.write(b"last")
+    joined.close()
+    assert real.writes[-1] == b"last" and real.closed
+    joined.write(b"after")
+    await asyncio.sleep(0)
+    assert real.writes[-1] == b"last"
+
+
+async def test_joined_writes_over_a_real_socket_arrive_whole_and_in_order() -> None:
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    joined = JoinedWrites(transport)
+    reader, writer = await asyncio.open_connection(sock=theirs)
+    try:
+        for part in (b"a" * 70_000, b"b", b"c" * 3):
+            joined.write(part)
+        joined.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b"a" * 70_000 + b"b" + b"ccc"
+    finally:
+        joined.close()
+        writer.close()
