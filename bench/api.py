@@ -8,7 +8,7 @@ Measures, in one go on this machine:
 2. no-op runs created through the API per second, `async: true` (until all are
    terminal) and `async: false` (round trip latency p50/p99 and throughput, once the
    server is idle again after the `async: true` rounds), with a lean HTTP client
-   (`_Client`) whose own CPU per run is reported beside the server's;
+   (`LeanClient`) whose own CPU per run is reported beside the server's;
 3. SSE fan-out: N concurrent followers of one chatty run; every follower must receive
    every event; delivery lag = receive time - event timestamp (same clock);
 4. server RSS idle and at its peak while loaded.
@@ -168,7 +168,7 @@ async def spawn_floor(n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-class _Client:
+class LeanClient:
     """A lean HTTP/1.1 client for the run benchmarks: `CONCURRENCY` keep-alive connections
     on raw asyncio streams, requests written as prepared bytes, responses read by their
     `Content-Length`.
@@ -189,12 +189,21 @@ class _Client:
             f"POST /api/v1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         )
-        if self.idle:
+        request = head.encode() + data
+        while self.idle:
             reader, writer = self.idle.pop()
+            writer.write(request)
+            try:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                # the server closed it while it was idle (its keep-alive timeout)
+                writer.close()
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(head.encode() + data)
-        lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+            writer.write(request)
+            raw = await reader.readuntil(b"\r\n\r\n")
+        lines = raw.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         length = next(
             int(line.split(b":", 1)[1])
@@ -225,7 +234,7 @@ class _Client:
 _FINISHED = re.compile(rb'event: run\.finished\ndata: \{[^\n]*?"run_id":"([^"]+)"')
 
 
-async def api_async(client: _Client, n: int) -> float:
+async def api_async(client: LeanClient, n: int) -> float:
     """Runs/s from the first POST until every run is terminal.
 
     Completion is watched the way a client would, on the live event stream of the job
@@ -272,7 +281,7 @@ async def api_async(client: _Client, n: int) -> float:
     return n / elapsed
 
 
-async def api_sync(client: _Client, n: int, concurrency: int) -> tuple[float, list[float]]:
+async def api_sync(client: LeanClient, n: int, concurrency: int) -> tuple[float, list[float]]:
     """Throughput and per-request latencies (ms) of `async: false` no-op runs."""
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -464,7 +473,7 @@ async def runs(server: Server, n: int, sync_runs: int) -> dict[str, Any]:
     per_round = max(1, n // ROUNDS)
     floor_s = api_s = api_cpu = client_cpu = 0.0
     ratios: list[float] = []
-    client = _Client(server.port, server.token)
+    client = LeanClient(server.port, server.token)
     try:
         await api_sync(client, 20, 1)  # warm-up
         for _ in range(ROUNDS):

@@ -6,14 +6,19 @@ Starts two real `flwd serve` processes on 127.0.0.1 over the same jobs: one with
 `--disable-extension security` (no identification, the hooks' defaults) and one under
 the `permissive` profile with a valid token sent on every request (token hashed and
 looked up in the one-second cache, request counted by the rate limiter, headers added).
-Both answer `GET /api/v1/jobs/noop` as fast as they can to the same keep-alive client
-(raw HTTP/1.1 on asyncio streams, so the client costs little of the two cores), in
-alternating rounds. Reported: the medians of requests per second and of the server's CPU
-time per request (user + system, from psutil). The server is one thread, so its
-saturated throughput is the inverse of its CPU per request; the CPU figure is the one to
-trust on a shared machine, where other processes make requests per second vary by tens
-of percent between rounds. The target (issue 11, point 11): under 5 % of the no-op
-throughput.
+Both are measured in alternating rounds, twice:
+
+1. `GET /api/v1/jobs/noop`, the cheapest request there is, as fast as they answer it to
+   the same keep-alive client (raw HTTP/1.1 on asyncio streams, so the client costs
+   little of the two cores): requests per second and the server's CPU time per request;
+2. the no-op API runs of `bench/api.py` (`POST /runs` of a `true` job, `async: true`,
+   16 at a time, until every run has finished, watched on the job's event stream), the
+   throughput the target is stated against: runs per second and the server's CPU per run.
+
+Reported: the medians of each (user + system CPU of every thread, from psutil). The CPU
+figures are the ones to trust on a shared machine, where other processes make requests
+per second vary by tens of percent between rounds. The target (issue 11, point 11):
+under 5 % of the no-op throughput.
 
 The rate limit is raised for the run (a profile `bench` in a temporary profiles dir,
 `permissive` with 10^9 requests per minute) so the limiter counts without refusing.
@@ -36,6 +41,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api import LeanClient, api_async  # bench/api.py, beside this script
 
 
 def free_port() -> int:
@@ -130,11 +138,29 @@ async def hammer(
     return done / (time.monotonic() - started), done
 
 
+def measure_runs(server: Server, token: str | None, runs: int) -> tuple[float, float]:
+    """(no-op runs per second, server CPU milliseconds per run) of one round."""
+    process = psutil.Process(server.proc.pid)
+
+    async def go() -> float:
+        client = LeanClient(server.port, token)
+        try:
+            return await api_async(client, runs)
+        finally:
+            client.close()
+
+    before = process.cpu_times()
+    rate = asyncio.run(go())
+    after = process.cpu_times()
+    return rate, ((after.user + after.system) - (before.user + before.system)) / runs * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=400, help="no-op runs per round")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flwd-bench-security-") as tmp:
         root = Path(tmp)
@@ -155,6 +181,8 @@ def main() -> None:
             token = (secured.data / "admin-token").read_text().strip()
             rps: dict[str, list[float]] = {"disabled": [], "secured": []}
             cpu: dict[str, list[float]] = {"disabled": [], "secured": []}
+            runs_per_s: dict[str, list[float]] = {"disabled": [], "secured": []}
+            run_cpu: dict[str, list[float]] = {"disabled": [], "secured": []}
             measure(plain, None, 1.0, args.connections)  # warm up
             measure(secured, token, 1.0, args.connections)
             for _ in range(args.rounds):
@@ -162,6 +190,13 @@ def main() -> None:
                     speed, micros = measure(server, sent, args.seconds, args.connections)
                     rps[name].append(speed)
                     cpu[name].append(micros)
+            measure_runs(plain, None, 50)  # warm up
+            measure_runs(secured, token, 50)
+            for _ in range(args.rounds):
+                for name, server, sent in (("disabled", plain, None), ("secured", secured, token)):
+                    rate, millis = measure_runs(server, sent, args.runs)
+                    runs_per_s[name].append(rate)
+                    run_cpu[name].append(millis)
         finally:
             plain.stop()
             secured.stop()
@@ -169,9 +204,32 @@ def main() -> None:
     secured_cpu = statistics.median(cpu["secured"])
     base_rps = statistics.median(rps["disabled"])
     secured_rps = statistics.median(rps["secured"])
+    base_run_cpu = statistics.median(run_cpu["disabled"])
+    secured_run_cpu = statistics.median(run_cpu["secured"])
+    base_runs = statistics.median(runs_per_s["disabled"])
+    secured_runs = statistics.median(runs_per_s["secured"])
     print(
         json.dumps(
             {
+                "noop_runs": {
+                    "runs_per_s_rounds": {
+                        k: [round(v) for v in vals] for k, vals in runs_per_s.items()
+                    },
+                    "cpu_ms_per_run_rounds": {
+                        k: [round(v, 2) for v in vals] for k, vals in run_cpu.items()
+                    },
+                    "disabled": {"runs_per_s": round(base_runs), "cpu_ms": round(base_run_cpu, 2)},
+                    "security": {
+                        "runs_per_s": round(secured_runs),
+                        "cpu_ms": round(secured_run_cpu, 2),
+                    },
+                    "cost_percent_cpu": round(
+                        (secured_run_cpu - base_run_cpu) / base_run_cpu * 100, 1
+                    ),
+                    "cost_percent_runs_per_s": round(
+                        (base_runs - secured_runs) / base_runs * 100, 1
+                    ),
+                },
                 "rps_rounds": {k: [round(v) for v in vals] for k, vals in rps.items()},
                 "cpu_us_per_request_rounds": {
                     k: [round(v) for v in vals] for k, vals in cpu.items()
