@@ -35,6 +35,7 @@ saved user id staying 0 so that the thread can return to root. See `options_supp
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -45,9 +46,11 @@ import platform
 import queue
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -386,9 +389,11 @@ class _Spawner:
                     except _SpoiledThread:
                         spoiled = True
                         raise
+                    pid = _placed(pid, place)
                 else:
-                    pid = _libc(*spawn_args)
-                pid = _placed(pid, place)
+                    started_at = time.perf_counter()
+                    pid = _placed(_libc(*spawn_args), place)
+                    spawn_times.note(time.perf_counter() - started_at)
             except BaseException as exc:  # handed to the caller
                 if spoiled:
                     log.critical("a spawning thread is replaced: %s", exc)
@@ -415,6 +420,34 @@ class _Spawner:
             future.set_result(pid)
 
 
+class SpawnTimes:
+    """How long the last spawns of steps took (with their placement in the run's cgroup),
+    on the loop's thread or on a worker thread: the median of the last `size` says where
+    the next one is made while other steps run.
+
+    The thread that calls `posix_spawn` waits until the child has called `exec`, and
+    `place` until the kernel has moved it. With a CPU for the child, that is about a
+    millisecond even with 16 steps starting at once, and making the spawn on the loop's
+    thread costs less than handing it to a worker thread and its answer back (the
+    thread's wake-up, the GIL going back and forth, the loop's wake-up): 1 ms less CPU
+    per no-op run, a fifth more runs per second at 16 at a time. When other processes
+    keep the CPUs busy, the child waits for one before its `exec` (7 ms and more here
+    beside two CPU-bound processes), and the loop must not wait with it: spawns then go
+    to the worker threads, which keep measuring, until the median is back under
+    `limit` (docs/decisions.md, "Spawns on the loop's thread while they are quick")."""
+
+    def __init__(self, limit: float = 0.003, size: int = 32) -> None:
+        self.limit = limit
+        self.recent: collections.deque[float] = collections.deque(maxlen=size)
+
+    def note(self, seconds: float) -> None:
+        self.recent.append(seconds)
+
+    def quick(self) -> bool:
+        return not self.recent or statistics.median(self.recent) < self.limit
+
+
+spawn_times = SpawnTimes()
 _libc = _Libc()
 _spawner = _Spawner(_THREADS)
 #: sandbox pools, by whether their threads have the no-new-privs bit
@@ -447,9 +480,9 @@ async def spawn(
     """Start `argv` in a new session with `fds` as its stdin, stdout and stderr; its pid.
     OSError if it cannot be started. The caller reaps it.
 
-    `busy` says the loop has other work (other steps running): the spawn then runs on a
-    worker thread. Without, it is made right here, which is quicker than the hop to a
-    thread and back when nothing else is waiting for the loop.
+    The spawn is made right here, on the loop's thread, unless `busy` (the loop has other
+    work: other steps run) and spawns have been slow lately (`SpawnTimes`): then on a
+    worker thread, so that the loop goes on while the child starts.
 
     `place(pid)` is called on the spawning thread as soon as the process exists (the
     run's cgroup moves it in); if it raises, the process is killed and reaped and the
@@ -480,8 +513,11 @@ async def spawn(
         return _popen(argv, cwd=cwd, env=env, fds=fds)
     path = os.fsencode(_executable(argv[0], env))
     args, envp = _strings(arguments), _strings(variables)
-    if not busy and options is None:
-        return _placed(_libc(path, args, envp, os.fsencode(cwd), fds), place)
+    if options is None and (not busy or spawn_times.quick()):
+        started_at = time.perf_counter()
+        pid = _placed(_libc(path, args, envp, os.fsencode(cwd), fds), place)
+        spawn_times.note(time.perf_counter() - started_at)
+        return pid
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     spawner = _spawner if options is None else _sandbox_spawners[options.no_new_privileges]
     spawner.spawn(started, path, args, envp, os.fsencode(cwd), fds, place, options)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from flwd.engine import spawn as spawns
 from flwd.engine import step_process
 from flwd.engine.containment import Containment, ContainmentUnavailable
 from flwd.engine.processes import adopt_orphans
@@ -165,8 +166,8 @@ async def test_the_cgroup_of_each_run_is_removed_with_it(
 ) -> None:
     if not _cgroup_available(engine_world.root / "probe"):
         pytest.skip("this machine gives the server no cgroup v2 it can write")
-    # a lone step is spawned and placed on the loop's thread; with others running, on a
-    # worker thread: in its run's cgroup either way
+    # a lone step is spawned and placed on the loop's thread; with others running while
+    # spawns are slow, on a worker thread: in its run's cgroup either way
     spawned: list[bool] = []
     real = step_process.spawn
 
@@ -175,6 +176,7 @@ async def test_the_cgroup_of_each_run_is_removed_with_it(
         return await real(*args, **{**kwargs, "busy": busy})
 
     monkeypatch.setattr(step_process, "spawn", spawn)
+    monkeypatch.setattr(spawns.spawn_times, "quick", lambda: False)
     # (`sleep` first: a child forked before the move prints the cgroup it was born in)
     engine_world.job("cgroup", {"command": "sleep 0.2; cat /proc/$$/cgroup /proc/self/cgroup"})
     async with engine_world.open(containment="cgroup") as service:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,13 +36,15 @@ def spawn_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     else:
         assert spawn._libc.usable, "glibc's posix_spawn should be usable on this machine"
     if request.param == "posix_spawn on a thread":
-        # as if other steps were running (a lone step is spawned on the loop's thread)
+        # as if other steps were running and spawns had been slow lately (a lone step,
+        # or any while spawns are quick, is spawned on the loop's thread)
         real = spawn.spawn
 
         async def busy(*args: Any, **kwargs: Any) -> int:
             return await real(*args, **{**kwargs, "busy": True})
 
         monkeypatch.setattr(step_process, "spawn", busy)
+        monkeypatch.setattr(spawn.spawn_times, "quick", lambda: False)
     yield request.param
 
 
@@ -159,6 +162,7 @@ async def test_a_spawn_given_up_midway_leaves_no_process(monkeypatch: pytest.Mon
             handled.append(pid)
 
     monkeypatch.setattr(spawn._spawner, "_settle", recording)
+    monkeypatch.setattr(spawn.spawn_times, "quick", lambda: False)  # to a worker thread
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         task = asyncio.ensure_future(
@@ -240,3 +244,42 @@ async def test_a_running_steps_process_group_is_stored_for_crash_recovery(
         gate.touch()
         await finish(service, run)
         assert await service.repo.step_pgids(run.run_id) == []
+
+
+def test_spawns_while_steps_run_go_to_threads_while_they_are_slow() -> None:
+    times = spawn.SpawnTimes(limit=0.003, size=8)
+    assert times.quick()  # nothing measured yet
+    for _ in range(5):
+        times.note(0.0009)  # a CPU for each child: about a millisecond
+    times.note(0.030)  # one slow spawn does not move the median
+    assert times.quick()
+    for _ in range(5):
+        times.note(0.007)  # beside CPU-bound processes: the child waits for a CPU
+    assert not times.quick()
+    for _ in range(8):
+        times.note(0.0012)  # measured on the worker threads: quick again
+    assert times.quick()
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "slow"])
+async def test_a_spawn_while_others_run_is_timed_where_it_is_made(
+    monkeypatch: pytest.MonkeyPatch, quick: bool
+) -> None:
+    times = spawn.SpawnTimes(limit=float("inf") if quick else 0.0)
+    times.note(0.001)
+    monkeypatch.setattr(spawn, "spawn_times", times)
+    made_on: list[bool] = []
+
+    def place(pid: int) -> None:
+        made_on.append(threading.current_thread() is threading.main_thread())
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = await spawn.spawn(
+            ["/bin/true"], cwd="/", env={}, fds=(devnull, devnull, devnull), busy=True, place=place
+        )
+        await asyncio.to_thread(os.waitpid, pid, 0)
+    finally:
+        os.close(devnull)
+    assert made_on == [quick]  # on the loop's thread while quick, else on a worker
+    assert len(times.recent) == 2 and 0 < times.recent[-1] < 1
