@@ -45,13 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api import Server  # noqa: E402
+from bench.api import LeanClient, Server  # noqa: E402
 from flwd.engine import spawn, step_process  # noqa: E402
 from flwd.engine.service import RunService  # noqa: E402
 from flwd.jobs.registry import JobRegistry  # noqa: E402
@@ -266,13 +265,12 @@ def through(service: RunService) -> Runner:
     return one
 
 
-def over_http(client: httpx.AsyncClient) -> Runner:
+def over_http(client: LeanClient) -> Runner:
     async def one(job_id: str, worker: int) -> None:
         body = {"job_id": job_id, "args": ARGS[job_id], "async": False}
-        response = await client.post("/runs", json=body)
-        run = response.json()
+        status, run = await client.post("/runs", body)
         if run.get("status") != "success":
-            raise RuntimeError(f"{job_id}: {response.status_code} {response.text[:300]}")
+            raise RuntimeError(f"{job_id}: {status} {str(run)[:300]}")
 
     return one
 
@@ -446,24 +444,21 @@ async def main(opts: argparse.Namespace) -> list[str]:
             (tmp / "data").mkdir()
             server = Server(tmp)  # serves tmp/jobs with tmp/data
             OTHER_CPU.append(server.cpu_s)
+            # the lean client of bench/api.py (httpx cost more CPU per request than the
+            # server's own handling of it), with the benchmark profile's admin token
+            client = LeanClient(server.port, server.token)
             try:
-                limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-                # the benchmark profile requires a token: the server's admin token
-                async with httpx.AsyncClient(
-                    base_url=server.api, timeout=120, limits=limits, headers=server.headers
-                ) as client:
-                    http = over_http(client)
-                    await drive(4, 2, http)  # warm-up
-                    for c, n in mixes.items():
-                        totals = await compare({"floor": floor, "http": http}, c, n, opts.rounds)
-                        out += [
-                            *table(
-                                f'`flwd serve`, HTTP `"async": false`, concurrency {c}:', totals
-                            ),
-                            "",
-                        ]
-                        print("\n".join(out[-12:]), flush=True)
+                http = over_http(client)
+                await drive(4, 2, http)  # warm-up
+                for c, n in mixes.items():
+                    totals = await compare({"floor": floor, "http": http}, c, n, opts.rounds)
+                    out += [
+                        *table(f'`flwd serve`, HTTP `"async": false`, concurrency {c}:', totals),
+                        "",
+                    ]
+                    print("\n".join(out[-12:]), flush=True)
             finally:
+                client.close()
                 server.stop()
     return out
 
