@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from flwd.engine import workdirs
 from flwd.engine.artifacts import MAX_SKIP_NOTES, Collected
 from flwd.engine.recovery import clean_work_root
 from flwd.engine.rooms import UnsafeEntry, open_dir, open_file
@@ -295,3 +296,37 @@ def test_rooms_are_deleted_whole_without_following_links(tmp_path: Path) -> None
         os.close(root)
     assert list(work.iterdir()) == []
     assert (outside / "keep.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize("rm", ["rm", "no rm", "rm fails"])
+async def test_finished_rooms_are_deleted_in_batches_by_rm_or_else_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rm: str
+) -> None:
+    # an `rm` process deletes the rooms of the runs that ended together, whole and
+    # without following what a run planted; without one (or when it fails), the thread
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("kept")
+    calls = tmp_path / "rm-calls"
+    wrapper = tmp_path / "rm-wrapper"
+    real = "/bin/false" if rm == "rm fails" else workdirs._RM
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(workdirs, "_RM", None if rm == "no rm" else str(wrapper))
+    dirs = WorkDirs(work, spares=0)
+    rooms = [await dirs.open(f"run_{n}", {}, secret=False) for n in range(5)]
+    (work / "run_1" / "run" / "out.txt").write_text("x")  # a run that wrote a file
+    (work / "run_2" / "run").rmdir()
+    (work / "run_2" / "run").symlink_to(outside)  # a run that planted a link
+    for n, room in enumerate(rooms):
+        dirs.discard(f"run_{n}", room)
+    await wait_for(lambda: list(work.iterdir()) == [], what="the rooms to be deleted")
+    await dirs.aclose()
+    assert (outside / "keep.txt").read_text() == "kept"
+    if rm == "no rm":
+        assert not calls.exists()
+    else:  # one process for the five rooms, given their names under work/
+        (line,) = calls.read_text().splitlines()
+        assert line.split() == ["-rf", "--one-file-system", "--"] + [
+            f".old-run_{n}" for n in range(5)
+        ]
