@@ -7,7 +7,8 @@ Measures, in one go on this machine:
    `start_new_session=True`, at the same concurrency as the API runs;
 2. no-op runs created through the API per second, `async: true` (until all are
    terminal) and `async: false` (round trip latency p50/p99 and throughput, once the
-   server is idle again after the `async: true` rounds), with a lean HTTP client
+   server is idle again after the `async: true` rounds, beside the p50 of the same
+   script spawned bare one at a time), with a lean HTTP client
    (`LeanClient`) whose own CPU per run is reported beside the server's;
 3. SSE fan-out: N concurrent followers of one chatty run; every follower must receive
    every event; delivery lag = receive time - event timestamp (same clock);
@@ -232,6 +233,25 @@ class LeanClient:
 
 
 _FINISHED = re.compile(rb'event: run\.finished\ndata: \{[^\n]*?"run_id":"([^"]+)"')
+
+
+async def spawn_latencies(n: int) -> list[float]:
+    """Milliseconds of each of `n` bare spawns of the no-op script one after the other
+    (the `async: false` latency's floor on this machine at this moment)."""
+    latencies = []
+    for _ in range(n):
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            NOOP,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        await proc.communicate()
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
 
 
 async def api_async(client: LeanClient, n: int) -> float:
@@ -486,9 +506,11 @@ async def runs(server: Server, n: int, sync_runs: int) -> dict[str, Any]:
             api_s += per_round / api_rate
             ratios.append(api_rate / floor_rate)
         settled = await server.settled()
+        bare = await spawn_latencies(sync_runs // 2)
         cpu_before = server.cpu_s()
         sync_rate_1, sync_lat = await api_sync(client, sync_runs, 1)
         sync_cpu = server.cpu_s() - cpu_before
+        bare += await spawn_latencies(sync_runs // 2)
         sync_rate_c, _ = await api_sync(client, sync_runs, CONCURRENCY)
     finally:
         client.close()
@@ -506,6 +528,8 @@ async def runs(server: Server, n: int, sync_runs: int) -> dict[str, Any]:
         "api_sync_c1_runs_per_s": sync_rate_1,
         "api_sync_c1_p50_ms": pct(sync_lat, 0.5),
         "api_sync_c1_p99_ms": pct(sync_lat, 0.99),
+        # the same no-op script spawned bare, one at a time, before and after
+        "spawn_c1_p50_ms": pct(bare, 0.5),
         f"api_sync_c{CONCURRENCY}_runs_per_s": sync_rate_c,
         "rss_after_runs_mb": server.rss_mb(),
     }
