@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/security.py [--seconds 5] [--rounds 3] [--connections 8]
 
-Starts two real `flwd serve` processes on 127.0.0.1 over the same jobs: one with
-`--disable-extension security` (no identification, the hooks' defaults) and one under
-the `permissive` profile with a valid token sent on every request (token hashed and
-looked up in the one-second cache, request counted by the rate limiter, headers added).
-Both are measured in alternating rounds, twice:
+Starts three real `flwd serve` processes on 127.0.0.1 over the same jobs: one with
+`--disable-extension security` (no identification, the hooks' defaults), one with the
+extension under its `disabled` profile (no token asked for, no rate limit: its audit and
+step hooks still run), and one under the `permissive` profile with a valid token sent on
+every request (token hashed and looked up in the one-second cache, request counted by the
+rate limiter, headers added). The target's measure is the third against the second:
+what checking tokens and rate limits costs; against the first, the whole extension.
+All three are measured in rounds (the order reversed each round), twice:
 
 1. `GET /api/v1/jobs/noop`, the cheapest request there is, as fast as they answer it to
    the same keep-alive client (raw HTTP/1.1 on asyncio streams, so the client costs
@@ -171,43 +174,50 @@ def main() -> None:
             "name: bench\nauth: {required: true}\n"
             "rate_limit: {per_token: 1000000000/minute, anonymous: 1000000000/minute}\n"
         )
-        plain = Server(root, "disabled", "--disable-extension", "security", env={})
-        secured = Server(
-            root,
-            "secured",
-            env={"FLWD_PROFILE": "bench", "FLWD_PROFILES_DIR": str(root / "profiles")},
-        )
+        profiles = {"FLWD_PROFILES_DIR": str(root / "profiles")}
+        servers = {
+            "off": Server(root, "off", "--disable-extension", "security", env={}),
+            "disabled": Server(root, "disabled", env={**profiles, "FLWD_PROFILE": "disabled"}),
+            "secured": Server(root, "secured", env={**profiles, "FLWD_PROFILE": "bench"}),
+        }
         try:
-            token = (secured.data / "admin-token").read_text().strip()
-            rps: dict[str, list[float]] = {"disabled": [], "secured": []}
-            cpu: dict[str, list[float]] = {"disabled": [], "secured": []}
-            runs_per_s: dict[str, list[float]] = {"disabled": [], "secured": []}
-            run_cpu: dict[str, list[float]] = {"disabled": [], "secured": []}
-            measure(plain, None, 1.0, args.connections)  # warm up
-            measure(secured, token, 1.0, args.connections)
+            tokens = {
+                "off": None,
+                "disabled": None,
+                "secured": (servers["secured"].data / "admin-token").read_text().strip(),
+            }
+            rps: dict[str, list[float]] = {name: [] for name in servers}
+            cpu: dict[str, list[float]] = {name: [] for name in servers}
+            runs_per_s: dict[str, list[float]] = {name: [] for name in servers}
+            run_cpu: dict[str, list[float]] = {name: [] for name in servers}
+            order = list(servers)
+            for name in order:  # warm up
+                measure(servers[name], tokens[name], 1.0, args.connections)
+                measure_runs(servers[name], tokens[name], 50)
             for _ in range(args.rounds):
-                for name, server, sent in (("disabled", plain, None), ("secured", secured, token)):
-                    speed, micros = measure(server, sent, args.seconds, args.connections)
+                for name in order:
+                    speed, micros = measure(
+                        servers[name], tokens[name], args.seconds, args.connections
+                    )
                     rps[name].append(speed)
                     cpu[name].append(micros)
-            measure_runs(plain, None, 50)  # warm up
-            measure_runs(secured, token, 50)
-            for _ in range(args.rounds):
-                for name, server, sent in (("disabled", plain, None), ("secured", secured, token)):
-                    rate, millis = measure_runs(server, sent, args.runs)
+                for name in order:
+                    rate, millis = measure_runs(servers[name], tokens[name], args.runs)
                     runs_per_s[name].append(rate)
                     run_cpu[name].append(millis)
+                order.reverse()
         finally:
-            plain.stop()
-            secured.stop()
-    base_cpu = statistics.median(cpu["disabled"])
-    secured_cpu = statistics.median(cpu["secured"])
-    base_rps = statistics.median(rps["disabled"])
-    secured_rps = statistics.median(rps["secured"])
-    base_run_cpu = statistics.median(run_cpu["disabled"])
-    secured_run_cpu = statistics.median(run_cpu["secured"])
-    base_runs = statistics.median(runs_per_s["disabled"])
-    secured_runs = statistics.median(runs_per_s["secured"])
+            for server in servers.values():
+                server.stop()
+
+    def median(values: dict[str, list[float]], name: str) -> float:
+        return statistics.median(values[name])
+
+    def cost(values: dict[str, list[float]], base: str, more: bool) -> float:
+        """How much worse `secured` is than `base`, in percent (`more`: higher is worse)."""
+        b, s = median(values, base), median(values, "secured")
+        return round(((s - b) if more else (b - s)) / b * 100, 1)
+
     print(
         json.dumps(
             {
@@ -218,27 +228,35 @@ def main() -> None:
                     "cpu_ms_per_run_rounds": {
                         k: [round(v, 2) for v in vals] for k, vals in run_cpu.items()
                     },
-                    "disabled": {"runs_per_s": round(base_runs), "cpu_ms": round(base_run_cpu, 2)},
-                    "security": {
-                        "runs_per_s": round(secured_runs),
-                        "cpu_ms": round(secured_run_cpu, 2),
+                    "medians": {
+                        k: {
+                            "runs_per_s": round(median(runs_per_s, k)),
+                            "cpu_ms": round(median(run_cpu, k), 2),
+                        }
+                        for k in runs_per_s
                     },
-                    "cost_percent_cpu": round(
-                        (secured_run_cpu - base_run_cpu) / base_run_cpu * 100, 1
+                    # the target's measure: tokens and rate limits, the extension loaded
+                    # either way (its `disabled` profile checks neither)
+                    "tokens_and_rate_limit_cost_percent_cpu": cost(run_cpu, "disabled", True),
+                    "tokens_and_rate_limit_cost_percent_runs_per_s": cost(
+                        runs_per_s, "disabled", False
                     ),
-                    "cost_percent_runs_per_s": round(
-                        (base_runs - secured_runs) / base_runs * 100, 1
-                    ),
+                    # the whole extension (also its audit and step hooks) against none
+                    "extension_cost_percent_cpu": cost(run_cpu, "off", True),
+                    "extension_cost_percent_runs_per_s": cost(runs_per_s, "off", False),
                 },
-                "rps_rounds": {k: [round(v) for v in vals] for k, vals in rps.items()},
-                "cpu_us_per_request_rounds": {
-                    k: [round(v) for v in vals] for k, vals in cpu.items()
+                "get_job": {
+                    "rps_rounds": {k: [round(v) for v in vals] for k, vals in rps.items()},
+                    "cpu_us_per_request_rounds": {
+                        k: [round(v) for v in vals] for k, vals in cpu.items()
+                    },
+                    "medians": {
+                        k: {"rps": round(median(rps, k)), "cpu_us": round(median(cpu, k))}
+                        for k in rps
+                    },
+                    "tokens_and_rate_limit_cost_percent_cpu": cost(cpu, "disabled", True),
+                    "extension_cost_percent_cpu": cost(cpu, "off", True),
                 },
-                "disabled": {"rps": round(base_rps), "cpu_us": round(base_cpu)},
-                "security": {"rps": round(secured_rps), "cpu_us": round(secured_cpu)},
-                # the server is one thread: its saturated throughput is 1 / CPU per request
-                "cost_percent_cpu": round((secured_cpu - base_cpu) / base_cpu * 100, 1),
-                "cost_percent_rps": round((base_rps - secured_rps) / base_rps * 100, 1),
                 "target_percent": 5,
             },
             indent=2,

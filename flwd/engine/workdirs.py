@@ -238,8 +238,8 @@ class WorkDirs:
         by the server's own descriptor as its working directory: deleting on a thread of
         the server cost each no-op run 0.6 ms of latency and 1 ms of the server's CPU at
         one run at a time (the thread's many short system calls take the GIL back each
-        time, in turn with the event loop; docs/decisions.md, "Rooms deleted by rm").
-        Without `rm`, or when it cannot be started, the thread does it."""
+        time, in turn with the event loop; docs/decisions.md, "Finished rooms are deleted
+        by an `rm` process"). Without `rm`, or when it fails, the thread does it."""
         assert self._root_fd is not None
         while self._trash:
             if not self._closing:
