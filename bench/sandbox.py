@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/sandbox.py [--pairs 200] [--variants] [--shell]
 
+The shipped `secure` profile's step policy against `permissive`'s (the target of issue 11,
+point 8), then a stricter policy (below) against none.
+
 A no-op one-step job (the program `/bin/true`, or with `--shell` the command string
 `true`, which `/bin/sh -c` runs: its own `ulimit` then sets the rlimits) run through the
 real engine (`RunService` over a SQLite data dir, real job folders), one run at a time.
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT / "extensions" / "flwd_security"))
 
 from flwd_security import sandbox  # noqa: E402
 from flwd_security.policy import Limits, StepPolicy  # noqa: E402
+from flwd_security.profiles import read_profile  # noqa: E402
 
 from flwd.engine.service import RunService  # noqa: E402
 from flwd.engine.step_process import StepContext  # noqa: E402
@@ -67,6 +71,10 @@ STRICT = StepPolicy(
     ),
     on_unavailable="warn",
 )
+#: the step policies of the profiles that ship with the extension
+_SHIPPED = Path(sandbox.__file__).parent / "profiles"
+SECURE = read_profile(_SHIPPED / "secure.yaml").steps
+PERMISSIVE = read_profile(_SHIPPED / "permissive.yaml").steps
 VARIANTS = {
     "env + umask + no-new-privs": StepPolicy(
         env_allow=("PATH",), umask=0o077, no_new_privileges=True
@@ -130,12 +138,16 @@ async def once(running: RunService) -> tuple[float, float]:
 
 
 async def compare(
-    running: RunService, switch: Switch, policy: StepPolicy, pairs: int
+    running: RunService,
+    switch: Switch,
+    policy: StepPolicy,
+    pairs: int,
+    base: StepPolicy = NONE,
 ) -> dict[str, float]:
     plain: list[tuple[float, float]] = []
     strict: list[tuple[float, float]] = []
     for n in range(pairs):
-        order = [(NONE, plain), (policy, strict)]
+        order = [(base, plain), (policy, strict)]
         if n % 2:
             order.reverse()
         for chosen, into in order:
@@ -162,7 +174,14 @@ async def main(opts: argparse.Namespace) -> None:
                 await once(running)
                 switch.policy = NONE
                 await once(running)
-            rows = [("strict policy", await compare(running, switch, STRICT, opts.pairs))]
+            rows = [
+                # the shipped profiles' own step policies: what the issue's target is about
+                (
+                    "`secure` over `permissive`",
+                    await compare(running, switch, SECURE, opts.pairs, base=PERMISSIVE),
+                ),
+                ("strict policy", await compare(running, switch, STRICT, opts.pairs)),
+            ]
             if opts.variants:
                 for name, policy in VARIANTS.items():
                     rows.append((name, await compare(running, switch, policy, opts.pairs)))

@@ -135,14 +135,15 @@ async def test_rooms_made_ahead_are_used_only_as_made(tmp_path: Path) -> None:
 
 
 async def test_housekeeping_yields_the_cpu_and_still_deletes_every_room(tmp_path: Path) -> None:
-    # rooms are made ahead and deleted on a thread of lowest CPU priority; more finished
-    # rooms than that thread's backlog are deleted all the same
+    # rooms are made ahead on a thread of lowest CPU priority; many more finished rooms
+    # than that thread's backlog are deleted all the same
     work = tmp_path / "work"
     dirs = WorkDirs(work, spares=4)
     for n in range(3 * _BACKLOG):
         room = await dirs.open(f"run_{n}", {"n": n}, secret=False)
         dirs.discard(f"run_{n}", room)
-    await wait_for_spares(dirs, work, 4)
+    # (refilled once half or fewer are left: the last runs may leave three)
+    await wait_for_spares(dirs, work, dirs.spares // 2 + 1)
     nice = {}
     for thread in threading.enumerate():
         if thread.name.startswith("flwd-rooms") and thread.native_id is not None:
