@@ -430,11 +430,12 @@ class SpawnTimes:
     millisecond even with 16 steps starting at once, and making the spawn on the loop's
     thread costs less than handing it to a worker thread and its answer back (the
     thread's wake-up, the GIL going back and forth, the loop's wake-up): 1 ms less CPU
-    per no-op run, a fifth more runs per second at 16 at a time. When other processes
-    keep the CPUs busy, the child waits for one before its `exec` (7 ms and more here
-    beside two CPU-bound processes), and the loop must not wait with it: spawns then go
-    to the worker threads, which keep measuring, until the median is back under
-    `limit` (docs/decisions.md, "Spawns on the loop's thread while they are quick")."""
+    per no-op run at 16 at a time, and up to a fifth more runs per second. When other
+    processes keep the CPUs busy, the child waits for one before its `exec` (7 ms and
+    more here beside two CPU-bound processes), and the loop must not wait with it:
+    spawns then go to the worker threads, which keep measuring, until the median is
+    back under `limit` (docs/decisions.md, "Spawns on the loop's thread while they are
+    quick")."""
 
     def __init__(self, limit: float = 0.003, size: int = 32) -> None:
         self.limit = limit
@@ -487,8 +488,8 @@ async def spawn(
     `place(pid)` is called on the spawning thread as soon as the process exists (the
     run's cgroup moves it in); if it raises, the process is killed and reaped and the
     error is the caller's. Moving a process between cgroups waits for the kernel
-    (0.05-0.1 ms here; much more on kernels without `favordynmods` under load), so a
-    busy loop leaves it to a worker thread too.
+    (0.05-0.3 ms here; much more on kernels without `favordynmods` under load): the
+    move's time counts in `SpawnTimes` with the spawn's.
 
     `options` (see `SpawnOptions`) are applied on a worker thread of a sandbox pool;
     OSError (`ENOTSUP`) where this server cannot apply them (`options_supported`)."""
