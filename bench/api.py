@@ -148,21 +148,26 @@ def profile(pid: int, out: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv)
 
 
+async def bare_noop() -> None:
+    """Spawn the no-op script ourselves, in its own session, and read its output."""
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        NOOP,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    await proc.communicate()
+
+
 async def spawn_floor(n: int) -> float:
     """Runs/s of spawning the no-op script ourselves, output read, own session."""
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one() -> None:
         async with sem:
-            proc = await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                NOOP,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-            await proc.communicate()
+            await bare_noop()
 
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
@@ -241,15 +246,7 @@ async def spawn_latencies(n: int) -> list[float]:
     latencies = []
     for _ in range(n):
         started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            NOOP,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        await proc.communicate()
+        await bare_noop()
         latencies.append((time.perf_counter() - started) * 1000)
     return latencies
 
