@@ -192,14 +192,8 @@ class RunCgroup:
 
     def remove(self) -> None:
         """Close the cgroup and remove its directory (an empty cgroup's only)."""
-        with self._lock:
-            if self._procs is not None:
-                os.close(self._procs)
-                self._procs = None
         try:
-            os.rmdir(self.path)
-        except FileNotFoundError:
-            pass
+            self._close_and_remove()
         except OSError as exc:
             log.error("could not remove the cgroup %s: %s", self.path, exc)
 
@@ -214,17 +208,20 @@ class RunCgroup:
         self.remove()
 
     def _removed_if_empty(self) -> bool:
+        try:
+            self._close_and_remove()
+        except OSError:  # EBUSY: processes are left in it
+            return False
+        return True
+
+    def _close_and_remove(self) -> None:
+        """Let go of `cgroup.procs` and remove the directory (gone already: done)."""
         with self._lock:
             if self._procs is not None:
                 os.close(self._procs)
                 self._procs = None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.rmdir(self.path)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False  # EBUSY: processes are left in it
-        return True
 
 
 class Containment:

@@ -97,6 +97,18 @@ async def test_network_none_cannot_reach_a_loopback_server(open_dir: Path, netwo
 _LIMITS_SHOWN = 'while IFS= read -r l; do printf "%s\\n" "$l"; done < /proc/self/limits'
 
 
+async def _limits_of_a_step(
+    open_dir: Path, command: object, limits: Limits
+) -> dict[str, list[str]]:
+    """The soft and hard values of each limit a step under `limits` printed from
+    /proc/self/limits, by the limit's name."""
+    jobs = {"limits": {"command": command}}
+    async with service_with(open_dir, jobs, StepPolicy(limits=limits)) as service:
+        run, log = await run_job(service, "limits")
+    assert run.status is RunStatus.SUCCESS, run.error
+    return {" ".join(line.split()[:3]): line.split()[3:5] for line in log.splitlines()}
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -109,11 +121,7 @@ _LIMITS_SHOWN = 'while IFS= read -r l; do printf "%s\\n" "$l"; done < /proc/self
 )
 async def test_rlimits_are_set_for_the_step(open_dir: Path, command: object) -> None:
     limits = Limits(cpu_seconds=30, open_files=64, file_size=1 << 20)
-    jobs = {"limits": {"command": command}}
-    async with service_with(open_dir, jobs, StepPolicy(limits=limits)) as service:
-        run, log = await run_job(service, "limits")
-    assert run.status is RunStatus.SUCCESS, run.error
-    rows = {" ".join(line.split()[:3]): line.split()[3:5] for line in log.splitlines()}
+    rows = await _limits_of_a_step(open_dir, command, limits)
     assert rows["Max cpu time"] == ["30", "31"]
     assert rows["Max open files"] == ["64", "64"]
     assert rows["Max file size"] == [str(1 << 20), str(1 << 20)]
@@ -125,11 +133,7 @@ async def test_rlimits_fall_back_to_prlimit_where_the_shell_cannot_set_them(
     # as on a machine whose /bin/sh sets none of them exactly (the start-up probe)
     monkeypatch.setattr(shell_limits, "supported", dict)
     limits = Limits(cpu_seconds=30, open_files=64)
-    jobs = {"limits": {"command": "cat /proc/self/limits"}}
-    async with service_with(open_dir, jobs, StepPolicy(limits=limits)) as service:
-        run, log = await run_job(service, "limits")
-    assert run.status is RunStatus.SUCCESS, run.error
-    rows = {" ".join(line.split()[:3]): line.split()[3:5] for line in log.splitlines()}
+    rows = await _limits_of_a_step(open_dir, "cat /proc/self/limits", limits)
     assert rows["Max cpu time"] == ["30", "31"]
     assert rows["Max open files"] == ["64", "64"]
 
