@@ -90,6 +90,28 @@ async def test_a_failure_inside_flwd_ends_every_step_and_the_run_as_internal(
         assert end["reason"] == "internal" and SECRET not in str(events)
 
 
+async def test_a_failure_inside_flwd_ends_a_one_step_run_as_internal(
+    engine_world: EngineWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bug in a job of one step (awaited without a task of its own)."""
+    engine_world.job("single", {"args": SECRET_ARGS, "command": 'echo "{}" > "$FLWD_RESULT_FILE"'})
+
+    def broken(room: Room, step_id: str, limit: int) -> bytes | None:
+        raise RuntimeError(f"disk said no while reading {step_id} with {SECRET}")
+
+    monkeypatch.setattr(Room, "read_result", broken)
+    async with engine_world.open() as service:
+        run = await run_job(service, "single", {"password": SECRET})
+        assert run.status is RunStatus.FAILED and run.reason is FailureReason.INTERNAL
+        assert run.error is not None and "internal error: RuntimeError" in run.error
+        (step,) = await service.list_steps(run.run_id)
+        assert (step.status, step.reason) == (StepStatus.FAILED, FailureReason.INTERNAL)
+        events = await events_of(service, run.run_id)
+        (finished,) = [e.data for e in events if e.type == "step.finished"]
+        assert finished["reason"] == "internal"
+        assert events[-1].type == "run.finished" and SECRET not in str(events)
+
+
 async def test_a_failure_while_finishing_the_run_still_ends_it(
     engine_world: EngineWorld,
 ) -> None:
