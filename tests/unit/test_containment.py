@@ -315,6 +315,30 @@ def test_a_process_orphaned_before_its_step_was_moved_is_taken_in_too(tmp_path: 
         containment.close()
 
 
+def test_a_run_cgroup_is_made_even_where_its_parent_went_missing(tmp_path: Path) -> None:
+    # the server's own cgroup directory may have been taken for a dead server's and
+    # removed (a server in another pid namespace): the first step's placement makes both
+    if not _cgroup_available(tmp_path / "probe"):
+        pytest.skip("this machine gives the server no cgroup v2 it can write")
+    containment = Containment.choose("cgroup", tmp_path)
+    assert containment.root is not None
+    containment.root.rmdir()
+    cgroup = containment.run_cgroup("run_parentless")
+    assert cgroup is not None
+    step = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        cgroup.place(step.pid)
+        assert cgroup.pids() == [step.pid]
+        line = Path(f"/proc/{step.pid}/cgroup").read_text()
+        assert line.strip().endswith(f"/{containment.root.name}/run-run_parentless")
+    finally:
+        step.kill()
+        step.wait(10)
+        cgroup.remove()
+        containment.close()
+    assert not containment.root.exists()
+
+
 def test_the_containment_setting_is_checked() -> None:
     assert load_settings({}).containment == "auto"
     assert load_settings({"FLWD_CONTAINMENT": "Subreaper"}).containment == "subreaper"
