@@ -1,11 +1,12 @@
 """A client with the SDK's defaults negotiates protocol 2026-07-28 (per-request
-envelopes, no session): tools, progress and `tools/list_changed` (on a
+envelopes, no session): tools, progress, `tools/list_changed` and run updates (on a
 `subscriptions/listen` stream) work there too."""
 
 from __future__ import annotations
 
 import anyio
 from mcp import Client
+from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.e2e.conftest import ServerProcess
 from tests.mcp.conftest import add_job
@@ -31,3 +32,40 @@ async def test_a_2026_client_calls_tools_and_hears_of_changes(mcp_server: Server
                     break
         names = {tool.name for tool in (await client.list_tools(cache_mode="refresh")).tools}
     assert "added_modern" in names
+
+
+async def test_a_2026_client_follows_a_run_on_its_listen_stream(mcp_server: ServerProcess) -> None:
+    # a 2026-07-28 client subscribes by naming the run's resources on a listen stream;
+    # a URI the caller cannot read (no such run) is left out of what the server honors
+    with mcp_server.client() as http:
+        run_id = http.post("/runs", json={"job_id": "demo/sleeper"}).json()["run_id"]
+        uri, logs = f"flwd://runs/{run_id}", f"flwd://runs/{run_id}/logs"
+        missing = "flwd://runs/run_01JZZZZZZZZZZZZZZZZZZZZZZZ"
+        try:
+            async with Client(mcp_server.url + "/mcp", read_timeout_seconds=60) as client:
+                assert client.protocol_version == "2026-07-28"
+                asked = [uri, logs, missing]
+                async with client.listen(resource_subscriptions=asked) as events:
+                    assert events.honored.resource_subscriptions == [uri, logs]
+                    # what the run did before the stream opened comes first, at once
+                    early: set[str] = set()
+                    with anyio.fail_after(30):
+                        while True:
+                            with anyio.move_on_after(1):
+                                event = await events.__anext__()
+                                assert isinstance(event, ResourceUpdated)
+                                early.add(event.uri)
+                                continue
+                            break  # a second without updates: caught up
+                    assert early == {uri, logs}
+                    # then the run ends: both are updated again
+                    assert http.post(f"/runs/{run_id}/cancel").json()["status"] == "cancelled"
+                    ended: set[str] = set()
+                    with anyio.fail_after(30):
+                        async for event in events:
+                            assert isinstance(event, ResourceUpdated)
+                            ended.add(event.uri)
+                            if ended == {uri, logs}:
+                                break
+        finally:
+            http.post(f"/runs/{run_id}/cancel")

@@ -237,6 +237,11 @@ async def test_generic_tools_and_run_resources(mcp_server: ServerProcess, transp
         }
 
 
+# the 2025-11-25 way (`resources/subscribe`), which the SDK's client marks as removed
+# from 2026-07-28 on (test_mcp_modern.py follows a run the 2026-07-28 way)
+@pytest.mark.filterwarnings(
+    "ignore:resources/subscribe is removed:mcp.shared.exceptions.MCPDeprecationWarning"
+)
 async def test_subscribed_run_resources_are_updated_as_the_run_progresses(
     mcp_server: ServerProcess, transport: str
 ) -> None:

@@ -6,7 +6,9 @@ through `flwd_for(ctx)`: the transport decides who is calling. Notifications tha
 request asked for — `notifications/tools/list_changed` after hot reload, and
 `notifications/resources/updated` for subscribed runs — go to every connection that
 made a request (2025-11-25 and older: on its standalone stream) and to the
-`subscriptions/listen` streams of 2026-07-28 clients.
+`subscriptions/listen` streams of 2026-07-28 clients. A run is followed while someone
+subscribed to it: a 2025-11-25 session (`resources/subscribe`, updates on that session)
+or an open listen stream that asked for its URI (updates on the bus the streams read).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import anyio
@@ -119,7 +121,10 @@ class FlwdMcp:
         self.bus = InMemorySubscriptionBus()
         self.listen = ListenHandler(self.bus)
         self._sessions: OrderedDict[str, ServerSession] = OrderedDict()
+        #: runs followed for 2025-11-25 subscriptions, by (connection, uri)
         self._watches: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: runs followed for listen streams, by uri: the task and how many streams want it
+        self._listened: dict[str, tuple[asyncio.Task[None], int]] = {}
         self.server: Server[Any] = _ToolsChangeServer(
             name,
             version=__version__,
@@ -132,7 +137,7 @@ class FlwdMcp:
             on_read_resource=self._read_resource,
             on_subscribe_resource=self._subscribe,
             on_unsubscribe_resource=self._unsubscribe,
-            on_subscriptions_listen=self.listen,
+            on_subscriptions_listen=self._listen,
         )
 
     def initialization_options(self) -> InitializationOptions:
@@ -179,8 +184,9 @@ class FlwdMcp:
     async def aclose(self) -> None:
         """Stop following subscribed runs and end the listen streams."""
         self.listen.close()
-        tasks = list(self._watches.values())
+        tasks = [*self._watches.values(), *(task for task, _ in self._listened.values())]
         self._watches.clear()
+        self._listened.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -428,9 +434,9 @@ class FlwdMcp:
             raise MCPError(types.INVALID_PARAMS, exc.detail) from None
         if key is None or (key, uri) in self._watches:
             return types.EmptyResult()
-        session = ctx.session
         task = asyncio.create_task(
-            self._watch_run(flwd, session, uri, run_id, logs), name=f"flwd-mcp-watch-{uri}"
+            self._watch_run(flwd, ctx.session.send_resource_updated, uri, run_id, logs),
+            name=f"flwd-mcp-watch-{uri}",
         )
         self._watches[(key, uri)] = task
         task.add_done_callback(lambda _: self._watches.pop((key, uri), None))
@@ -445,10 +451,72 @@ class FlwdMcp:
             task.cancel()
         return types.EmptyResult()
 
+    async def _listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """Serve a `subscriptions/listen` stream (2026-07-28). Of the resource URIs it asks
+        for, those of runs the caller may see are honored and followed while the stream
+        is open; any other is left out of the acknowledged filter."""
+        flwd = self.flwd_for(ctx)
+        honored = [
+            uri
+            for uri in dict.fromkeys(params.notifications.resource_subscriptions or ())
+            if await self._may_follow(flwd, uri)
+        ]
+        notifications = params.notifications.model_copy(
+            update={"resource_subscriptions": honored or None}
+        )
+        asked = params.model_copy(update={"notifications": notifications})
+        for uri in honored:
+            self._follow_for_listeners(flwd, uri)
+        try:
+            return await self.listen(ctx, asked)
+        finally:
+            for uri in honored:
+                self._unfollow_for_listeners(uri)
+
+    async def _may_follow(self, flwd: Flwd, uri: str) -> bool:
+        """Whether `uri` is a run resource the caller may read."""
+        try:
+            run_id, _ = self._parse(uri)
+            await flwd.run(run_id)
+        except (MCPError, FlwdError):
+            return False
+        return True
+
+    def _follow_for_listeners(self, flwd: Flwd, uri: str) -> None:
+        task, streams = self._listened.get(uri, (None, 0))
+        if task is None or task.done():
+            run_id, logs = self._parse(uri)
+            task = asyncio.create_task(
+                self._watch_run(flwd, self._publish_updated, uri, run_id, logs),
+                name=f"flwd-mcp-listened-{uri}",
+            )
+            streams = 0
+        self._listened[uri] = (task, streams + 1)
+
+    def _unfollow_for_listeners(self, uri: str) -> None:
+        followed = self._listened.pop(uri, None)
+        if followed is None:
+            return
+        task, streams = followed
+        if streams > 1:
+            self._listened[uri] = (task, streams - 1)
+        else:
+            task.cancel()
+
+    async def _publish_updated(self, uri: str) -> None:
+        await self.bus.publish(ResourceUpdated(uri=uri))
+
     async def _watch_run(
-        self, flwd: Flwd, session: ServerSession, uri: str, run_id: str, logs: bool
+        self,
+        flwd: Flwd,
+        updated: Callable[[str], Awaitable[object]],
+        uri: str,
+        run_id: str,
+        logs: bool,
     ) -> None:
-        """Send `resources/updated` for `uri` as the run changes (its log: at most every
+        """Call `updated(uri)` as the run changes (its log: at most every
         `LOG_UPDATE_INTERVAL` seconds while it writes), until it has ended."""
         loop = asyncio.get_running_loop()
         last = 0.0
@@ -464,10 +532,9 @@ class FlwdMcp:
                         pending = True
                         continue
                     last, pending = now, False
-                    await session.send_resource_updated(uri)
-                    await self.bus.publish(ResourceUpdated(uri=uri))
+                    await updated(uri)
             if pending:
-                await session.send_resource_updated(uri)
+                await updated(uri)
         except (FlwdError, MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return
         except Exception:
