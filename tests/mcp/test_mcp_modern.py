@@ -5,11 +5,13 @@ envelopes, no session): tools, progress, `tools/list_changed` and run updates (o
 from __future__ import annotations
 
 import anyio
+import pytest
 from mcp import Client
 from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.e2e.conftest import ServerProcess
 from tests.mcp.conftest import add_job
+from tests.mcp.support import TRANSPORTS, target
 
 
 async def test_a_2026_client_calls_tools_and_hears_of_changes(mcp_server: ServerProcess) -> None:
@@ -34,7 +36,10 @@ async def test_a_2026_client_calls_tools_and_hears_of_changes(mcp_server: Server
     assert "added_modern" in names
 
 
-async def test_a_2026_client_follows_a_run_on_its_listen_stream(mcp_server: ServerProcess) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_2026_client_follows_a_run_on_its_listen_stream(
+    mcp_server: ServerProcess, transport: str
+) -> None:
     # a 2026-07-28 client subscribes by naming the run's resources on a listen stream;
     # a URI the caller cannot read (no such run) is left out of what the server honors
     with mcp_server.client() as http:
@@ -42,7 +47,7 @@ async def test_a_2026_client_follows_a_run_on_its_listen_stream(mcp_server: Serv
         uri, logs = f"flwd://runs/{run_id}", f"flwd://runs/{run_id}/logs"
         missing = "flwd://runs/run_01JZZZZZZZZZZZZZZZZZZZZZZZ"
         try:
-            async with Client(mcp_server.url + "/mcp", read_timeout_seconds=60) as client:
+            async with Client(target(mcp_server, transport), read_timeout_seconds=60) as client:
                 assert client.protocol_version == "2026-07-28"
                 asked = [uri, logs, missing]
                 async with client.listen(resource_subscriptions=asked) as events:
