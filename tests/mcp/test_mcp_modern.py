@@ -74,3 +74,19 @@ async def test_a_2026_client_follows_a_run_on_its_listen_stream(
                                 break
         finally:
             http.post(f"/runs/{run_id}/cancel")
+
+
+async def test_a_listen_stream_follows_at_most_a_hundred_uris(mcp_server: ServerProcess) -> None:
+    with mcp_server.client() as http:
+        run_id = http.post("/runs", json={"job_id": "demo/sleeper"}).json()["run_id"]
+        try:
+            others = [f"flwd://runs/run_{n:026d}" for n in range(100)]
+            async with (
+                Client(mcp_server.url + "/mcp", read_timeout_seconds=60) as client,
+                client.listen(resource_subscriptions=[f"flwd://runs/{run_id}"]) as first,
+                client.listen(resource_subscriptions=[*others, f"flwd://runs/{run_id}"]) as past,
+            ):
+                assert first.honored.resource_subscriptions == [f"flwd://runs/{run_id}"]
+                assert not past.honored.resource_subscriptions  # the run's URI came 101st
+        finally:
+            http.post(f"/runs/{run_id}/cancel")

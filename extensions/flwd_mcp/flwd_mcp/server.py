@@ -68,6 +68,8 @@ _RUN_URI: Final = re.compile(r"^flwd://runs/(?P<run_id>[A-Za-z0-9_-]{1,100})(?P<
 MAX_CONNECTIONS: Final = 10_000
 #: seconds between two `resources/updated` of a run's log while it writes
 LOG_UPDATE_INTERVAL: Final = 0.5
+#: run URIs one listen stream may follow (those past it are not honored)
+MAX_LISTENED_URIS: Final = 100
 #: lines a read of `flwd://runs/{id}/logs` returns (the last ones)
 RESOURCE_LOG_LINES: Final = 1000
 _encode = msgspec.json.Encoder().encode
@@ -455,22 +457,21 @@ class FlwdMcp:
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
         """Serve a `subscriptions/listen` stream (2026-07-28). Of the resource URIs it asks
-        for, those of runs the caller may see are honored and followed while the stream
-        is open; any other is left out of the acknowledged filter."""
+        for (the first `MAX_LISTENED_URIS`), those of runs the caller may see are honored
+        and followed while the stream is open; any other is left out of the acknowledged
+        filter."""
         flwd = self.flwd_for(ctx)
-        honored = [
-            uri
-            for uri in dict.fromkeys(params.notifications.resource_subscriptions or ())
-            if await self._may_follow(flwd, uri)
-        ]
+        asked = list(dict.fromkeys(params.notifications.resource_subscriptions or ()))
+        honored = [uri for uri in asked[:MAX_LISTENED_URIS] if await self._may_follow(flwd, uri)]
         notifications = params.notifications.model_copy(
             update={"resource_subscriptions": honored or None}
         )
-        asked = params.model_copy(update={"notifications": notifications})
         for uri in honored:
             self._follow_for_listeners(flwd, uri)
         try:
-            return await self.listen(ctx, asked)
+            return await self.listen(
+                ctx, params.model_copy(update={"notifications": notifications})
+            )
         finally:
             for uri in honored:
                 self._unfollow_for_listeners(uri)
