@@ -32,10 +32,9 @@ import os
 import secrets
 import shutil
 import stat
-import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -240,27 +239,52 @@ class WorkDirs:
         the server cost each no-op run 0.6 ms of latency and 1 ms of the server's CPU at
         one run at a time (the thread's many short system calls take the GIL back each
         time, in turn with the event loop; docs/decisions.md, "Finished rooms are deleted
-        by an `rm` process"). Without `rm`, or when it fails, the thread does it.
-
-        The background thread starts `rm` and waits for it, so `rm` inherits that
-        thread's lowest CPU priority and the event loop never stops to start it. A batch
-        beyond `_BACKLOG` rooms (the machine has been busy with runs for long) is deleted
-        at normal priority instead, so the backlog stays bounded."""
+        by an `rm` process"). Without `rm`, or when it fails, the thread does it."""
         assert self._root_fd is not None
         while self._trash:
             if not self._closing:
                 await asyncio.sleep(_SWEEP_DELAY)  # the rooms of the runs ending meanwhile
             names, self._trash = self._trash[:_SWEEP_BATCH], self._trash[_SWEEP_BATCH:]
-            behind = len(names) > _BACKLOG
-            if not await self._off_loop(behind, _remove_batch, self._root_fd, names):
-                await self._off_loop(behind, remove_entries, self._root_fd, names)
+            if await self._removed_by_rm(names):
+                continue
+            if len(names) > _BACKLOG:
+                # the background thread is falling behind (the machine is busy with
+                # runs for long): this batch at normal priority, so the backlog is bounded
+                await asyncio.to_thread(remove_entries, self._root_fd, names)
+            else:
+                await self._in_background(remove_entries, self._root_fd, names)
 
-    def _off_loop(self, urgent: bool, func: Callable[..., _T], *args: Any) -> Awaitable[_T]:
-        """`func(*args)` on the background thread, or `urgent`ly on a thread at normal
-        priority."""
-        if urgent:
-            return asyncio.to_thread(func, *args)
-        return self._in_background(func, *args)
+    async def _removed_by_rm(self, names: list[str]) -> bool:
+        """Delete `names` (entries of `work/`) with an `rm` process; False if it could not
+        run (then nothing is known to be deleted)."""
+        assert self._root_fd is not None
+        if _RM is None:
+            return False
+        try:
+            process = await asyncio.create_subprocess_exec(
+                _RM,
+                "-rf",
+                "--one-file-system",
+                "--",
+                *names,
+                cwd=f"/proc/self/fd/{self._root_fd}",
+                pass_fds=(self._root_fd,),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, errors = await process.communicate()
+        except OSError as exc:
+            log.warning("finished work directories are deleted by a thread: %s", exc)
+            return False
+        if process.returncode != 0:
+            log.warning(
+                "rm left some of %d finished work directories (%s): deleted by a thread",
+                len(names),
+                errors.decode(errors="replace").strip()[:500],
+            )
+            return False
+        return True
 
     def _in_background(self, func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         if self._background is None:
@@ -302,35 +326,6 @@ def spread_subdirectories(dir_fd: int) -> bool:
 
 #: GNU or busybox `rm`, which deletes without following links (None: not installed)
 _RM = shutil.which("rm", path="/usr/bin:/bin")
-
-
-def _remove_batch(root: int, names: list[str]) -> bool:
-    """Delete `names` (entries of `root`) with an `rm` process started on the calling
-    thread (it inherits the thread's CPU priority); False if `rm` is missing, could not
-    start or failed (then nothing is known to be deleted)."""
-    if _RM is None:
-        return False
-    try:
-        done = subprocess.run(
-            [_RM, "-rf", "--one-file-system", "--", *names],
-            cwd=f"/proc/self/fd/{root}",
-            pass_fds=(root,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
-    except OSError as exc:
-        log.warning("finished work directories are deleted by a thread: %s", exc)
-        return False
-    if done.returncode != 0:
-        log.warning(
-            "rm left some of %d finished work directories (%s): deleted by a thread",
-            len(names),
-            done.stderr.decode(errors="replace").strip()[:500],
-        )
-        return False
-    return True
 
 
 def _background_thread() -> None:

@@ -304,18 +304,14 @@ async def test_finished_rooms_are_deleted_in_batches_by_rm_or_else_by_the_thread
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rm: str
 ) -> None:
     # an `rm` process deletes the rooms of the runs that ended together, whole and
-    # without following what a run planted, at the background thread's lowest CPU
-    # priority; without one (or when it fails), the thread
+    # without following what a run planted; without one (or when it fails), the thread
     work, outside = tmp_path / "work", tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("kept")
     calls = tmp_path / "rm-calls"
     wrapper = tmp_path / "rm-wrapper"
     real = "/bin/false" if rm == "rm fails" else workdirs._RM
-    # each call: the process's nice value (field 19 of its stat), then its arguments
-    wrapper.write_text(
-        f'#!/bin/sh\necho "$(cut -d" " -f19 /proc/$$/stat) $*" >> {calls}\nexec {real} "$@"\n'
-    )
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {real} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setattr(workdirs, "_RM", None if rm == "no rm" else str(wrapper))
     dirs = WorkDirs(work, spares=0)
@@ -332,32 +328,6 @@ async def test_finished_rooms_are_deleted_in_batches_by_rm_or_else_by_the_thread
         assert not calls.exists()
     else:  # one process for the five rooms, given their names under work/
         (line,) = calls.read_text().splitlines()
-        assert line.split() == ["19", "-rf", "--one-file-system", "--"] + [
+        assert line.split() == ["-rf", "--one-file-system", "--"] + [
             f".old-run_{n}" for n in range(5)
         ]
-
-
-async def test_a_backlog_of_finished_rooms_is_deleted_at_normal_priority(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # more rooms waiting than `_BACKLOG` (the machine busy with runs for long): their
-    # `rm` is not left at the lowest priority, where it could fall behind for good
-    work = tmp_path / "work"
-    calls = tmp_path / "rm-calls"
-    wrapper = tmp_path / "rm-wrapper"
-    wrapper.write_text(
-        f'#!/bin/sh\necho "$(cut -d" " -f19 /proc/$$/stat) $#" >> {calls}\n'
-        f'exec {workdirs._RM} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    monkeypatch.setattr(workdirs, "_RM", str(wrapper))
-    dirs = WorkDirs(work, spares=0)
-    count = _BACKLOG + 1
-    rooms = [await dirs.open(f"run_{n}", {}, secret=False) for n in range(count)]
-    for n, room in enumerate(rooms):
-        dirs.discard(f"run_{n}", room)
-    await wait_for(lambda: list(work.iterdir()) == [], what="the rooms to be deleted")
-    await dirs.aclose()
-    # one call: this process's own nice value, three options and the rooms' names
-    (line,) = calls.read_text().splitlines()
-    assert line.split() == [str(os.getpriority(os.PRIO_PROCESS, 0)), str(3 + count)]
