@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.api import LeanClient, Server  # noqa: E402
 from flwd.engine import spawn, step_process  # noqa: E402
+from flwd.engine.run_driver import RunDriver  # noqa: E402
 from flwd.engine.service import RunService  # noqa: E402
 from flwd.jobs.registry import JobRegistry  # noqa: E402
 from flwd.plugins import make_plugin_manager  # noqa: E402
@@ -330,6 +331,13 @@ def without(optimisation: str) -> Iterator[None]:
             yield
         finally:
             os.pidfd_open = pidfd_open
+    elif optimisation == "one-step await":  # a lone step run as a task, like a DAG's
+        lone = RunDriver._run_steps
+        RunDriver._run_steps = RunDriver._run_dag  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            RunDriver._run_steps = lone  # type: ignore[method-assign]
     elif optimisation == "commit linger":  # a write nobody waits for is committed at once
         saved_linger = store._LINGER
         store._LINGER = 0
@@ -347,6 +355,7 @@ OPTIMISATIONS = (
     "inline commits",
     "pidfd watching",
     "commit linger",
+    "one-step await",
 )
 
 

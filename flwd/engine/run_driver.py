@@ -157,7 +157,7 @@ class RunDriver:
             room = await self.workdirs.open(run.run_id, active.args, secret=bool(active.redactor))
             if job.timeout:
                 timer = asyncio.get_running_loop().call_later(job.timeout, _time_out, active)
-            await self._run_dag(active, room, output, outcomes, results)
+            await self._run_steps(active, room, output, outcomes, results)
         except Exception as exc:  # a bug or a storage failure: still end the run properly
             error, error_reason = failure(active, exc, "failed inside flwd")
         finally:
@@ -167,6 +167,24 @@ class RunDriver:
                 error = "internal error: a storage write failed while the run was active"
             await self._finish(active, room, output, outcomes, results, error, error_reason)
 
+    async def _run_steps(
+        self,
+        active: ActiveRun,
+        room: Room,
+        output: RunOutput,
+        outcomes: dict[str, Outcome],
+        results: dict[str, Any],
+    ) -> None:
+        """The run's steps: a job of one step (the common job) has it awaited right here,
+        without the task and the wait `_run_dag` makes for each step (one pass of the
+        event loop fewer at the end of each run); a failure of flwd in it ends the step
+        `internal` in `_finish`, as with several steps."""
+        if len(active.job.steps) == 1 and not active.stop.is_set():
+            step = active.job.steps[0]
+            outcomes[step.id] = await self._run_step(active, step, room, output, results)
+        else:
+            await self._run_dag(active, room, output, outcomes, results)
+
     async def _run_dag(
         self,
         active: ActiveRun,
@@ -175,13 +193,6 @@ class RunDriver:
         outcomes: dict[str, Outcome],
         results: dict[str, Any],
     ) -> None:
-        if len(active.job.steps) == 1 and not active.stop.is_set():
-            # the common job: its step awaited right here, without a task and the wait for
-            # it (one pass of the event loop fewer at the end of each run); a failure of
-            # flwd in it ends the step `internal` in `_finish`, as with several steps
-            step = active.job.steps[0]
-            outcomes[step.id] = await self._run_step(active, step, room, output, results)
-            return
         order = StepOrder(active.job.steps)
         running: dict[asyncio.Task[Outcome], StepSpec] = {}
         crashed: BaseException | None = None
