@@ -106,7 +106,6 @@ class RunCgroup:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._dir = str(path)  # what each run's calls take (a Path converts each time)
         self._procs: int | None = None
         self._lock = threading.Lock()
 
@@ -119,15 +118,10 @@ class RunCgroup:
         own, until a pass finds none new."""
         with self._lock:
             if self._procs is None:
-                with contextlib.suppress(FileExistsError):
-                    try:
-                        os.mkdir(self._dir)
-                    except FileNotFoundError:
-                        # the parent too: a server in another pid namespace may have
-                        # taken this one's empty directory for a dead server's
-                        os.makedirs(self._dir, exist_ok=True)
-                path = f"{self._dir}/cgroup.procs"
-                self._procs = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                # (the parent too: a server in another pid namespace may have taken
+                # this one's empty directory for a dead server's)
+                os.makedirs(self.path, exist_ok=True)
+                self._procs = os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
             procs = self._procs
         self._move(procs, pid)
         moved = {pid}
@@ -227,7 +221,7 @@ class RunCgroup:
                 os.close(self._procs)
                 self._procs = None
         with contextlib.suppress(FileNotFoundError):
-            os.rmdir(self._dir)
+            os.rmdir(self.path)
 
 
 class Containment:
