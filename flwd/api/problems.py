@@ -130,8 +130,11 @@ def problem_response(
     headers: dict[str, str] | None = None,
     retry_after: int | None = None,
 ) -> Response[Problem]:
-    """The `application/problem+json` response for `slug`."""
+    """The `application/problem+json` response for `slug`; with `retry_after`, its
+    `Retry-After` header too."""
     kind = PROBLEM_TYPES[slug]
+    if retry_after is not None:
+        headers = {"Retry-After": str(retry_after), **(headers or {})}
     body = Problem(
         type=PROBLEM_BASE + slug,
         title=kind.title,

@@ -22,6 +22,18 @@ import pytest
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
+#: a raw MCP `initialize` request (protocol 2025-11-25) for `POST /mcp`, and its headers
+MCP_INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 JOBS: dict[str, dict[str, Any]] = {
     "hello": {

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import MCP_HEADERS, MCP_INITIALIZE, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -404,6 +404,10 @@ def test_running_out_of_descriptors_fails_runs_clearly_logs_little_and_recovers(
     # runs hold a descriptor each) is counted before the limit is set
     warm = http.post("/runs", json={"job_id": "hello", "async": False})
     assert warm.json()["status"] == "success", (warm.json()["reason"], warm.json()["error"])
+    # the MCP extension imports its SDK in the background at start-up, and a request to
+    # /mcp waits for that: no import is left to run out of descriptors below
+    mcp = httpx.post(f"{server.url}/mcp", json=MCP_INITIALIZE, headers=MCP_HEADERS, timeout=60)
+    assert mcp.status_code in (200, 404), mcp.text  # 404: no MCP extension installed
     time.sleep(0.5)
     limit = open_descriptors(pid) + 16
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+import flwd_mcp.plugin
 import mcp_types as types
+import uvicorn
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.e2e.conftest import ServerProcess
+from flwd.app import create_app
+from flwd.plugins import make_plugin_manager
+from flwd.settings import JobSource, Settings
+from tests.e2e.conftest import ServerProcess, free_port
 
 TRANSPORTS = ("http", "stdio")
 
@@ -67,3 +75,37 @@ async def connect(
         **kwargs,
     ) as client:
         yield client
+
+
+@contextlib.asynccontextmanager
+async def in_process_server(
+    tmp_path: Path, job_ids: tuple[str, ...], plugins: tuple[object, ...] = ()
+) -> AsyncIterator[str]:
+    """A server with the MCP extension and `plugins` only (no other installed extension
+    decides), each of `job_ids` a job echoing `hi`, served by uvicorn in the test's own
+    event loop (its engine is real: store, scheduler, processes); its base URL."""
+    jobs = tmp_path / "jobs"
+    for job_id in job_ids:
+        (jobs / job_id).mkdir(parents=True)
+        (jobs / job_id / "config.yaml").write_text(json.dumps({"command": "echo hi"}))
+    port = free_port()
+    settings = Settings(
+        data_dir=str(tmp_path / "data"),
+        sources=(JobSource(name="local-fs", path=str(jobs)),),
+        port=port,
+        kill_grace=0.5,
+    )
+    pm = make_plugin_manager(load_entrypoints=False, extra=[flwd_mcp.plugin, *plugins])
+    app = create_app(settings, pm)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(400):  # bounded: 20 s
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

@@ -4,22 +4,15 @@ test's own event loop (its engine is real: store, scheduler, processes)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import flwd_mcp.plugin
 import pytest
-import uvicorn
 from mcp import Client
 
 from flwd.access import CANCEL_RUN, RUN_JOB, VIEW_RUNS, Actor, Resource
-from flwd.app import create_app
 from flwd.hookspecs import hookimpl
-from flwd.plugins import make_plugin_manager
-from flwd.settings import JobSource, Settings
-from tests.e2e.conftest import free_port
+from tests.mcp.support import in_process_server
 
 
 class DenySome:
@@ -40,32 +33,8 @@ class DenySome:
 
 @pytest.fixture
 async def denying_server(tmp_path: Path) -> AsyncIterator[str]:
-    jobs = tmp_path / "jobs"
-    for job_id in ("open", "secret/job", "hidden"):
-        (jobs / job_id).mkdir(parents=True)
-        (jobs / job_id / "config.yaml").write_text(json.dumps({"command": "echo hi"}))
-    port = free_port()
-    settings = Settings(
-        data_dir=str(tmp_path / "data"),
-        sources=(JobSource(name="local-fs", path=str(jobs)),),
-        port=port,
-        kill_grace=0.5,
-    )
-    # only this extension and the denying plugin (no other installed extension decides)
-    pm = make_plugin_manager(load_entrypoints=False, extra=[flwd_mcp.plugin, DenySome()])
-    app = create_app(settings, pm)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(400):  # bounded: 20 s
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with in_process_server(tmp_path, ("open", "secret/job", "hidden"), (DenySome(),)) as url:
+        yield url
 
 
 async def test_a_caller_sees_and_calls_only_what_it_may(denying_server: str) -> None:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import httpx2
@@ -17,7 +16,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import MCP_HEADERS, MCP_INITIALIZE, ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +54,10 @@ async def connect(server: ServerProcess, token: str | None) -> AsyncIterator[Cli
 
 
 def refused(server: ServerProcess, token: str | None) -> httpx.Response:
-    body: dict[str, Any] = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    headers = {"Accept": "application/json, text/event-stream"}
+    headers = dict(MCP_HEADERS)
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.post(server.url + "/mcp", json=body, headers=headers, timeout=30)
+    return httpx.post(server.url + "/mcp", json=MCP_INITIALIZE, headers=headers, timeout=30)
 
 
 def test_mcp_needs_a_token_with_the_jobs_scope(secure: ServerProcess) -> None:

@@ -4,7 +4,9 @@ The SDK and its protocol types take seconds to import on a loaded two-core machi
 (more than the rest of the server), so `flwd serve` does not wait for them: the mount's
 lifespan imports `flwd_mcp.http` on a worker thread and starts its session manager in a
 task of its own, while the server already answers. A request to `/mcp` that arrives
-before it is ready waits for it (at most `READY_TIMEOUT` seconds, then 503).
+before it is ready waits for it (at most `READY_TIMEOUT` seconds, then 503). A side that
+could not start is started again (`McpMount._serve`); meanwhile requests get the 503 at
+once.
 
 The mount is a route of the app, so the core's middleware covers it: request guards
 (allowed hosts, bodies) and access control (its `opt["action"]`).
@@ -33,6 +35,10 @@ from flwd.settings import Settings
 MCP_PATH: Final = "/mcp"
 #: seconds a request waits for the MCP side to be ready
 READY_TIMEOUT: Final = 60.0
+#: seconds before the MCP side is started again after it failed (out of descriptors,
+#: say), doubling each time up to `RETRY_MAX`
+RETRY_FIRST: Final = 1.0
+RETRY_MAX: Final = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -81,20 +87,34 @@ class McpMount:
         await self.endpoint.handle(scope, receive, send, caller(scope))
 
     async def _serve(self, app: Litestar) -> None:
-        try:
-            http = await asyncio.to_thread(importlib.import_module, "flwd_mcp.http")
-            endpoint = http.McpEndpoint(
-                self.settings, services_of(app), app.state.get("plugin_manager"), caller
-            )
-            async with endpoint.running():
-                self.endpoint = endpoint
-                self._ready.set()
-                await self._stop.wait()
-        except Exception:
-            log.exception("the MCP endpoint could not start")
-        finally:
-            self.endpoint = None
-            self._ready.set()  # waiting requests are answered (503)
+        """Start the MCP side and keep it up until the server stops: if it cannot start
+        (or fails later), requests are answered 503 and it is started again after
+        `RETRY_FIRST` seconds, then twice as long each time up to `RETRY_MAX`. The first
+        failure is logged with its traceback, the next ones in a line each."""
+        delay, failures = RETRY_FIRST, 0
+        while not self._stop.is_set():
+            try:
+                http = await asyncio.to_thread(importlib.import_module, "flwd_mcp.http")
+                endpoint = http.McpEndpoint(
+                    self.settings, services_of(app), app.state.get("plugin_manager"), caller
+                )
+                async with endpoint.running():
+                    self.endpoint = endpoint
+                    self._ready.set()
+                    await self._stop.wait()
+                return
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.exception("the MCP endpoint could not start; retrying in %gs", delay)
+                else:
+                    log.error("the MCP endpoint could not start (%s); retrying in %gs", exc, delay)
+            finally:
+                self.endpoint = None
+                self._ready.set()  # waiting requests are answered (503)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, RETRY_MAX)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
