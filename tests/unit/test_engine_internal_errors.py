@@ -49,6 +49,11 @@ async def test_a_secret_equal_to_a_result_number_masks_it_without_breaking_the_r
         assert [e.data["value"] for e in output] == [{"n": "***", "m": 123456, "ok": True}]
 
 
+def _broken_read_result(room: Room, step_id: str, limit: int) -> bytes | None:
+    """A bug deep in reading a step's result, with the secret in its message."""
+    raise RuntimeError(f"disk said no while reading {step_id} with {SECRET}")
+
+
 async def test_a_failure_inside_flwd_ends_every_step_and_the_run_as_internal(
     engine_world: EngineWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,10 +71,7 @@ async def test_a_failure_inside_flwd_ends_every_step_and_the_run_as_internal(
         },
     )
 
-    def broken(room: Room, step_id: str, limit: int) -> bytes | None:
-        raise RuntimeError(f"disk said no while reading {step_id} with {SECRET}")
-
-    monkeypatch.setattr(Room, "read_result", broken)
+    monkeypatch.setattr(Room, "read_result", _broken_read_result)
     async with engine_world.open() as service:
         run = await run_job(service, "dag", {"password": SECRET})
         assert run.status is RunStatus.FAILED and run.reason is FailureReason.INTERNAL
@@ -96,10 +98,7 @@ async def test_a_failure_inside_flwd_ends_a_one_step_run_as_internal(
     """The same bug in a job of one step (awaited without a task of its own)."""
     engine_world.job("single", {"args": SECRET_ARGS, "command": 'echo "{}" > "$FLWD_RESULT_FILE"'})
 
-    def broken(room: Room, step_id: str, limit: int) -> bytes | None:
-        raise RuntimeError(f"disk said no while reading {step_id} with {SECRET}")
-
-    monkeypatch.setattr(Room, "read_result", broken)
+    monkeypatch.setattr(Room, "read_result", _broken_read_result)
     async with engine_world.open() as service:
         run = await run_job(service, "single", {"password": SECRET})
         assert run.status is RunStatus.FAILED and run.reason is FailureReason.INTERNAL
